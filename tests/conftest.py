@@ -1,0 +1,148 @@
+"""Session fixtures: a real Redis, a real tritonserver and, on top, the real gateway and worker.
+
+Every process listens on a free loopback port and writes under a per-session temporary data dir,
+so the suite never touches a developer's running stack. The processes are started with the same
+functions `make run` uses (gateway.stack).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from gateway.settings import REPO_ROOT, Settings
+from gateway.stack import (
+    Service,
+    free_port,
+    gateway_service,
+    redis_service,
+    triton_service,
+    worker_service,
+)
+
+SHARED = (REPO_ROOT.parent / "shared").resolve()
+DATA = SHARED / "data"
+VIDEOS = DATA / "videos"
+IMAGES = DATA / "images"
+VIDEO_MASKS = DATA / "video_masks"
+
+TEST_TOKEN = "test-token-alpha"
+OTHER_TOKEN = "test-token-beta"
+
+
+def _require_models(repo: Path) -> None:
+    missing = [p for p in ("rvm/1/model.onnx", "u2netp/1/model.onnx") if not (repo / p).exists()]
+    if missing:
+        pytest.fail(f"exported models missing ({', '.join(missing)}): run `make models` (make test does)")
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("stack-data")
+
+
+@pytest.fixture(scope="session")
+def redis_port(data_dir: Path) -> Iterator[int]:
+    port = free_port()
+    svc = redis_service(port, data_dir / "redis")
+    svc.start()
+    try:
+        svc.wait_ready(30)
+        yield port
+    finally:
+        svc.stop()
+
+
+@pytest.fixture(scope="session")
+def triton(data_dir: Path) -> Iterator[Service]:
+    """A real tritonserver serving model_repository/ (the exported CPU configs)."""
+    _require_models(REPO_ROOT / "model_repository")
+    settings = Settings(
+        triton_grpc_port=free_port(),
+        triton_http_port=free_port(),
+        triton_metrics_port=free_port(),
+        data_dir=data_dir,
+    )
+    svc = triton_service(settings, data_dir / "logs" / "tritonserver.log", data_dir / "backends")
+    svc.settings = settings  # type: ignore[attr-defined]
+    svc.start()
+    try:
+        svc.wait_ready(240)
+        yield svc
+    finally:
+        svc.stop()
+
+
+@pytest.fixture(scope="session")
+def triton_settings(triton: Service) -> Settings:
+    return triton.settings  # type: ignore[attr-defined,no-any-return]
+
+
+@pytest.fixture(scope="session")
+def triton_url(triton_settings: Settings) -> str:
+    return triton_settings.triton_grpc_url
+
+
+@pytest.fixture(scope="session")
+def media_server() -> Iterator[str]:
+    """Serves ../shared/data and generated test media over loopback HTTP, for URL inputs."""
+    root = DATA
+
+    class Handler(SimpleHTTPRequestHandler):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, directory=str(root), **kwargs)  # type: ignore[arg-type]
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    url: str
+    token: str
+    other_token: str
+    gateway: Service
+    workers: list[Service]
+
+
+@pytest.fixture(scope="session")
+def stack(triton_settings: Settings, redis_port: int, data_dir: Path) -> Iterator[Stack]:
+    """The gateway and one worker against the session's Redis and tritonserver."""
+    settings = triton_settings.with_overrides(
+        gateway_port=free_port(),
+        redis_url=f"redis://127.0.0.1:{redis_port}/0",
+        data_dir=data_dir,
+    )
+    env = {
+        "API_TOKENS": f"{TEST_TOKEN},{OTHER_TOKEN}",
+        "ALLOW_LOOPBACK_URLS": "true",
+        "RATE_LIMIT_PER_MINUTE": os.environ.get("TEST_RATE_LIMIT_PER_MINUTE", "100000"),
+    }
+    logs = data_dir / "logs"
+    gw = gateway_service(settings, logs / "gateway.log", env)
+    workers = [worker_service(settings, 0, logs / "worker-0.log", env)]
+    started: list[Service] = []
+    try:
+        for svc in [gw, *workers]:
+            svc.start()
+            started.append(svc)
+        gw.wait_ready(60)
+        yield Stack(settings, settings.base_url, TEST_TOKEN, OTHER_TOKEN, gw, workers)
+    finally:
+        for svc in reversed(started):
+            svc.stop()
