@@ -1,0 +1,165 @@
+"""Application factory, middlewares and start-up/shutdown; `python -m gateway.app` serves it.
+
+Handlers reach the shared per-process clients through the app keys below. Route modules are
+discovered under gateway/routes/ (each exposes `routes: web.RouteTableDef`), so an endpoint is
+added by adding a module, never by editing this file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import pkgutil
+import re
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from arq.connections import ArqRedis
+from redis.asyncio import Redis
+
+from gateway.errors import error_middleware
+from gateway.jobs import JobStore
+from gateway.settings import Settings
+from gateway.storage import Storage
+from gateway.triton import Triton
+
+SETTINGS = web.AppKey("settings", Settings)
+TRITON = web.AppKey("triton", Triton)
+REDIS = web.AppKey("redis", Redis)
+JOBS = web.AppKey("jobs", JobStore)
+STORAGE = web.AppKey("storage", Storage)
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+_REDIS_TIMEOUT_S = 5.0
+
+access_log = logging.getLogger("gateway.access")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; `extra=` fields are merged in (request_id, status, ...)."""
+
+    _STANDARD = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, object] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        data.update({k: v for k, v in vars(record).items() if k not in self._STANDARD})
+        if record.exc_info:
+            data["exc"] = self.formatException(record.exc_info)
+        return json.dumps(data, default=str)
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+def connect_redis(settings: Settings) -> ArqRedis:
+    """Lazy connection (the process starts even while Redis is down; /readyz says so)."""
+    return ArqRedis.from_url(
+        settings.redis_url, socket_timeout=_REDIS_TIMEOUT_S, socket_connect_timeout=_REDIS_TIMEOUT_S
+    )
+
+
+@web.middleware
+async def request_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id first (every later layer logs with it), then one access-log line per request."""
+    incoming = request.headers.get(REQUEST_ID_HEADER, "")
+    request["request_id"] = incoming if _SANE_REQUEST_ID.match(incoming) else str(uuid.uuid4())
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    finally:
+        access_log.info(
+            "request",
+            extra={
+                "method": request.method,
+                "path": request.path,  # never the query: it may carry a result link's signature
+                "status": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                "request_id": request["request_id"],
+            },
+        )
+
+
+async def _add_request_id_header(request: web.Request, response: web.StreamResponse) -> None:
+    # A signal rather than middleware so streamed responses (prepared by handlers) get it too.
+    request_id = request.get("request_id")
+    if request_id:
+        response.headers[REQUEST_ID_HEADER] = request_id
+
+
+def _route_tables() -> list[web.RouteTableDef]:
+    import gateway.routes as package
+
+    tables = []
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        table = getattr(module, "routes", None)
+        if isinstance(table, web.RouteTableDef):
+            tables.append(table)
+    return tables
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        client_max_size=settings.max_request_bytes,
+        middlewares=[request_context_middleware, error_middleware],
+    )
+    app[SETTINGS] = settings
+    app[STORAGE] = Storage(settings)
+
+    async def clients(app: web.Application) -> AsyncIterator[None]:
+        redis = connect_redis(settings)
+        triton = Triton(settings)  # built here: the gRPC channel binds to the running loop
+        app[REDIS] = redis
+        app[TRITON] = triton
+        app[JOBS] = JobStore(redis, settings)
+        try:
+            yield
+        finally:
+            await triton.close()
+            await redis.aclose()
+
+    app.cleanup_ctx.append(clients)
+    app.on_response_prepare.append(_add_request_id_header)
+    for table in _route_tables():
+        app.router.add_routes(table)
+    return app
+
+
+def main() -> None:
+    setup_logging()
+    settings = Settings.from_env()
+    # run_app turns SIGINT/SIGTERM into a graceful shutdown: stop accepting, finish in-flight
+    # requests (up to shutdown_timeout), then run the cleanup contexts.
+    web.run_app(
+        create_app(settings),
+        host=settings.gateway_host,
+        port=settings.gateway_port,
+        access_log=None,
+        shutdown_timeout=30.0,
+        print=None,
+    )
+
+
+if __name__ == "__main__":
+    # Run through the imported module, not __main__: route modules import the app keys from
+    # gateway.app, and AppKeys compare by identity, so there must be exactly one copy of them.
+    from gateway import app as _app
+
+    _app.main()

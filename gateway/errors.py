@@ -1,0 +1,149 @@
+"""The two documented error families, rendered in one place.
+
+* mask family (seeds foreground_mask.txt, mask_by_key_points.txt):
+  ``{"error": {"code": <HTTP status>, "message", "details"}, "request_id"}``
+* background family (seeds background_api.txt): the body exactly as the document shows it,
+  ``{"message": ...}`` or ``{"detail": ...}``.
+
+Which family a failure belongs to follows from the path, so aiohttp's own 404/405/413 and unknown
+exceptions look like the endpoint the client called.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+log = logging.getLogger("gateway.errors")
+
+Family = Literal["mask", "bg"]
+
+MASK_PATH_PREFIXES = ("/foreground_mask", "/mask_by_key_points", "/status/", "/results/")
+
+# Short, fixed texts: never an exception's own message, which can carry paths or internals.
+_REASONS: dict[int, tuple[str, str]] = {
+    400: ("Bad Request", "The request could not be understood."),
+    401: ("Unauthorized", "A valid api_token header is required."),
+    403: ("Forbidden", "A valid api_token header is required."),
+    404: ("Not Found", "The requested resource does not exist."),
+    405: ("Method Not Allowed", "This endpoint does not support the request method."),
+    413: ("Payload Too Large", "The request body exceeds the size limit."),
+    415: ("Unsupported Media Type", "The request content type is not supported."),
+    422: ("Unprocessable Entity", "Invalid request data."),
+    429: ("Too Many Requests", "Slow down and retry later."),
+    500: ("Internal Server Error", ""),
+    503: ("Service Unavailable", "A backend service is temporarily unavailable; retry later."),
+}
+
+
+class ServiceUnavailable(Exception):
+    """A backend (Triton, Redis) cannot serve right now; the client should retry later.
+
+    Subclassed by the typed backend errors so the middleware can answer 503 without knowing them.
+    """
+
+    retry_after_s: int = 5
+
+
+class ApiError(Exception):
+    """Base of both families: an HTTP status, a body builder and optional extra headers."""
+
+    def __init__(self, status: int, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(status)
+        self.status = status
+        self.headers: dict[str, str] = dict(headers or {})
+
+    def body(self, request_id: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def response(self, request_id: str) -> web.Response:
+        return web.json_response(self.body(request_id), status=self.status, headers=self.headers)
+
+
+class MaskApiError(ApiError):
+    def __init__(
+        self, status: int, message: str, details: str = "", headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(status, headers)
+        self.message = message
+        self.details = details
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.message}: {self.details}"
+
+    def body(self, request_id: str) -> dict[str, Any]:
+        return {
+            "error": {"code": self.status, "message": self.message, "details": self.details},
+            "request_id": request_id,
+        }
+
+
+class BgApiError(ApiError):
+    def __init__(
+        self, status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(status, headers)
+        self.payload = dict(body)
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.payload}"
+
+    def body(self, request_id: str) -> dict[str, Any]:
+        return dict(self.payload)
+
+
+def family_of(path: str) -> Family:
+    return "mask" if path.startswith(MASK_PATH_PREFIXES) else "bg"
+
+
+def api_error(
+    family: Family,
+    status: int,
+    message: str | None = None,
+    details: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> ApiError:
+    """One error in the caller's family; message/details default to the status' fixed texts.
+
+    The background family carries only ``{"message": ...}`` (its documented generic shape).
+    """
+    reason, default_details = _REASONS.get(status, ("Error", ""))
+    if family == "mask":
+        return MaskApiError(
+            status, message or reason, default_details if details is None else details, headers
+        )
+    return BgApiError(status, {"message": message or reason}, headers)
+
+
+def _from_http_exception(family: Family, exc: web.HTTPException) -> ApiError:
+    headers = {k: v for k, v in exc.headers.items() if k.lower() in {"allow", "retry-after"}}
+    return api_error(family, exc.status, headers=headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    family = family_of(request.path)
+    request_id: str = request.get("request_id", "")
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return exc.response(request_id)
+    except web.HTTPException as exc:
+        if exc.status < 400:  # redirects and other non-errors raised as exceptions pass as they are
+            raise
+        return _from_http_exception(family, exc).response(request_id)
+    except (ServiceUnavailable, RedisConnectionError, RedisTimeoutError) as exc:
+        retry = getattr(exc, "retry_after_s", ServiceUnavailable.retry_after_s)
+        log.warning(
+            "backend unavailable", extra={"request_id": request_id, "error": f"{type(exc).__name__}: {exc}"}
+        )
+        return api_error(family, 503, headers={"Retry-After": str(retry)}).response(request_id)
+    except Exception:
+        log.exception("unhandled error", extra={"request_id": request_id})
+        return api_error(family, 500).response(request_id)

@@ -1,0 +1,229 @@
+"""Job records in Redis (one JSON document per job at `job:{id}`) and enqueueing onto arq.
+
+The record is the single source of truth that every status endpoint translates into its own
+document's shape. Only the worker writes after `create`, but writes still go through an optimistic
+WATCH/MULTI transaction so a late progress update can never overwrite a terminal status.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
+
+from arq.connections import ArqRedis
+from arq.constants import default_queue_name
+from redis.asyncio import Redis
+from redis.exceptions import WatchError
+
+from gateway.settings import Settings
+from gateway.storage import StoredResult, is_job_id
+
+log = logging.getLogger("gateway.jobs")
+
+JobKind = Literal["foreground_mask", "video_matte", "image_hd", "mask_by_key_points"]
+JobStatus = Literal["queued", "processing", "completed", "failed"]
+TERMINAL: frozenset[str] = frozenset({"completed", "failed"})
+
+# Job kind -> arq function name (the function is registered in gateway/worker.py).
+FUNCTIONS: dict[str, str] = {
+    "foreground_mask": "video_mask_job",
+    "video_matte": "video_matte_job",
+    "image_hd": "image_hd_job",
+    "mask_by_key_points": "keypoint_mask_job",
+}
+
+KEY_PREFIX = "job:"
+PROGRESS_MIN_INTERVAL_S = 0.25  # at most ~4 progress writes per second per job
+
+
+@dataclass(frozen=True)
+class JobError:
+    code: int
+    message: str
+    details: str
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: str
+    kind: str
+    owner: str
+    status: str
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    current_frame: int | None = None
+    total_frames: int | None = None
+    progress_percentage: float | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    result: StoredResult | None = None
+    warning: str | None = None
+    original_duration: float | None = None
+    processed_duration: float | None = None
+    error: JobError | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["result"] = self.result.to_dict() if self.result else None
+        return json.dumps(data, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> JobRecord:
+        data = json.loads(raw)
+        result = data.get("result")
+        error = data.get("error")
+        data["result"] = StoredResult.from_dict(result) if result else None
+        data["error"] = JobError(**error) if error else None
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _key(job_id: str) -> str:
+    return KEY_PREFIX + job_id
+
+
+class JobStore:
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.settings = settings
+        # arq needs its own Redis subclass for enqueueing; share the caller's connection pool.
+        self.arq = redis if isinstance(redis, ArqRedis) else ArqRedis(connection_pool=redis.connection_pool)
+        self._last_progress: dict[str, float] = {}
+
+    @property
+    def active_ttl_s(self) -> int:
+        """A record that never ends (lost queue, dead Redis client) still expires, in bounded time."""
+        s = self.settings
+        return s.result_ttl_s + s.job_timeout_s * (s.job_max_tries + 1) + 86_400
+
+    async def create(self, kind: str, owner: str, params: dict[str, Any]) -> JobRecord:
+        if kind not in FUNCTIONS:
+            raise ValueError(f"unknown job kind {kind!r}")
+        record = JobRecord(
+            id=str(uuid.uuid4()),
+            kind=kind,
+            owner=owner,
+            status="queued",
+            created_at=time.time(),
+            params=params,
+        )
+        await self.redis.set(_key(record.id), record.to_json(), ex=self.active_ttl_s, nx=True)
+        return record
+
+    async def get(self, job_id: str, owner: str | None = None) -> JobRecord | None:
+        """None when absent, malformed id, or owned by someone else (indistinguishable on purpose)."""
+        if not is_job_id(job_id):
+            return None
+        raw = await self.redis.get(_key(job_id))
+        if raw is None:
+            return None
+        record = JobRecord.from_json(raw)
+        if owner is not None and record.owner != owner:
+            return None
+        return record
+
+    async def _update(self, job_id: str, ttl_s: int | None = None, **changes: Any) -> JobRecord | None:
+        """Apply `changes` unless the job already ended; returns the new record (None if skipped)."""
+        key = _key(job_id)
+        while True:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(key)
+                    raw = await pipe.get(key)
+                    if raw is None:
+                        return None
+                    record = JobRecord.from_json(raw)
+                    if record.done:
+                        return None
+                    updated = replace(record, **changes)
+                    pipe.multi()
+                    if ttl_s is None:
+                        pipe.set(key, updated.to_json(), keepttl=True)
+                    else:
+                        pipe.set(key, updated.to_json(), ex=ttl_s)
+                    await pipe.execute()
+                    return updated
+                except WatchError:
+                    continue
+
+    async def mark_processing(self, job_id: str) -> JobRecord | None:
+        """Also used on a re-run after a worker died: progress starts again from zero."""
+        return await self._update(
+            job_id, status="processing", started_at=time.time(), current_frame=None, progress_percentage=None
+        )
+
+    async def set_progress(self, job_id: str, current: int, total: int | None) -> None:
+        """Cheap enough to call per frame: writes at most every PROGRESS_MIN_INTERVAL_S, plus the last."""
+        now = time.monotonic()
+        is_last = total is not None and current >= total
+        if not is_last and now - self._last_progress.get(job_id, 0.0) < PROGRESS_MIN_INTERVAL_S:
+            return
+        self._last_progress[job_id] = now
+        percentage = round(100.0 * current / total, 1) if total else None
+        await self._update(
+            job_id,
+            status="processing",
+            current_frame=current,
+            total_frames=total,
+            progress_percentage=percentage,
+        )
+
+    async def complete(
+        self,
+        job_id: str,
+        result: StoredResult,
+        warning: str | None = None,
+        original_duration: float | None = None,
+        processed_duration: float | None = None,
+    ) -> JobRecord | None:
+        self._last_progress.pop(job_id, None)
+        changes: dict[str, Any] = {}
+        record = await self.get(job_id)
+        if record is not None and record.total_frames:
+            changes = {"current_frame": record.total_frames, "progress_percentage": 100.0}
+        return await self._update(
+            job_id,
+            ttl_s=self.settings.result_ttl_s,
+            status="completed",
+            finished_at=time.time(),
+            result=result,
+            warning=warning,
+            original_duration=original_duration,
+            processed_duration=processed_duration,
+            error=None,
+            **changes,
+        )
+
+    async def fail(self, job_id: str, code: int, message: str, details: str) -> JobRecord | None:
+        self._last_progress.pop(job_id, None)
+        return await self._update(
+            job_id,
+            ttl_s=self.settings.result_ttl_s,
+            status="failed",
+            finished_at=time.time(),
+            error=JobError(code, message, details),
+        )
+
+    async def delete(self, job_id: str) -> None:
+        if is_job_id(job_id):
+            await self.redis.delete(_key(job_id))
+
+    async def enqueue(self, record: JobRecord, function_name: str | None = None) -> bool:
+        """Queue the job once (arq dedupes on `_job_id`); False when it was already queued.
+
+        Job functions receive `(ctx, job_id)` and read everything else from the record.
+        """
+        name = function_name or FUNCTIONS[record.kind]
+        job = await self.arq.enqueue_job(name, record.id, _job_id=record.id)
+        return job is not None
+
+    async def queue_depth(self) -> int:
+        return int(await self.redis.zcard(default_queue_name))

@@ -1,0 +1,1 @@
+"""HTTP endpoints; each module exposes `routes: web.RouteTableDef`, registered by gateway.app."""
