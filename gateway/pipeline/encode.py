@@ -1,0 +1,315 @@
+"""Encode result frames (masks, composites, RGBA) with the input's timing, geometry and audio.
+
+`MaskWriter` keeps the input's resolution, sample aspect ratio, display rotation, average frame
+rate and each frame's own timestamp (so VFR stays VFR), and carries the audio: stream-copied
+when the target container can hold the codec, re-encoded otherwise (table in docs/video.md).
+Encoding runs on its own thread behind a bounded queue so it overlaps inference.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import av.error
+import numpy as np
+
+from gateway.pipeline.probe import VideoInfo
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    format: str  # libavformat muxer
+    extension: str
+    media_type: str
+    codec: str
+    pix_fmt: str
+    options: dict[str, str] = field(default_factory=dict)
+    codec_tag: str | None = None
+    audio_copy: frozenset[str] = frozenset()  # audio codecs the container holds as they are
+    audio_codec: str | None = None  # re-encode target; None = the format has no audio
+    time_base: Fraction | None = None  # forced by the format (GIF: centiseconds)
+    alpha: bool = False  # frames written are RGBA
+
+
+_X264 = {"preset": "veryfast", "crf": "18"}
+_X265 = {"preset": "veryfast", "crf": "22", "x265-params": "log-level=error"}
+_VP9 = {"deadline": "realtime", "cpu-used": "8", "crf": "30", "b": "0", "row-mt": "1"}
+_MP4_AUDIO = frozenset({"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac"})
+_MOV_AUDIO = frozenset({"aac", "mp3", "ac3", "eac3", "alac", "pcm_s16le", "pcm_s24le", "pcm_s16be"})
+_MKV_AUDIO = frozenset({"aac", "mp3", "ac3", "eac3", "opus", "vorbis", "flac", "pcm_s16le", "pcm_s24le"})
+_WEBM_AUDIO = frozenset({"opus", "vorbis"})
+
+
+def _h264(name: str, fmt: str, ext: str, media: str, audio: frozenset[str]) -> Preset:
+    return Preset(name, fmt, ext, media, "libx264", "yuv420p", _X264, None, audio, "aac")
+
+
+def _h265(name: str, fmt: str, ext: str, media: str, audio: frozenset[str], tag: str | None) -> Preset:
+    # hvc1 tagging is what QuickTime/Safari need to play HEVC in MP4/MOV
+    return Preset(name, fmt, ext, media, "libx265", "yuv420p", _X265, tag, audio, "aac")
+
+
+def _vp9(name: str, fmt: str, ext: str, media: str, audio: frozenset[str]) -> Preset:
+    return Preset(name, fmt, ext, media, "libvpx-vp9", "yuv420p", _VP9, None, audio, "libopus")
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        _h264("mp4_h264", "mp4", "mp4", "video/mp4", _MP4_AUDIO),
+        _h265("mp4_h265", "mp4", "mp4", "video/mp4", _MP4_AUDIO, "hvc1"),
+        _vp9("webm_vp9", "webm", "webm", "video/webm", _WEBM_AUDIO),
+        _h265("mov_h265", "mov", "mov", "video/quicktime", _MOV_AUDIO, "hvc1"),
+        # ProRes 4444 (profile 4) as the document names it; 4:4:4 10-bit
+        Preset(
+            "mov_proresks", "mov", "mov", "video/quicktime", "prores_ks", "yuv444p10le",
+            {"profile": "4"}, None, _MOV_AUDIO, "aac",
+        ),
+        _h264("mkv_h264", "matroska", "mkv", "video/x-matroska", _MKV_AUDIO),
+        _h265("mkv_h265", "matroska", "mkv", "video/x-matroska", _MKV_AUDIO, None),
+        _vp9("mkv_vp9", "matroska", "mkv", "video/x-matroska", _MKV_AUDIO),
+        # GIF: no audio; its clock ticks in centiseconds; gray keeps all 256 mask levels
+        Preset("gif", "gif", "gif", "image/gif", "gif", "gray", time_base=Fraction(1, 100)),
+    )
+}  # fmt: skip
+DEFAULT_PRESET = "mp4_h264"
+
+# Transparent outputs of /video/submit/v1 (no background chosen).
+TRANSPARENT_PRESETS: dict[str, Preset] = {
+    "webm": Preset(
+        "webm_vp9_alpha", "webm", "webm", "video/webm", "libvpx-vp9", "yuva420p",
+        {**_VP9, "auto-alt-ref": "0"}, None, _WEBM_AUDIO, "libopus", None, True,
+    ),
+    "mov": Preset(
+        "mov_prores4444_alpha", "mov", "mov", "video/quicktime", "prores_ks", "yuva444p10le",
+        {"profile": "4", "alpha_bits": "16"}, None, _MOV_AUDIO, "aac", None, True,
+    ),
+}  # fmt: skip
+
+
+class EncodeError(Exception):
+    """The encoder or muxer failed; a server-side fault, never the caller's input."""
+
+
+_STOP = object()
+
+
+class _AudioCarrier:
+    """Copies or re-encodes the input's first audio stream, interleaved with the video as it goes."""
+
+    def __init__(
+        self, out: av.container.OutputContainer, src: Path, preset: Preset, max_s: float | None
+    ) -> None:
+        self.inp = av.open(str(src), mode="r", metadata_errors="ignore")
+        self.ain = self.inp.streams.audio[0]
+        self.max_s = max_s
+        self.copy = self.ain.codec_context.name in preset.audio_copy
+        if self.copy:
+            self.aout = out.add_stream_from_template(self.ain)
+        else:
+            assert preset.audio_codec is not None
+            rate = int(self.ain.codec_context.sample_rate or 48000)
+            if preset.audio_codec == "libopus" and rate not in (8000, 12000, 16000, 24000, 48000):
+                rate = 48000
+            self.aout = out.add_stream(preset.audio_codec, rate=rate)
+            layout = self.ain.codec_context.layout
+            if layout is not None and layout.nb_channels in (1, 2):
+                self.aout.codec_context.layout = layout.name
+            else:
+                self.aout.codec_context.layout = "stereo"
+            fmt = self.aout.codec_context.codec.audio_formats[0].name
+            self.resampler = av.AudioResampler(format=fmt, layout=self.aout.codec_context.layout, rate=rate)
+        self.packets = self.inp.demux(self.ain)
+        self.start: float | None = None
+        self.done = False
+        self.out = out
+
+    def _emit(self, packet: av.Packet) -> bool:
+        """Mux or transcode one input packet; False once past the end of the kept span."""
+        if packet.pts is None or packet.size == 0:
+            return True
+        t = float(packet.pts * packet.time_base)
+        if self.start is None:
+            self.start = t
+        if self.max_s is not None and t - self.start >= self.max_s:
+            return False
+        if self.copy:
+            packet.stream = self.aout
+            self.out.mux(packet)
+            return True
+        for frame in self.ain.codec_context.decode(packet):
+            frame.pts = None  # let the encoder count samples: the resampler changes the rate
+            for rframe in self.resampler.resample(frame):
+                self.out.mux(self.aout.encode(rframe))
+        return True
+
+    def advance(self, until_s: float | None) -> None:
+        """Write audio up to `until_s` seconds (None: to the end)."""
+        while not self.done:
+            try:
+                packet = next(self.packets)
+            except StopIteration:
+                self.done = True
+                break
+            if not self._emit(packet):
+                self.done = True
+                break
+            if (
+                until_s is not None
+                and packet.pts is not None
+                and self.start is not None
+                and float(packet.pts * packet.time_base) - self.start >= until_s
+            ):
+                break
+
+    def finish(self) -> None:
+        self.advance(None)
+        if not self.copy:
+            for rframe in self.resampler.resample(None):
+                self.out.mux(self.aout.encode(rframe))
+            self.out.mux(self.aout.encode(None))
+        self.inp.close()
+
+
+class MaskWriter:
+    """`write(frame, pts)` queues a frame (HxW uint8 mask, HxWx3 RGB or HxWx4 RGBA); `close()`
+    flushes and raises what the encoder thread hit. `abort()` stops without flushing."""
+
+    def __init__(
+        self,
+        out_path: Path,
+        preset: Preset,
+        info: VideoInfo,
+        audio_from: Path | None,
+        max_duration_s: float | None,
+        queue_size: int = 8,
+    ) -> None:
+        self.out_path = out_path
+        self.preset = preset
+        self.info = info
+        self.max_duration_s = max_duration_s
+        self.frames_written = 0
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=max(1, queue_size))
+        self._error: BaseException | None = None
+        self._abort = threading.Event()
+        self._container = av.open(str(out_path), mode="w", format=preset.format)
+        try:
+            self._stream = self._add_video_stream()
+            self._audio = (
+                _AudioCarrier(self._container, audio_from, preset, max_duration_s)
+                if audio_from is not None and info.audio is not None and preset.audio_codec is not None
+                else None
+            )
+        except BaseException:
+            self._container.close()
+            raise
+        self._thread = threading.Thread(target=self._run, name="video-encode", daemon=True)
+        self._thread.start()
+
+    def _add_video_stream(self) -> av.video.stream.VideoStream:
+        p, info = self.preset, self.info
+        # Timestamps are written as the input has them, so the codec works in the input's time base.
+        rate = info.fps if info.fps > 0 else Fraction(25)
+        stream = self._container.add_stream(p.codec, rate=rate, options=dict(p.options))
+        ctx = stream.codec_context
+        ctx.width, ctx.height = info.width, info.height
+        ctx.pix_fmt = p.pix_fmt
+        ctx.time_base = p.time_base or info.time_base
+        stream.time_base = p.time_base or info.time_base
+        if info.sample_aspect_ratio != 1:
+            ctx.sample_aspect_ratio = info.sample_aspect_ratio
+        if p.codec_tag:
+            ctx.codec_tag = p.codec_tag
+        if p.format != "gif":
+            ctx.color_range = 1  # limited ("tv") range: what players assume for YUV video
+        if info.rotation and p.format != "gif":
+            stream.set_display_rotation(info.rotation)
+        return stream
+
+    def write(self, frame: np.ndarray, pts: int) -> None:
+        """Queue one frame; `pts` is in the input's time base. Blocks while the queue is full."""
+        while True:
+            if self._error is not None:
+                raise EncodeError(f"encoder failed: {self._error}") from self._error
+            try:
+                self._queue.put((frame, pts), timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def close(self) -> int:
+        """Flush everything; returns the number of frames written."""
+        self._queue.put(_STOP)
+        self._thread.join()
+        if self._error is not None:
+            raise EncodeError(f"encoder failed: {self._error}") from self._error
+        return self.frames_written
+
+    def abort(self) -> None:
+        self._abort.set()
+        self._thread.join(timeout=30)
+
+    def _to_video_frame(self, array: np.ndarray) -> av.VideoFrame:
+        if array.ndim == 2:
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="gray")
+        elif array.shape[2] == 4:
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgba")
+        else:
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
+        if self.preset.format == "gif":
+            return vf.reformat(format=self.preset.pix_fmt)
+        return vf.reformat(format=self.preset.pix_fmt, dst_color_range=1)
+
+    def _run(self) -> None:
+        container = self._container
+        try:
+            start_pts: int | None = None
+            last_out = -1
+            out_tb = self._stream.codec_context.time_base
+            while True:
+                if self._abort.is_set():
+                    return
+                try:
+                    item = self._queue.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                if item is _STOP:
+                    break
+                array, pts = item  # type: ignore[misc]
+                if start_pts is None:
+                    start_pts = pts
+                rel = Fraction(pts - start_pts) * self.info.time_base
+                if self.max_duration_s is not None and rel >= self.max_duration_s:
+                    continue
+                out_pts = int(rel / out_tb) if out_tb != self.info.time_base else pts - start_pts
+                if out_pts <= last_out:
+                    continue  # only GIF's coarse clock can fold two frames onto one tick
+                last_out = out_pts
+                vf = self._to_video_frame(array)
+                vf.pts = out_pts
+                vf.time_base = out_tb
+                for packet in self._stream.encode(vf):
+                    container.mux(packet)
+                self.frames_written += 1
+                if self._audio is not None:
+                    self._audio.advance(float(rel) + 0.5)
+            for packet in self._stream.encode(None):
+                container.mux(packet)
+            if self._audio is not None:
+                self._audio.finish()
+        except BaseException as exc:
+            self._error = exc
+        finally:
+            try:
+                container.close()
+            except (av.error.FFmpegError, OSError) as exc:
+                if self._error is None:
+                    self._error = exc
+            if self._audio is not None and self._error is not None:
+                self._audio.inp.close()

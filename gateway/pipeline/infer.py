@@ -1,0 +1,130 @@
+"""Stream one video's frames through the stateful `rvm` model over one gRPC bidirectional stream.
+
+One stream per video keeps the frames in order on the wire, which the recurrent state needs (unary
+calls racing each other could reach the sequence batcher out of order). At most
+`frames_in_flight` requests are outstanding, so neither side buffers more than that. Every wait
+for an answer has a deadline: a dead or stuck server surfaces as `TritonUnavailable`, which the
+worker retries from the start of the video (a re-run starts a fresh sequence), never a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import numpy as np
+import tritonclient.grpc.aio as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from gateway.pipeline.decode import DecodedFrame
+from gateway.triton import InferenceFailed, Triton, TritonUnavailable
+
+MODEL = "rvm"
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    frame: DecodedFrame
+    alpha: np.ndarray  # HxW uint8
+    foreground: np.ndarray | None  # HxWx3 uint8 when requested
+
+
+def _request(
+    frame: DecodedFrame, sequence_id: int, start: bool, end: bool, outputs: tuple[str, ...]
+) -> dict[str, Any]:
+    batch = np.ascontiguousarray(frame.rgb, dtype=np.uint8)[None, ...]
+    item = grpcclient.InferInput("frame", list(batch.shape), "UINT8")
+    item.set_data_from_numpy(batch)
+    return {
+        "model_name": MODEL,
+        "inputs": [item],
+        "outputs": [grpcclient.InferRequestedOutput(n) for n in outputs],
+        "request_id": str(frame.index),
+        "sequence_id": sequence_id,
+        "sequence_start": start,
+        "sequence_end": end,
+    }
+
+
+async def infer_frames(
+    triton: Triton,
+    frames: AsyncIterator[DecodedFrame],
+    *,
+    frames_in_flight: int,
+    timeout_s: float,
+    foreground: bool = False,
+) -> AsyncIterator[FrameResult]:
+    """Results in frame order. Exceptions from `frames` (decode errors) are re-raised here."""
+    outputs = ("alpha", "foreground") if foreground else ("alpha",)
+    sequence_id = Triton.new_sequence_id()
+    window = asyncio.Semaphore(max(1, frames_in_flight))
+    pending: collections.deque[DecodedFrame] = collections.deque()
+    state: dict[str, Any] = {"sent_all": False, "error": None}
+    sent = asyncio.Event()  # set whenever a request goes out or the source ends
+
+    async def requests() -> AsyncIterator[dict[str, Any]]:
+        try:
+            # one frame of look-ahead: the last frame must carry the sequence end flag
+            current = await anext(frames, None)
+            first = True
+            while current is not None:
+                following = await anext(frames, None)
+                await window.acquire()
+                pending.append(current)
+                yield _request(current, sequence_id, first, following is None, outputs)
+                sent.set()
+                first = False
+                current = following
+        except Exception as exc:  # raised to the consumer below, not lost inside gRPC
+            state["error"] = exc
+        finally:
+            state["sent_all"] = True
+            sent.set()
+
+    stream = triton.client.stream_infer(requests())
+    try:
+        while True:
+            while not pending and not state["sent_all"]:
+                sent.clear()
+                await sent.wait()
+            if state["error"] is not None:
+                raise state["error"]
+            if not pending:
+                return
+            try:
+                result, error = await asyncio.wait_for(anext(stream), timeout_s)
+            except TimeoutError:
+                raise TritonUnavailable(f"{MODEL}: no answer within {timeout_s:g}s") from None
+            except StopAsyncIteration:
+                raise TritonUnavailable(f"{MODEL}: the stream closed before every frame came back") from None
+            except grpc.aio.AioRpcError as exc:
+                raise _rpc_error(exc) from None
+            except InferenceServerException as exc:
+                raise TritonUnavailable(f"{MODEL}: {exc.message()}") from None
+            frame = pending.popleft()
+            window.release()
+            if error is not None:
+                raise InferenceFailed(f"{MODEL}: {error.message()}")
+            if result.get_response().id != str(frame.index):
+                raise InferenceFailed(
+                    f"{MODEL}: answer for frame {result.get_response().id} came out of order"
+                )
+            alpha = result.as_numpy("alpha")
+            fg = result.as_numpy("foreground") if foreground else None
+            if alpha is None or (foreground and fg is None):
+                raise InferenceFailed(f"{MODEL}: an output is missing from the response")
+            yield FrameResult(frame, alpha[0], fg[0] if fg is not None else None)
+    finally:
+        stream.cancel()
+
+
+def _rpc_error(exc: grpc.aio.AioRpcError) -> Exception:
+    code = exc.code()
+    message = f"{MODEL}: {code.name}: {exc.details()}"
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return TritonUnavailable(message)
+    return InferenceFailed(message, code.name)

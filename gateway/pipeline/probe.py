@@ -1,0 +1,200 @@
+"""Read what a video file is before any work is queued for it.
+
+The gateway probes downloaded inputs before answering, so the documented 413/415/422 come back on
+the request itself; the worker probes again (cheap) because a file may have been replaced by a
+retry. One decoded frame is pulled so "it opens but cannot be decoded" is caught here too, and
+because the display rotation travels in frame side data.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import av.error
+
+# Demuxer names as libavformat reports them -> the container the API talks about.
+CONTAINERS: dict[str, str] = {
+    "mov,mp4,m4a,3gp,3g2,mj2": "mp4/mov",
+    "matroska,webm": "webm",
+    "avi": "avi",
+    "gif": "gif",
+}
+# Decoder names -> the codec names of the API document ("PhotoJPEG" is MJPEG in a MOV/AVI).
+VIDEO_CODECS: dict[str, str] = {
+    "h264": "H.264",
+    "hevc": "H.265",
+    "vp9": "VP9",
+    "libvpx-vp9": "VP9",
+    "av1": "AV1",
+    "libdav1d": "AV1",
+    "mjpeg": "PhotoJPEG",
+}
+SUPPORTED_TEXT = (
+    "Supported containers: .mp4, .mov, .webm, .avi, .gif; "
+    "supported codecs: H.264, H.265 (HEVC), VP9, AV1, PhotoJPEG (and GIF in .gif)."
+)
+
+
+class MediaError(Exception):
+    """An input the API refuses: `status` is the HTTP status the caller gets."""
+
+    def __init__(self, status: int, message: str, details: str) -> None:
+        super().__init__(f"{status} {message}: {details}")
+        self.status = status
+        self.message = message
+        self.details = details
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    index: int
+    codec: str
+    sample_rate: int
+    channels: int
+    layout: str
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    container: str  # libavformat demuxer name
+    video_codec: str  # decoder name (h264, hevc, vp9, av1, mjpeg, gif)
+    width: int  # coded size: what the decoder hands out
+    height: int
+    fps: Fraction  # average rate; per-frame timestamps are kept as they are
+    time_base: Fraction
+    start_pts: int
+    duration_s: float
+    frame_count: int
+    frame_count_exact: bool
+    sample_aspect_ratio: Fraction
+    rotation: int  # counter-clockwise degrees of the display matrix (PyAV's convention)
+    pix_fmt: str
+    has_alpha: bool
+    audio: AudioInfo | None
+
+
+def _fraction(value: object, default: Fraction) -> Fraction:
+    if value is None:
+        return default
+    try:
+        f = Fraction(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, ZeroDivisionError):
+        return default
+    return f if f > 0 else default
+
+
+def _duration_s(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float:
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration:
+        return container.duration / av.time_base
+    return 0.0
+
+
+def probe(path: Path, *, max_side: int = 16000, max_duration_s: float | None = None) -> VideoInfo:
+    """Describe `path` or raise MediaError with the status the API documents.
+
+    415 unsupported container/codec, 413 a side over `max_side`, 422 longer than `max_duration_s`
+    (None: no limit, for callers that trim instead), 400 unreadable or no video stream.
+    """
+    try:
+        container = av.open(str(path), mode="r", metadata_errors="ignore")
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
+        raise MediaError(
+            400,
+            "Unreadable video",
+            f"The file could not be opened as a video ({type(exc).__name__}). " + SUPPORTED_TEXT,
+        ) from None
+    with container:
+        fmt = container.format.name
+        if fmt not in CONTAINERS:
+            raise MediaError(
+                415, "Unsupported container", f"Container '{fmt}' is not accepted. {SUPPORTED_TEXT}"
+            )
+        if not container.streams.video:
+            raise MediaError(400, "No video stream", "The file has no video stream. " + SUPPORTED_TEXT)
+        stream = container.streams.video[0]
+        ctx = stream.codec_context
+        codec = ctx.name
+        if codec not in VIDEO_CODECS and not (codec == "gif" and fmt == "gif"):
+            raise MediaError(
+                415, "Unsupported codec", f"Video codec '{codec}' is not accepted. {SUPPORTED_TEXT}"
+            )
+        width, height = int(ctx.width), int(ctx.height)
+        if width <= 0 or height <= 0:
+            raise MediaError(400, "Unreadable video", "The video stream has no frame size.")
+        if width > max_side or height > max_side:
+            raise MediaError(
+                413,
+                "Payload Too Large",
+                f"Input resolution {width}x{height} exceeds the {max_side}x{max_side} limit.",
+            )
+        duration = _duration_s(container, stream)
+        if max_duration_s is not None and duration > max_duration_s + 1e-3:
+            raise MediaError(
+                422,
+                "Video too long",
+                f"Input duration {duration:.2f}s exceeds the {max_duration_s:g}s limit; "
+                "trim the video and submit it again.",
+            )
+        fps = _fraction(stream.average_rate, Fraction(0)) or _fraction(stream.guessed_rate, Fraction(25))
+        time_base = _fraction(stream.time_base, Fraction(1, 90000))
+        frames = int(stream.frames or 0)
+        exact = frames > 0
+        if not exact:
+            frames = max(1, math.ceil(duration * fps - 1e-6)) if duration > 0 else 0
+        rotation, pix_fmt, first_pts = _first_frame(container, stream)
+        audio = None
+        if container.streams.audio:
+            a = container.streams.audio[0]
+            actx = a.codec_context
+            audio = AudioInfo(
+                index=a.index,
+                codec=actx.name,
+                sample_rate=int(actx.sample_rate or 0),
+                channels=int(actx.channels or 0),
+                layout=actx.layout.name if actx.layout is not None else "",
+            )
+        return VideoInfo(
+            container=fmt,
+            video_codec=codec,
+            width=width,
+            height=height,
+            fps=fps,
+            time_base=time_base,
+            start_pts=first_pts,
+            duration_s=duration,
+            frame_count=frames,
+            frame_count_exact=exact,
+            sample_aspect_ratio=_fraction(stream.sample_aspect_ratio, Fraction(1)),
+            rotation=rotation,
+            pix_fmt=pix_fmt,
+            has_alpha="a" in pix_fmt.replace("gray", "").replace("pal", "") or codec == "gif",
+            audio=audio,
+        )
+
+
+def _first_frame(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream
+) -> tuple[int, str, int]:
+    """Decode one frame: proves the stream decodes and yields rotation, pixel format, start pts."""
+    try:
+        for frame in container.decode(stream):
+            rotation = int(round(frame.rotation or 0)) % 360
+            return rotation, frame.format.name, int(frame.pts or 0)
+    except (av.error.FFmpegError, ValueError) as exc:
+        raise MediaError(
+            422,
+            "Undecodable video",
+            f"The video stream could not be decoded ({type(exc).__name__}: {exc}); "
+            "the file may be truncated or corrupt. Re-export it and submit it again.",
+        ) from None
+    raise MediaError(
+        422,
+        "Undecodable video",
+        "The video stream holds no decodable frame; the file may be truncated or empty.",
+    )

@@ -1,0 +1,103 @@
+"""decode -> infer -> compose -> encode for one video, overlapped, in bounded memory.
+
+Each stage runs on its own thread or task and hands over through a bounded queue (decode queue,
+frames in flight at Triton, encode queue), so memory does not grow with the video's length.
+A failed run removes its partial output; the caller owns the temp dir around it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gateway.pipeline.decode import DecodedFrame, FrameReader, iter_frames
+from gateway.pipeline.encode import MaskWriter, Preset
+from gateway.pipeline.infer import FrameResult, infer_frames
+from gateway.pipeline.probe import VideoInfo
+from gateway.triton import Triton
+
+ProgressFn = Callable[[int, int | None], Awaitable[None]]
+RenderFn = Callable[[FrameResult], np.ndarray]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    frames: int
+    processed_duration_s: float  # of the kept span (trimmed or not)
+
+
+def expected_frames(info: VideoInfo, max_duration_s: float | None) -> int:
+    """Frames the run will write: exact when the container says so and nothing is cut."""
+    if max_duration_s is None or max_duration_s >= info.duration_s:
+        return info.frame_count
+    return max(1, min(info.frame_count, math.ceil(max_duration_s * info.fps - 1e-6)))
+
+
+async def _frames(reader: FrameReader) -> AsyncIterator[DecodedFrame]:
+    while True:
+        frame = await asyncio.to_thread(next, reader, None)
+        if frame is None:
+            return
+        yield frame
+
+
+async def run_video(
+    *,
+    triton: Triton,
+    info: VideoInfo,
+    input_path: Path,
+    output_path: Path,
+    preset: Preset,
+    render: RenderFn,
+    foreground: bool,
+    frames_in_flight: int,
+    timeout_s: float,
+    max_duration_s: float | None = None,
+    keep_audio: bool = True,
+    progress: ProgressFn | None = None,
+) -> RunResult:
+    total = expected_frames(info, max_duration_s)
+    reader = iter_frames(input_path, max_duration_s=max_duration_s)
+    writer: MaskWriter | None = None
+    ok = False
+    try:
+        writer = await asyncio.to_thread(
+            MaskWriter, output_path, preset, info, input_path if keep_audio else None, max_duration_s
+        )
+        done = 0
+        last_time = 0.0
+        results = infer_frames(
+            triton,
+            _frames(reader),
+            frames_in_flight=frames_in_flight,
+            timeout_s=timeout_s,
+            foreground=foreground,
+        )
+        async for result in results:
+            frame = await asyncio.to_thread(render, result)
+            await asyncio.to_thread(writer.write, frame, result.frame.pts)
+            done += 1
+            last_time = result.frame.time_s - info.start_pts * float(info.time_base)
+            if progress is not None:
+                total = max(total, done)
+                await progress(done, total)
+        written = await asyncio.to_thread(writer.close)
+        writer = None
+        if progress is not None:
+            await progress(written, written)
+        span = last_time + (1.0 / float(info.fps) if info.fps else 0.0)
+        if max_duration_s is not None:
+            span = min(span, max_duration_s)
+        ok = True
+        return RunResult(frames=written, processed_duration_s=span)
+    finally:
+        reader.close()
+        if writer is not None:
+            await asyncio.to_thread(writer.abort)
+        if not ok:
+            output_path.unlink(missing_ok=True)
