@@ -39,6 +39,7 @@ from arq.worker import run_worker
 from gateway.app import setup_logging
 from gateway.jobs import JobStore
 from gateway.limits import release_job_slot, slot_lifetime_s
+from gateway.pipeline.jobs import video_mask_job, video_matte_job
 from gateway.settings import Settings
 from gateway.storage import Storage, is_job_id
 from gateway.triton import Triton, TritonUnavailable
@@ -183,6 +184,8 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 # The arq function name is the function's own name (see gateway.jobs.FUNCTIONS).
 functions: list[Any] = [
     health_job,
+    job_function(video_mask_job),
+    job_function(video_matte_job),
 ]
 
 

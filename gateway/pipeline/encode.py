@@ -313,3 +313,13 @@ class MaskWriter:
                     self._error = exc
             if self._audio is not None and self._error is not None:
                 self._audio.inp.close()
+
+
+def preset_by_name(name: str) -> Preset:
+    """Any preset a job record may name: the nine documented ones or a transparent output."""
+    if name in PRESETS:
+        return PRESETS[name]
+    for preset in TRANSPARENT_PRESETS.values():
+        if preset.name == name:
+            return preset
+    raise KeyError(name)

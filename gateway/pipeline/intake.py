@@ -1,0 +1,32 @@
+"""Download a video URL into a job's upload dir and probe it, before the job is queued.
+
+Shared by the URL-driven endpoints (/foreground_mask, /mask_by_key_points) so the documented
+413/415/422 answers come back on the request itself instead of as a failed job later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from gateway.fetch import FetchError, fetch_to_file
+from gateway.pipeline.probe import MediaError, VideoInfo, probe
+from gateway.settings import Settings
+
+
+async def fetch_and_probe(
+    url: str, dest: Path, settings: Settings, *, max_duration_s: float | None
+) -> VideoInfo:
+    """`dest` holds the video afterwards; raises MediaError (the file removed) when refused."""
+    try:
+        await fetch_to_file(url, dest, settings)
+    except FetchError as exc:
+        status = 413 if "too large" in exc.reason else 400
+        raise MediaError(status, "Video download failed", exc.reason) from None
+    try:
+        return await asyncio.to_thread(
+            probe, dest, max_side=settings.video_max_side, max_duration_s=max_duration_s
+        )
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise

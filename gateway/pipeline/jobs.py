@@ -1,0 +1,143 @@
+"""arq job functions for video: `video_mask_job` (/foreground_mask) and `video_matte_job`
+(/video/submit/v1). Thin: read the record, run the shared pipeline, store, complete or fail.
+
+The worker's `job_function` wrapper marks the record processing, retries Triton outages, removes
+the temp dir and the uploaded input when the job ends; these functions only decide what the
+outcome means for the user. Safe to re-run: each run writes into a fresh temp dir, and storing
+the result is an atomic rename.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from gateway.jobs import JobRecord, JobStore
+from gateway.pipeline.compose import Background, composite, fit_background, mask_frame
+from gateway.pipeline.encode import EncodeError, preset_by_name
+from gateway.pipeline.infer import FrameResult
+from gateway.pipeline.probe import MediaError, VideoInfo, probe
+from gateway.pipeline.run import RenderFn, run_video
+from gateway.settings import Settings
+from gateway.storage import Storage
+from gateway.triton import InferenceFailed, Triton
+
+INPUT_NAME = "input"
+BG_IMAGE_NAME = "background"
+
+
+def input_path(storage: Storage, job_id: str) -> Path:
+    """Where the gateway leaves a job's video for the worker (shared data dir)."""
+    return storage.uploads_dir(job_id) / INPUT_NAME
+
+
+def bg_image_path(storage: Storage, job_id: str) -> Path:
+    return storage.uploads_dir(job_id) / BG_IMAGE_NAME
+
+
+def _load_background(params: dict[str, Any], info: VideoInfo, image: Path) -> Background:
+    color = params.get("bg_color")
+    if color is not None:
+        r, g, b = (int(c) for c in color)
+        return Background(color=(r, g, b))
+    if params.get("bg_image"):
+        with Image.open(image) as img:
+            rgb = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+        return Background(image=fit_background(rgb, info.width, info.height))
+    return Background()
+
+
+async def _run(ctx: dict[str, Any], record: JobRecord, *, matte: bool) -> None:
+    settings: Settings = ctx["settings"]
+    jobs: JobStore = ctx["jobs"]
+    storage: Storage = ctx["storage"]
+    triton: Triton = ctx["triton"]
+    params = record.params
+    source = input_path(storage, record.id)
+    preset = preset_by_name(params["preset"])
+    max_duration_s: float | None = params.get("max_duration_s")
+    if not source.is_file():  # the janitor or an operator removed it while the job was queued
+        await jobs.fail(record.id, 410, "Input gone", "The input is no longer available; submit it again.")
+        return
+    try:
+        info = await asyncio.to_thread(probe, source, max_side=settings.video_max_side)
+        render: RenderFn
+        if matte:
+            background = await asyncio.to_thread(
+                _load_background, params, info, bg_image_path(storage, record.id)
+            )
+
+            def render(result: FrameResult) -> np.ndarray:
+                assert result.foreground is not None
+                return composite(result.foreground, result.alpha, background)
+
+        else:
+
+            def render(result: FrameResult) -> np.ndarray:
+                return mask_frame(result.alpha)
+
+        work = storage.new_temp_dir(record.id)
+        out_path = work / f"output.{preset.extension}"
+
+        async def progress(current: int, total: int | None) -> None:
+            await jobs.set_progress(record.id, current, total)
+
+        result = await run_video(
+            triton=triton,
+            info=info,
+            input_path=source,
+            output_path=out_path,
+            preset=preset,
+            render=render,
+            foreground=matte,
+            frames_in_flight=settings.frames_in_flight,
+            timeout_s=settings.triton_timeout_s,
+            max_duration_s=max_duration_s,
+            progress=progress,
+        )
+    except MediaError as exc:
+        await jobs.fail(record.id, exc.status, exc.message, exc.details)
+        return
+    except EncodeError as exc:
+        await jobs.fail(record.id, 500, "Encoding failed", f"The output could not be written: {exc}")
+        return
+    except InferenceFailed as exc:
+        await jobs.fail(record.id, 500, "Inference failed", f"The model refused a frame: {exc}")
+        return
+    prefix = "processed" if matte else "mask"
+    stored = await storage.store(
+        record.id, out_path, f"{prefix}_{record.id}.{preset.extension}", preset.media_type
+    )
+    original = float(params.get("original_duration_s") or info.duration_s)
+    trimmed = max_duration_s is not None and original > max_duration_s + 1e-3
+    await jobs.complete(
+        record.id,
+        stored,
+        warning=f"Video was trimmed from {original:.2f}s to {result.processed_duration_s:.2f}s"
+        if trimmed
+        else None,
+        original_duration=original,
+        processed_duration=result.processed_duration_s if trimmed else original,
+    )
+
+
+async def _job(ctx: dict[str, Any], job_id: str, *, matte: bool) -> None:
+    jobs: JobStore = ctx["jobs"]
+    record = await jobs.get(job_id)
+    if record is None or record.done:
+        return
+    await _run(ctx, record, matte=matte)
+
+
+async def video_mask_job(ctx: dict[str, Any], job_id: str) -> None:
+    """POST /foreground_mask: the alpha as a white-on-black video in the requested preset."""
+    await _job(ctx, job_id, matte=False)
+
+
+async def video_matte_job(ctx: dict[str, Any], job_id: str) -> None:
+    """POST /video/submit/v1: the foreground over a colour/image, or transparent (RGBA)."""
+    await _job(ctx, job_id, matte=True)

@@ -1,0 +1,129 @@
+"""POST /foreground_mask and GET /status/{request_id} (seeds/foreground_mask.txt).
+
+The gateway downloads and probes the video before answering, so an unsupported, too large or too
+long input gets its documented 413/415/422 on the request itself; the accepted file waits in the
+job's upload dir (shared with the workers) and the job is queued.
+`status_body` renders a job record for the Status Service; /mask_by_key_points uses it too.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from gateway.app import JOBS, SETTINGS, STORAGE
+from gateway.auth import require_owner
+from gateway.errors import MaskApiError
+from gateway.jobs import JobRecord
+from gateway.limits import check_capacity, check_rate, start_job
+from gateway.pipeline.encode import DEFAULT_PRESET, PRESETS
+from gateway.pipeline.intake import fetch_and_probe
+from gateway.pipeline.jobs import input_path
+from gateway.pipeline.probe import MediaError
+from gateway.storage import Storage
+
+routes = web.RouteTableDef()
+
+
+def _iso(ts: float | None) -> str | None:
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat().replace("+00:00", "Z") if ts is not None else None
+
+
+def status_body(record: JobRecord, storage: Storage) -> dict[str, Any]:
+    """The Status Service document for any mask job (foreground_mask, mask_by_key_points)."""
+    body: dict[str, Any] = {
+        "request_id": record.id,
+        "status": record.status,
+        "current_frame": record.current_frame,
+        "total_frames": record.total_frames,
+        "progress_percentage": record.progress_percentage,
+        "created_at": _iso(record.created_at),
+        "started_at": _iso(record.started_at),
+        "finished_at": _iso(record.finished_at),
+    }
+    if record.status == "completed" and record.result is not None:
+        url, expires = storage.signed_url(record.id)
+        body["mask_url"] = record.result.upload_link or url
+        body["mask_url_expires_at"] = expires.isoformat().replace("+00:00", "Z")
+        if record.warning:
+            body["warning"] = record.warning
+    if record.status == "failed" and record.error is not None:
+        body["error"] = {
+            "code": record.error.code,
+            "message": record.error.message,
+            "details": record.error.details,
+        }
+    return body
+
+
+def _invalid(details: str) -> MaskApiError:
+    return MaskApiError(422, "Invalid request data", details)
+
+
+async def json_object(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object: 400 when it is not JSON, 422 when it is not an object."""
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise MaskApiError(400, "Malformed JSON", "The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise _invalid("The request body must be a JSON object.")
+    return body
+
+
+def video_url(body: dict[str, Any]) -> str:
+    url = body.get("video")
+    if url is None:
+        raise _invalid("Field 'video' is required: a publicly accessible URL of the input video.")
+    if not isinstance(url, str) or not url.strip().lower().startswith(("http://", "https://")):
+        raise _invalid("Field 'video' must be an http(s) URL string.")
+    return url.strip()
+
+
+def output_preset(body: dict[str, Any]) -> str:
+    preset = body.get("output_container_and_codec", DEFAULT_PRESET)
+    if preset is None:
+        return DEFAULT_PRESET
+    if not isinstance(preset, str) or preset not in PRESETS:
+        raise _invalid(f"Field 'output_container_and_codec' must be one of: {', '.join(PRESETS)}.")
+    return preset
+
+
+@routes.post("/foreground_mask")
+async def foreground_mask(request: web.Request) -> web.Response:
+    owner = require_owner(request, "mask")
+    await check_rate(request, owner, "mask")
+    body = await json_object(request)
+    url = video_url(body)
+    preset = output_preset(body)
+    await check_capacity(request, owner, "mask")
+    settings, storage, jobs = request.app[SETTINGS], request.app[STORAGE], request.app[JOBS]
+    record = await jobs.create("foreground_mask", owner, {"preset": preset, "source_url": url})
+    try:
+        await fetch_and_probe(
+            url, input_path(storage, record.id), settings, max_duration_s=settings.video_max_duration_s
+        )
+        await start_job(request, "mask", record)
+    except MediaError as exc:
+        storage.remove_uploads(record.id)
+        await jobs.delete(record.id)
+        raise MaskApiError(exc.status, exc.message, exc.details) from None
+    except BaseException:
+        storage.remove_uploads(record.id)
+        await jobs.delete(record.id)
+        raise
+    return web.json_response(
+        {"request_id": record.id, "status_url": f"{settings.base_url}/status/{record.id}"}, status=202
+    )
+
+
+@routes.get("/status/{request_id}")
+async def status(request: web.Request) -> web.Response:
+    owner = require_owner(request, "mask")
+    record = await request.app[JOBS].get(request.match_info["request_id"], owner)
+    if record is None or record.kind not in ("foreground_mask", "mask_by_key_points"):
+        raise MaskApiError(404, "Not Found", "No job with this request_id exists for this api_token.")
+    return web.json_response(status_body(record, request.app[STORAGE]))

@@ -1,0 +1,297 @@
+"""POST /video/submit/v1 and GET /video/result/{uuid} (video part of seeds/background_api.txt).
+
+Bodies and strings are the document's, word for word. The upload streams to disk within
+MAX_UPLOAD_BYTES; the video is probed before the job is queued so an unusable file is a 400 on
+the request. Videos longer than VIDEO_SUBMIT_TRIM_S are trimmed, with the documented warnings.
+No background (bg_color, bg_image, bg_image_url) gives a transparent video: WebM VP9 with alpha,
+or ProRes 4444 MOV when output_format=mov. A result file is removed after a complete download.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import BodyPartReader, web
+from PIL import Image, UnidentifiedImageError
+
+from gateway.app import JOBS, SETTINGS, STORAGE
+from gateway.auth import require_owner
+from gateway.errors import ApiError, BgApiError
+from gateway.fetch import FetchError, fetch_to_file
+from gateway.jobs import JobRecord
+from gateway.limits import check_capacity, check_rate, start_job
+from gateway.pipeline.encode import PRESETS, TRANSPARENT_PRESETS
+from gateway.pipeline.jobs import bg_image_path, input_path
+from gateway.pipeline.probe import MediaError, probe
+from gateway.settings import Settings
+
+log = logging.getLogger("gateway.videos")
+routes = web.RouteTableDef()
+
+VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".webm", ".avi", ".gif", ".mkv", ".m4v"})
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+BG_COLOR_ERROR = "bg_color must be in format 'R,G,B' (e.g., '255,0,0')"
+_CHUNK = 256 * 1024
+
+
+def _detail(status: int, detail: str) -> BgApiError:
+    return BgApiError(status, {"detail": detail})
+
+
+def parse_bg_color(raw: str) -> tuple[int, int, int]:
+    parts = raw.split(",")
+    try:
+        values = tuple(int(p.strip()) for p in parts)
+    except ValueError:
+        raise _detail(400, BG_COLOR_ERROR) from None
+    if len(values) != 3 or not all(0 <= v <= 255 for v in values):
+        raise _detail(400, BG_COLOR_ERROR)
+    return values[0], values[1], values[2]
+
+
+def _looks_like_video(part: BodyPartReader) -> bool:
+    content_type = (part.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+    if content_type.startswith("video/") or content_type == "image/gif":
+        return True
+    suffix = Path(part.filename or "").suffix.lower()
+    return content_type in ("", "application/octet-stream") and suffix in VIDEO_EXTENSIONS
+
+
+async def _save_part(part: BodyPartReader, dest: Path, limit: int, what: str) -> int:
+    size = 0
+    with dest.open("wb") as out:
+        while chunk := await part.read_chunk(_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise _detail(413, f"{what} is too large: the limit is {limit} bytes")
+            await asyncio.to_thread(out.write, chunk)
+    return size
+
+
+@dataclass
+class _Form:
+    video: Path | None = None
+    video_is_video: bool = True
+    bg_color: str | None = None
+    bg_image: Path | None = None
+    bg_image_url: str | None = None
+    output_format: str = "webm"
+
+
+async def _read_form(request: web.Request, staging: Path, settings: Settings) -> _Form:
+    if not request.content_type.startswith("multipart/"):
+        raise _detail(400, "File must be a video")
+    form = _Form()
+    reader = await request.multipart()
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):
+            continue
+        name = part.name or ""
+        if name == "file" and form.video is None:
+            form.video_is_video = _looks_like_video(part)
+            if not form.video_is_video:
+                await part.release()
+                continue
+            form.video = staging / "video"
+            await _save_part(part, form.video, settings.max_upload_bytes, "File")
+        elif name == "bg_image" and part.filename and form.bg_image is None:
+            form.bg_image = staging / "bg_image"
+            await _save_part(part, form.bg_image, settings.max_request_bytes, "bg_image")
+        elif name in ("bg_color", "bg_image_url", "output_format"):
+            value = (await part.text()).strip()
+            if name == "bg_color" and value:
+                form.bg_color = value
+            elif name == "bg_image_url" and value:
+                form.bg_image_url = value
+            elif name == "output_format" and value:
+                form.output_format = value.lower()
+        else:
+            await part.release()
+    return form
+
+
+def _check_image(path: Path) -> bool:
+    try:
+        with Image.open(path) as img:
+            img.verify()
+        return True
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return False
+
+
+async def _background(form: _Form, staging: Path, settings: Settings) -> dict[str, Any]:
+    """Priority bg_color > bg_image > bg_image_url; the chosen image ends at staging/bg_image."""
+    if form.bg_color is not None:
+        return {"bg_color": list(parse_bg_color(form.bg_color))}
+    if form.bg_image is not None:
+        if not await asyncio.to_thread(_check_image, form.bg_image):
+            raise _detail(400, "bg_image must be an image file")
+        return {"bg_image": True}
+    if form.bg_image_url is not None:
+        url = form.bg_image_url
+        if not url.lower().startswith(("http://", "https://")):
+            raise _detail(400, "URL must point to an image file")
+        dest = staging / "bg_image"
+        try:
+            fetched = await fetch_to_file(url, dest, settings, max_bytes=settings.max_request_bytes)
+        except FetchError as exc:
+            raise _detail(400, f"Failed to download background image: {exc.reason}") from None
+        declared_image = fetched.content_type.startswith("image/") or Path(
+            url.split("?")[0]
+        ).suffix.lower() in (IMAGE_EXTENSIONS)
+        if not declared_image or not await asyncio.to_thread(_check_image, dest):
+            raise _detail(400, "URL must point to an image file")
+        return {"bg_image": True}
+    return {}
+
+
+def _preset_for(form: _Form, transparent: bool) -> str:
+    fmt = form.output_format if form.output_format in ("webm", "mov", "mp4") else "webm"
+    if transparent:
+        return TRANSPARENT_PRESETS["mov" if fmt == "mov" else "webm"].name
+    return {"webm": PRESETS["webm_vp9"], "mov": PRESETS["mov_proresks"]}.get(fmt, PRESETS["mp4_h264"]).name
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.2f}s"
+
+
+@routes.post("/video/submit/v1")
+async def submit_video(request: web.Request) -> web.Response:
+    owner = require_owner(request, "bg")
+    await check_rate(request, owner, "bg")
+    await check_capacity(request, owner, "bg")
+    settings, storage, jobs = request.app[SETTINGS], request.app[STORAGE], request.app[JOBS]
+    staging = settings.tmp_dir / f"upload-{uuid.uuid4()}"
+    staging.mkdir(parents=True)
+    record: JobRecord | None = None
+    try:
+        form = await _read_form(request, staging, settings)
+        if form.video is None:
+            raise _detail(400, "File must be a video")
+        try:
+            info = await asyncio.to_thread(probe, form.video, max_side=settings.video_max_side)
+        except MediaError as exc:
+            raise _detail(400, exc.details) from None
+        background = await _background(form, staging, settings)
+        trim_s = settings.video_submit_trim_s
+        trimmed = info.duration_s > trim_s + 1e-3
+        params: dict[str, Any] = {
+            **background,
+            "preset": _preset_for(form, not background),
+            "original_duration_s": info.duration_s,
+            "max_duration_s": trim_s if trimmed else None,
+            "trim_s": trim_s,
+        }
+        record = await jobs.create("video_matte", owner, params)
+        os.replace(form.video, input_path(storage, record.id))
+        if background.get("bg_image"):
+            os.replace(staging / "bg_image", bg_image_path(storage, record.id))
+        await start_job(request, "bg", record)
+    except ApiError:
+        if record is not None:
+            storage.remove_uploads(record.id)
+            await jobs.delete(record.id)
+        raise
+    except Exception as exc:
+        log.exception("video submit failed")
+        if record is not None:
+            storage.remove_uploads(record.id)
+            await jobs.delete(record.id)
+        raise _detail(500, f"Failed to submit video: {type(exc).__name__}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    body: dict[str, Any] = {
+        "message": "Video submitted for processing",
+        "uuid": record.id,
+        "status": "processing",
+        "duration": _seconds(info.duration_s),
+    }
+    if trimmed:
+        body["warning"] = (
+            f"Video duration ({_seconds(info.duration_s)}) exceeds {trim_s:g}s limit. "
+            f"Only the first {trim_s:g}s will be processed."
+        )
+        body["processed_duration"] = f"{trim_s:g}s"
+    return web.json_response(body, status=202)
+
+
+def _not_found() -> BgApiError:
+    return BgApiError(404, {"message": "Task not found", "status": "not_found"})
+
+
+def _trim_fields(record: JobRecord) -> tuple[dict[str, str], dict[str, str]]:
+    """(JSON fields, headers) describing a trim; both empty when the video was kept whole."""
+    if not record.warning or record.original_duration is None or record.processed_duration is None:
+        return {}, {}
+    original, processed = _seconds(record.original_duration), _seconds(record.processed_duration)
+    trim_s = float(record.params.get("trim_s") or record.processed_duration)
+    fields = {"warning": record.warning, "original_duration": original, "processed_duration": processed}
+    headers = {
+        "X-Video-Warning": f"Original video ({original}) was trimmed to {trim_s:g} seconds",
+        "X-Original-Duration": original,
+        "X-Processed-Duration": processed,
+    }
+    return fields, headers
+
+
+@routes.get("/video/result/{uuid}")
+async def video_result(request: web.Request) -> web.StreamResponse:
+    owner = require_owner(request, "bg")
+    job_id = request.match_info["uuid"]
+    record = await request.app[JOBS].get(job_id, owner)
+    if record is None or record.kind != "video_matte":
+        raise _not_found()
+    if not record.done:
+        body: dict[str, Any] = {
+            "message": "Video is still processing",
+            "uuid": record.id,
+            "status": "processing",
+        }
+        if record.current_frame is not None and record.total_frames:
+            body["current_frame"] = record.current_frame
+            body["total_frames"] = record.total_frames
+            body["progress_percentage"] = record.progress_percentage
+        return web.json_response(body, status=202)
+    if record.status == "failed" or record.result is None:
+        return web.json_response(
+            {"message": "Video processing failed", "uuid": record.id, "status": "failed"}, status=500
+        )
+    fields, trim_headers = _trim_fields(record)
+    if record.result.upload_link:
+        return web.json_response(
+            {
+                "message": "Video processing completed successfully",
+                "uuid": record.id,
+                "status": "success",
+                "upload_link": record.result.upload_link,
+                **fields,
+            }
+        )
+    storage = request.app[STORAGE]
+    path = storage.path_of(record.id, record.result.filename)
+    if path is None:
+        raise _detail(404, "Processed video file not found")
+    response = web.FileResponse(
+        path,
+        headers={
+            "Content-Type": record.result.media_type,
+            "Cache-Control": "no-cache",
+            "Content-Disposition": f"attachment; filename={record.result.filename}",
+            **trim_headers,
+        },
+    )
+    await response.prepare(request)
+    await response.write_eof()
+    # Reached only when the whole file went out: an interrupted download keeps it for a retry.
+    with contextlib.suppress(OSError):
+        await storage.delete(record.id)
+    return response
