@@ -24,7 +24,8 @@ log = logging.getLogger("gateway.errors")
 
 Family = Literal["mask", "bg"]
 
-MASK_PATH_PREFIXES = ("/foreground_mask", "/mask_by_key_points", "/status/", "/results/")
+MASK_ENDPOINTS = ("/foreground_mask", "/mask_by_key_points")
+MASK_PATH_PREFIXES = ("/status/", "/results/")
 
 # Short, fixed texts: never an exception's own message, which can carry paths or internals.
 _REASONS: dict[int, tuple[str, str]] = {
@@ -99,7 +100,9 @@ class BgApiError(ApiError):
 
 
 def family_of(path: str) -> Family:
-    return "mask" if path.startswith(MASK_PATH_PREFIXES) else "bg"
+    path = path.rstrip("/") if path != "/" else path
+    is_mask = path in MASK_ENDPOINTS or path.startswith(MASK_PATH_PREFIXES) or path in ("/status", "/results")
+    return "mask" if is_mask else "bg"
 
 
 def api_error(
