@@ -8,7 +8,6 @@ because the display rotation travels in frame side data.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -146,7 +145,7 @@ def probe(path: Path, *, max_side: int = 16000, max_duration_s: float | None = N
         frames = int(stream.frames or 0)
         exact = frames > 0
         if not exact:
-            frames = max(1, math.ceil(duration * fps - 1e-6)) if duration > 0 else 0
+            frames = max(1, round(duration * fps)) if duration > 0 else 0
         rotation, pix_fmt, first_pts = _first_frame(container, stream)
         audio = None
         if container.streams.audio:

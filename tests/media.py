@@ -1,0 +1,213 @@
+"""Test media made from the real clips in ../shared/data/videos, and a loopback server for them.
+
+Clips are transcoded with PyAV into a session temp dir: short and small (320x180, about 1 s) so
+the suite stays fast on two cores. `inspect` decodes a result fully, so its facts (frame count,
+last timestamp, rotation, alpha) are what a player would see, not what a header claims.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from fractions import Fraction
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import av
+import numpy as np
+
+from gateway.stack import free_port
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    name: str  # file name, extension included
+    codec: str
+    pix_fmt: str = "yuv420p"
+    width: int = 320
+    height: int = 180
+    duration_s: float = 1.0
+    audio: str | None = None  # audio encoder, or None for no audio
+    rotation: int = 0
+    vfr: bool = False  # alternate 1x and 2x frame intervals
+    max_frames: int | None = None
+    options: dict[str, str] | None = None
+
+
+def make_clip(src: Path, dest_dir: Path, spec: ClipSpec) -> Path:
+    """Transcode the first `duration_s` of a real clip; keeps its frame rate unless `vfr`."""
+    dest = dest_dir / spec.name
+    if dest.exists():
+        return dest
+    tmp = dest.with_name("tmp-" + dest.name)
+    with av.open(str(src)) as inp, av.open(str(tmp), mode="w") as out:
+        vin = inp.streams.video[0]
+        rate = vin.average_rate or Fraction(25)
+        if spec.codec == "gif":
+            rate = Fraction(10)  # GIF's centisecond clock holds 10 fps exactly
+        vout = out.add_stream(spec.codec, rate=rate, options=spec.options or {})
+        vout.width, vout.height, vout.pix_fmt = spec.width, spec.height, spec.pix_fmt
+        tb = Fraction(1, 1000) if spec.vfr else 1 / rate
+        vout.codec_context.time_base = tb
+        if spec.rotation:
+            vout.set_display_rotation(spec.rotation)
+        aout = None
+        if spec.audio and inp.streams.audio:
+            aout = out.add_stream(spec.audio, rate=48000)
+            aout.codec_context.layout = "stereo"
+        n = 0
+        pts = 0
+        step = Fraction(1, 1) / rate
+        bucket = -1
+        for frame in inp.decode(vin):
+            t = float(frame.pts * frame.time_base)
+            if t >= spec.duration_s or (spec.max_frames is not None and n >= spec.max_frames):
+                break
+            if spec.codec == "gif":  # keep one source frame per 1/10 s
+                if int(t * 10) == bucket:
+                    continue
+                bucket = int(t * 10)
+            small = frame.reformat(width=spec.width, height=spec.height, format=spec.pix_fmt)
+            small.pts = pts if spec.vfr else n
+            small.time_base = tb
+            for packet in vout.encode(small):
+                out.mux(packet)
+            n += 1
+            pts += int(float(step) * 1000 * (2 if spec.vfr and n % 3 == 0 else 1))
+        for packet in vout.encode(None):
+            out.mux(packet)
+        if aout is not None:
+            fmt = aout.codec_context.codec.audio_formats[0].name
+            resampler = av.AudioResampler(format=fmt, layout="stereo", rate=48000)
+            inp.seek(0)
+            for aframe in inp.decode(inp.streams.audio[0]):
+                if aframe.pts is not None and float(aframe.pts * aframe.time_base) >= spec.duration_s:
+                    break
+                aframe.pts = None
+                for r in resampler.resample(aframe):
+                    out.mux(aout.encode(r))
+            for r in resampler.resample(None):
+                out.mux(aout.encode(r))
+            out.mux(aout.encode(None))
+    tmp.rename(dest)
+    return dest
+
+
+@dataclass(frozen=True)
+class MediaFacts:
+    container: str
+    codec: str
+    width: int
+    height: int
+    frames: int
+    rate: Fraction | None
+    last_pts_s: float
+    intervals_ms: tuple[int, ...]
+    rotation: int
+    audio: str | None
+    audio_duration_s: float | None
+    alpha_mean: float | None  # mean alpha of the middle frame, when the stream has alpha
+    luma_mean: float
+
+
+def inspect(path: Path) -> MediaFacts:
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        codec = v.codec_context.name
+        # FFmpeg's native VP9 decoder drops the alpha side channel; libvpx keeps it
+        alpha_meta = v.metadata.get("alpha_mode") == "1" or v.metadata.get("ALPHA_MODE") == "1"
+        decoder = av.codec.CodecContext.create("libvpx-vp9", "r") if codec == "vp9" and alpha_meta else None
+        times: list[float] = []
+        frames: list[av.VideoFrame] = []
+        rotation = 0
+        audio = adur = None
+        streams = [v, *c.streams.audio[:1]]
+        last_audio = 0.0
+        for packet in c.demux(*streams):
+            if packet.stream.type == "audio":
+                if packet.pts is not None:
+                    end = float((packet.pts + (packet.duration or 0)) * packet.time_base)
+                    last_audio = max(last_audio, end)
+                continue
+            decoded = decoder.decode(packet) if decoder is not None else packet.decode()
+            for f in decoded:
+                if not times:
+                    rotation = int(f.rotation or 0) % 360
+                times.append(float(f.pts * f.time_base) if f.pts is not None else 0.0)
+                if len(frames) < 64:
+                    frames.append(f)
+        mid = frames[len(frames) // 2]
+        has_alpha = "a" in mid.format.name.replace("gray", "") and mid.format.name not in ("pal8",)
+        alpha_mean = float(mid.to_ndarray(format="rgba")[..., 3].mean()) if has_alpha else None
+        luma_mean = float(mid.to_ndarray(format="gray").mean())
+        if c.streams.audio:
+            audio = c.streams.audio[0].codec_context.name
+            adur = last_audio
+        intervals = tuple(round((b - a) * 1000) for a, b in zip(times, times[1:], strict=False))
+        return MediaFacts(
+            container=c.format.name,
+            codec=codec,
+            width=v.codec_context.width,
+            height=v.codec_context.height,
+            frames=len(times),
+            rate=v.average_rate,
+            last_pts_s=times[-1] - times[0] if times else 0.0,
+            intervals_ms=intervals,
+            rotation=rotation,
+            audio=audio,
+            audio_duration_s=adur,
+            alpha_mean=alpha_mean,
+            luma_mean=luma_mean,
+        )
+
+
+def first_frame_rgb(path: Path) -> np.ndarray:
+    with av.open(str(path)) as c:
+        for f in c.decode(video=0):
+            return f.to_ndarray(format="rgb24")
+    raise AssertionError("no frame")
+
+
+@contextmanager
+def serve(root: Path, slow_delay_s: float = 30.0) -> Iterator[str]:
+    """Serves `root` on loopback; /missing/* answers 404, /slow/<name> stalls after the headers."""
+
+    class Handler(SimpleHTTPRequestHandler):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, directory=str(root), **kwargs)  # type: ignore[arg-type]
+
+        def do_GET(self) -> None:
+            if self.path.startswith("/missing/"):
+                self.send_error(404)
+                return
+            if self.path.startswith("/slow/"):
+                self.send_response(200)
+                self.send_header("Content-Type", "video/mp4")
+                self.send_header("Content-Length", "1000000")
+                self.end_headers()
+                deadline = time.monotonic() + slow_delay_s
+                try:
+                    while time.monotonic() < deadline:
+                        self.wfile.write(b"\0" * 16)
+                        self.wfile.flush()
+                        time.sleep(0.5)
+                except OSError:
+                    pass
+                return
+            super().do_GET()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

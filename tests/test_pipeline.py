@@ -1,0 +1,266 @@
+"""The video pipeline on real clips: probe, decode, encode presets, URL intake, Triton streaming."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterable, Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import VIDEOS
+from media import ClipSpec, inspect, make_clip, serve
+
+from gateway.pipeline.compose import mask_frame
+from gateway.pipeline.decode import DecodedFrame, iter_frames
+from gateway.pipeline.encode import PRESETS, TRANSPARENT_PRESETS, MaskWriter, Preset
+from gateway.pipeline.infer import infer_frames
+from gateway.pipeline.intake import fetch_and_probe
+from gateway.pipeline.probe import MediaError, probe
+from gateway.pipeline.run import run_video
+from gateway.settings import Settings
+from gateway.stack import free_port
+from gateway.triton import Triton, TritonUnavailable
+
+SRC = VIDEOS / "01_dog.mp4"  # 29.97 fps with AAC audio
+X265 = {"x265-params": "log-level=error"}
+VP9 = {"deadline": "realtime", "cpu-used": "8"}
+CLIPS = {
+    "h264_aac.mp4": ClipSpec("h264_aac.mp4", "libx264", audio="aac"),
+    "hevc.mov": ClipSpec("hevc.mov", "libx265", options=X265),
+    "vp9_opus.webm": ClipSpec("vp9_opus.webm", "libvpx-vp9", audio="libopus", options=VP9),
+    "av1.mp4": ClipSpec("av1.mp4", "libsvtav1", options={"preset": "12", "svtav1-params": "log-level=0"}),
+    "mjpeg.avi": ClipSpec("mjpeg.avi", "mjpeg", pix_fmt="yuvj420p"),
+    "mjpeg.mov": ClipSpec("mjpeg.mov", "mjpeg", pix_fmt="yuvj420p"),
+    "anim.gif": ClipSpec("anim.gif", "gif", pix_fmt="rgb8"),
+    "vfr.mp4": ClipSpec("vfr.mp4", "libx264", vfr=True),
+    "rot90.mp4": ClipSpec("rot90.mp4", "libx264", rotation=90),
+    "one.mp4": ClipSpec("one.mp4", "libx264", max_frames=1),
+    "mpeg4.avi": ClipSpec("mpeg4.avi", "mpeg4"),
+    "long.mp4": ClipSpec("long.mp4", "libx264", duration_s=5.2, audio="aac"),
+}
+CODEC = {
+    "h264_aac.mp4": "h264",
+    "hevc.mov": "hevc",
+    "vp9_opus.webm": "vp9",
+    "av1.mp4": "libdav1d",
+    "mjpeg.avi": "mjpeg",
+    "mjpeg.mov": "mjpeg",
+    "anim.gif": "gif",
+}
+
+
+@pytest.fixture(scope="session")
+def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("clips")
+
+
+@pytest.fixture(scope="session")
+def clips(clip_dir: Path) -> dict[str, Path]:
+    out = {name: make_clip(SRC, clip_dir, spec) for name, spec in CLIPS.items()}
+    data = bytearray(out["h264_aac.mp4"].read_bytes())
+    # truncated: the MP4 index (moov, written last) is gone, so the file does not open
+    (clip_dir / "truncated.mp4").write_bytes(bytes(data[:6000]))
+    # corrupt: opens (index intact) but the coded frames are garbage
+    start = data.find(b"mdat") + 4
+    data[start : start + len(data) // 2] = b"\x11" * (len(data) // 2)
+    (clip_dir / "corrupt.mp4").write_bytes(bytes(data))
+    (clip_dir / "noise.mp4").write_bytes(os.urandom(4096))
+    for name in ("truncated.mp4", "corrupt.mp4", "noise.mp4"):
+        out[name] = clip_dir / name
+    return out
+
+
+@pytest.fixture(scope="session")
+def clip_server(clip_dir: Path, clips: dict[str, Path]) -> Iterator[str]:
+    with serve(clip_dir, slow_delay_s=20) as url:
+        yield url
+
+
+@pytest.mark.parametrize("name", sorted(CODEC))
+def test_probe_accepts_documented_inputs(clips: dict[str, Path], name: str) -> None:
+    info = probe(clips[name])
+    facts = inspect(clips[name])
+    assert info.video_codec == CODEC[name]
+    assert (info.width, info.height) == (320, 180)
+    # exact from the container index, else estimated from duration x rate (WebM has no count)
+    assert abs(info.frame_count - facts.frames) <= (0 if info.frame_count_exact else 1)
+    assert info.duration_s == pytest.approx(1.0, abs=0.05)
+    assert (info.audio is not None) == (facts.audio is not None)
+
+
+def test_probe_reports_rotation_vfr_and_audio(clips: dict[str, Path]) -> None:
+    assert probe(clips["rot90.mp4"]).rotation == 90
+    assert probe(clips["h264_aac.mp4"]).audio is not None
+    assert probe(clips["hevc.mov"]).audio is None
+    vfr = inspect(clips["vfr.mp4"])
+    assert len(set(vfr.intervals_ms)) > 1  # the fixture really is variable frame rate
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "status"),
+    [
+        ("mpeg4.avi", {}, 415),
+        ("corrupt.mp4", {}, 422),
+        ("truncated.mp4", {}, 400),
+        ("noise.mp4", {}, 400),
+        ("h264_aac.mp4", {"max_side": 300}, 413),
+        ("long.mp4", {"max_duration_s": 5.0}, 422),
+    ],
+)
+def test_probe_refusals(clips: dict[str, Path], name: str, kwargs: dict[str, float], status: int) -> None:
+    with pytest.raises(MediaError) as info:
+        probe(clips[name], **kwargs)  # type: ignore[arg-type]
+    assert info.value.status == status
+    assert info.value.details
+
+
+def test_decode_trims_and_stops_early(clips: dict[str, Path]) -> None:
+    frames = list(iter_frames(clips["long.mp4"], max_duration_s=4.0))
+    assert len(frames) == 120
+    assert frames[-1].time_s < 4.0
+    assert frames[0].rgb.shape == (180, 320, 3) and frames[0].rgb.dtype == np.uint8
+    with iter_frames(clips["long.mp4"]) as reader:
+        assert next(reader).index == 0  # closing mid-stream must not hang
+
+
+def _encode(src: Path, out: Path, preset: Preset, max_s: float | None = None) -> int:
+    info = probe(src)
+    writer = MaskWriter(out, preset, info, src, max_s)
+    for frame in iter_frames(src, max_duration_s=max_s):
+        luma = frame.rgb.mean(axis=2).astype(np.uint8)
+        if preset.alpha:
+            writer.write(np.dstack([frame.rgb, luma]), frame.pts)
+        else:
+            writer.write(mask_frame(luma), frame.pts)
+    return writer.close()
+
+
+EXPECTED = {  # preset -> (decoder name, audio codec of the output for an AAC input)
+    "mp4_h264": ("h264", "aac"),
+    "mp4_h265": ("hevc", "aac"),
+    "webm_vp9": ("vp9", "opus"),
+    "mov_h265": ("hevc", "aac"),
+    "mov_proresks": ("prores", "aac"),
+    "mkv_h264": ("h264", "aac"),
+    "mkv_h265": ("hevc", "aac"),
+    "mkv_vp9": ("vp9", "aac"),
+    "gif": ("gif", None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_keeps_geometry_timing_and_audio(
+    clips: dict[str, Path], tmp_path: Path, name: str
+) -> None:
+    preset = PRESETS[name]
+    src = clips["h264_aac.mp4"]
+    out = tmp_path / f"out.{preset.extension}"
+    written = _encode(src, out, preset)
+    facts, source = inspect(out), inspect(src)
+    codec, audio = EXPECTED[name]
+    assert facts.codec == codec
+    assert (facts.width, facts.height) == (320, 180)
+    if name == "gif":  # centisecond clock: 29.97 fps becomes 3-4 cs steps, every frame kept
+        assert facts.frames == written == source.frames
+        assert facts.last_pts_s == pytest.approx(source.last_pts_s, abs=0.02)
+    else:
+        assert facts.frames == written == source.frames
+        assert facts.rate == Fraction(30000, 1001)
+        assert facts.last_pts_s == pytest.approx(source.last_pts_s, abs=0.002)
+    assert facts.audio == audio
+    if audio:
+        assert facts.audio_duration_s == pytest.approx(source.audio_duration_s, abs=0.1)
+
+
+def test_vfr_rotation_and_trim_survive_encoding(clips: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "vfr.mp4"
+    _encode(clips["vfr.mp4"], out, PRESETS["mp4_h264"])
+    assert inspect(out).intervals_ms == inspect(clips["vfr.mp4"]).intervals_ms
+    out = tmp_path / "rot.mkv"
+    _encode(clips["rot90.mp4"], out, PRESETS["mkv_h264"])
+    assert inspect(out).rotation == 90
+    out = tmp_path / "trim.mp4"
+    assert _encode(clips["long.mp4"], out, PRESETS["mp4_h264"], max_s=4.0) == 120
+    facts = inspect(out)
+    assert facts.last_pts_s < 4.0 and facts.audio_duration_s is not None
+    assert facts.audio_duration_s == pytest.approx(4.0, abs=0.1)
+
+
+@pytest.mark.parametrize("key", sorted(TRANSPARENT_PRESETS))
+def test_transparent_outputs_carry_alpha(clips: dict[str, Path], tmp_path: Path, key: str) -> None:
+    preset = TRANSPARENT_PRESETS[key]
+    out = tmp_path / f"alpha.{preset.extension}"
+    _encode(clips["one.mp4"], out, preset)
+    facts = inspect(out)
+    assert facts.alpha_mean is not None
+    # alpha was the frame's luma: neither all opaque nor all transparent
+    assert 20 < facts.alpha_mean < 235
+
+
+async def test_intake_refuses_404_and_slow_urls(clip_server: str, tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, allow_loopback_urls=True, download_timeout_s=1.5)
+    dest = tmp_path / "in.mp4"
+    with pytest.raises(MediaError) as missing:
+        await fetch_and_probe(f"{clip_server}/missing/x.mp4", dest, settings, max_duration_s=60)
+    assert missing.value.status == 400 and "404" in missing.value.details
+    with pytest.raises(MediaError) as slow:
+        await fetch_and_probe(f"{clip_server}/slow/x.mp4", dest, settings, max_duration_s=60)
+    assert slow.value.status == 400 and "longer than" in slow.value.details
+    assert not dest.exists()
+    info = await fetch_and_probe(f"{clip_server}/hevc.mov", dest, settings, max_duration_s=60)
+    assert info.video_codec == "hevc" and dest.is_file()
+
+
+async def test_run_video_one_frame_and_vfr(
+    triton_settings: Settings, clips: dict[str, Path], tmp_path: Path
+) -> None:
+    triton = Triton(triton_settings)
+    try:
+        for name in ("one.mp4", "vfr.mp4"):
+            src = clips[name]
+            out = tmp_path / f"mask-{name}"
+            seen: list[tuple[int, int | None]] = []
+
+            async def progress(
+                current: int, total: int | None, seen: list[tuple[int, int | None]] = seen
+            ) -> None:
+                seen.append((current, total))
+
+            result = await run_video(
+                triton=triton,
+                info=probe(src),
+                input_path=src,
+                output_path=out,
+                preset=PRESETS["mp4_h264"],
+                render=lambda r: mask_frame(r.alpha),
+                foreground=False,
+                frames_in_flight=4,
+                timeout_s=60,
+                progress=progress,
+            )
+            facts = inspect(out)
+            assert result.frames == facts.frames == inspect(src).frames
+            assert seen[-1] == (facts.frames, facts.frames)
+            assert facts.intervals_ms == inspect(src).intervals_ms
+            assert 5 < facts.luma_mean < 250  # the dog is found: neither empty nor full
+    finally:
+        await triton.close()
+
+
+async def test_unreachable_triton_fails_fast(clips: dict[str, Path]) -> None:
+    triton = Triton(Settings(triton_grpc_port=free_port()))
+    try:
+        with pytest.raises(TritonUnavailable):
+            async for _ in infer_frames(
+                triton, _aiter(iter_frames(clips["one.mp4"])), frames_in_flight=2, timeout_s=5
+            ):
+                pass
+    finally:
+        await triton.close()
+
+
+async def _aiter(frames: Iterable[DecodedFrame]) -> AsyncIterator[DecodedFrame]:
+    for frame in frames:
+        yield frame
