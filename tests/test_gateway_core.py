@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from gateway.app import create_app
 from gateway.auth import require_owner
 from gateway.jobs import JobRecord
+from gateway.limits import check_rate
 from gateway.settings import Settings, hash_token
 from gateway.stack import (
     Service,
@@ -168,6 +169,7 @@ async def local_app(redis_port: int, tmp_path_factory: pytest.TempPathFactory) -
         api_token_hashes=frozenset({hash_token(TEST_TOKEN)}),
         signing_secret=b"s",
         max_request_bytes=1024,
+        rate_limit_per_minute=5,
     )
     app = create_app(settings)
 
@@ -181,7 +183,13 @@ async def local_app(redis_port: int, tmp_path_factory: pytest.TempPathFactory) -
     async def upload(request: web.Request) -> web.Response:
         return web.json_response({"size": len(await request.read())})
 
+    async def limited(request: web.Request) -> web.Response:
+        family = "mask" if request.path.startswith("/status/") else "bg"
+        await check_rate(request, require_owner(request, family), family)
+        return web.json_response({"ok": True})
+
     for prefix in ("/status/_t", "/_t"):
+        app.router.add_get(f"{prefix}/limited", limited)
         app.router.add_get(f"{prefix}/whoami", whoami)
         app.router.add_get(f"{prefix}/boom", boom)
         app.router.add_post(f"{prefix}/upload", upload)
@@ -233,6 +241,21 @@ async def test_body_too_large_is_413_in_each_family(local_app: str, http: aiohtt
     async with http.post(f"{local_app}/status/_t/upload", data=b"x" * 5000) as r:
         assert r.status == 413
         _assert_mask_error(await r.json(), 413, r.headers["X-Request-ID"])
+
+
+async def test_rate_limit_per_token_in_each_family(local_app: str, http: aiohttp.ClientSession) -> None:
+    headers = {"api_token": TEST_TOKEN}
+    statuses = []
+    for _ in range(5):
+        async with http.get(f"{local_app}/_t/limited", headers=headers) as r:
+            statuses.append(r.status)
+    assert statuses == [200] * 5
+    async with http.get(f"{local_app}/_t/limited", headers=headers) as r:
+        assert r.status == 429 and 1 <= int(r.headers["Retry-After"]) <= 60
+        assert set(await r.json()) == {"message"}
+    async with http.get(f"{local_app}/status/_t/limited", headers=headers) as r:
+        assert r.status == 429 and "Retry-After" in r.headers
+        _assert_mask_error(await r.json(), 429, r.headers["X-Request-ID"])
 
 
 # --- readiness follows its dependencies ----------------------------------------------------------------
