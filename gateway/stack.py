@@ -47,7 +47,7 @@ def port_open(host: str, port: int) -> bool:
 
 def http_ok(url: str, timeout: float = 2.0) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback only
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             return bool(resp.status == 200)
     except (urllib.error.URLError, OSError, ValueError):
         return False
@@ -235,11 +235,25 @@ def gateway_service(settings: Settings, log_path: Path, env: dict[str, str] | No
     )
 
 
-def worker_service(settings: Settings, index: int, log_path: Path, env: dict[str, str] | None = None) -> Service:
+def _worker_registered(redis_url: str) -> bool:
+    """arq writes its health-check key on the first pass of its main loop: the worker is polling."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(redis_url, socket_timeout=1, socket_connect_timeout=1)
+        with client:
+            return bool(client.exists("arq:queue:health-check"))
+    except redis.RedisError:
+        return False
+
+
+def worker_service(
+    settings: Settings, index: int, log_path: Path, env: dict[str, str] | None = None
+) -> Service:
     return Service(
         f"worker-{index}",
         [sys.executable, "-m", "gateway.worker"],
-        lambda: True,
+        lambda: _worker_registered(settings.redis_url),
         log_path,
         env={**settings_env(settings), **(env or {})},
     )
@@ -288,7 +302,10 @@ def _dev_token_notice(settings: Settings) -> dict[str, str]:
     if settings.api_token_hashes:
         return {}
     token = "dev-" + os.urandom(12).hex()
-    print(f"\nNo API_TOKENS configured: development token for this run:\n\n    api_token: {token}\n", flush=True)
+    print(
+        f"\nNo API_TOKENS configured: development token for this run:\n\n    api_token: {token}\n",
+        flush=True,
+    )
     return {"API_TOKENS": token}
 
 

@@ -98,7 +98,7 @@ def media_server() -> Iterator[str]:
         def __init__(self, *args: object, **kwargs: object) -> None:
             super().__init__(*args, directory=str(root), **kwargs)  # type: ignore[arg-type]
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
@@ -142,6 +142,8 @@ def stack(triton_settings: Settings, redis_port: int, data_dir: Path) -> Iterato
             svc.start()
             started.append(svc)
         gw.wait_ready(60)
+        for worker in workers:
+            worker.wait_ready(60)
         yield Stack(settings, settings.base_url, TEST_TOKEN, OTHER_TOKEN, gw, workers)
     finally:
         for svc in reversed(started):
