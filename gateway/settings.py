@@ -126,6 +126,7 @@ class Settings:
     worker_max_jobs: int = 2
     job_timeout_s: int = 1800
     job_max_tries: int = 3
+    job_lease_s: int = 60  # a killed worker's job is re-run by another worker after about this long
     result_ttl_s: int = 3600  # results never downloaded are removed by the janitor after this
     signed_link_ttl_s: int = 3600
     object_store_url: str = ""  # when set, results are uploaded and upload_link is returned
@@ -194,6 +195,7 @@ class Settings:
             worker_max_jobs=_env_int("WORKER_MAX_JOBS", d.worker_max_jobs),
             job_timeout_s=_env_int("JOB_TIMEOUT_S", d.job_timeout_s),
             job_max_tries=_env_int("JOB_MAX_TRIES", d.job_max_tries),
+            job_lease_s=_env_int("JOB_LEASE_S", d.job_lease_s),
             result_ttl_s=_env_int("RESULT_TTL_S", d.result_ttl_s),
             signed_link_ttl_s=_env_int("SIGNED_LINK_TTL_S", d.signed_link_ttl_s),
             object_store_url=_env_str("OBJECT_STORE_URL", ""),

@@ -6,9 +6,9 @@ by `job_function`, which owns the parts every job needs the same way:
 * status: marks the record processing, and failed (500) if the function raises or returns without
   completing or failing it, so no job ever hangs in "processing";
 * re-runs after a dead worker: arq re-runs a job whose `arq:in-progress:<id>` key expired. arq sets
-  that key for the whole job timeout; the wrapper shortens it to HEARTBEAT_TTL_S and refreshes it
+  that key for the whole job timeout; the wrapper shortens it to JOB_LEASE_S and refreshes it
   while the job runs, so a killed worker's job is picked up by another worker within about
-  HEARTBEAT_TTL_S (+ poll delay) instead of after JOB_TIMEOUT_S. Consequence for job authors: keep
+  JOB_LEASE_S (+ poll delay) instead of after JOB_TIMEOUT_S. Consequence for job authors: keep
   the event loop responsive (CPU work in threads), and make functions safe to re-run (fresh temp
   dir, results written atomically, `complete` is a no-op on a finished record);
 * tries: arq is allowed one try more than JOB_MAX_TRIES so that the wrapper, on that extra try,
@@ -48,21 +48,21 @@ log = logging.getLogger("gateway.worker")
 
 JobFn = Callable[[dict[str, Any], str], Awaitable[None]]
 
-HEARTBEAT_TTL_S = 60
-HEARTBEAT_INTERVAL_S = 15
+HEARTBEAT_TTL_S = 60  # default of Settings.job_lease_s; the beat renews the lease 4 times per lease
 JOB_COMPLETION_WAIT_S = 15
 TRITON_RETRY_DELAY_S = 10
 
 
 async def _heartbeat(ctx: dict[str, Any], job_id: str) -> None:
     key = in_progress_key_prefix + job_id
+    lease_s = max(1, ctx["settings"].job_lease_s)
     while True:
         try:
             # pexpire never creates the key, so a beat racing arq's own cleanup is harmless.
-            await ctx["redis"].pexpire(key, HEARTBEAT_TTL_S * 1000)
+            await ctx["redis"].pexpire(key, lease_s * 1000)
         except Exception:  # a missed beat only shortens the lease; the job itself goes on
             log.warning("heartbeat failed", extra={"job_id": job_id}, exc_info=True)
-        await asyncio.sleep(HEARTBEAT_INTERVAL_S)
+        await asyncio.sleep(lease_s / 4)
 
 
 async def _release(ctx: dict[str, Any], job_id: str, owner: str) -> None:
@@ -141,7 +141,8 @@ def _sweep(root: Path, max_age_s: float, only_job_dirs: bool = True) -> int:
         return 0
     cutoff = time.time() - max_age_s
     for entry in root.iterdir():
-        if only_job_dirs and not is_job_id(entry.name):
+        # `upload-<uuid>` is the gateway's staging dir: a gateway killed mid-upload leaves it behind
+        if only_job_dirs and not is_job_id(entry.name.removeprefix("upload-")):
             continue
         try:
             if entry.stat().st_mtime < cutoff:
