@@ -198,6 +198,11 @@ def triton_service(
         "--log-verbose=0",
         "--exit-timeout-secs=10",
         "--strict-readiness=true",
+        # Explicit control with every model loaded at start: the same models as the default
+        # mode, plus the model control API, so `python -m export add --load` can add a model or
+        # version without restarting the server or touching its other models.
+        "--model-control-mode=explicit",
+        "--load-model=*",
     ]
     if settings.triton_model_config_name:
         argv.append(f"--model-config-name={settings.triton_model_config_name}")
