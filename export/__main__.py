@@ -11,7 +11,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMANDS = ("models", "add", "onnx")
+COMMANDS = ("models", "list", "add", "onnx")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -123,7 +123,9 @@ def test_onnx_variant_mismatch_names_the_architecture(
     sam_tiny: tuple[object, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _, folder = sam_tiny
-    code = cli("onnx", "sam", "--checkpoint", folder / "sam_tiny.pth", "--variant", "vit_b", "--output", tmp_path)
+    code = cli(
+        "onnx", "sam", "--checkpoint", folder / "sam_tiny.pth", "--variant", "vit_b", "--output", tmp_path
+    )
     assert code == 2
     assert "does not fit the sam vit_b architecture" in capsys.readouterr().err
     assert not list(tmp_path.glob("*.onnx"))
@@ -136,7 +138,10 @@ def test_onnx_variant_mismatch_names_the_architecture(
         (("onnx", "sam", "--checkpoint", "x.pth", "--opset", "9"), "opset 9 is not supported"),
         (("onnx", "mobilesam", "--checkpoint", "x.pth"), "not supported"),
         (("onnx", "rvm", "--checkpoint", "x.pth"), "needs --code-path"),
-        (("onnx", "rvm", "--checkpoint", "x.pth", "--code-path", "/tmp"), "not a RobustVideoMatting checkout"),
+        (
+            ("onnx", "rvm", "--checkpoint", "x.pth", "--code-path", "/tmp"),
+            "not a RobustVideoMatting checkout",
+        ),
     ],
 )
 def test_onnx_errors(argv: tuple[str, ...], message: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -157,7 +162,10 @@ def test_onnx_unknown_family_is_rejected_by_the_parser(capsys: pytest.CaptureFix
 def affine_onnx(path: Path, scale: float) -> Path:
     """y = x * scale + [0, 1, 2, 3] with a dynamic batch dim: results that show which version ran."""
     graph = helper.make_graph(
-        [helper.make_node("Mul", ["x", "scale"], ["scaled"]), helper.make_node("Add", ["scaled", "bias"], ["y"])],
+        [
+            helper.make_node("Mul", ["x", "scale"], ["scaled"]),
+            helper.make_node("Add", ["scaled", "bias"], ["y"]),
+        ],
         "affine",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
@@ -234,8 +242,12 @@ def test_add_refuses_a_graph_that_does_not_fit_the_existing_config(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     repo = tmp_path / "repository"
-    shutil.copytree(REPOSITORY / "u2netp", repo / "u2netp", ignore=shutil.ignore_patterns("__pycache__", "*.onnx"))
-    assert cli("add", affine_onnx(tmp_path / "affine.onnx", 1.0), "--name", "u2netp", "--repository", repo) == 2
+    shutil.copytree(
+        REPOSITORY / "u2netp", repo / "u2netp", ignore=shutil.ignore_patterns("__pycache__", "*.onnx")
+    )
+    assert (
+        cli("add", affine_onnx(tmp_path / "affine.onnx", 1.0), "--name", "u2netp", "--repository", repo) == 2
+    )
     assert "does not provide what" in capsys.readouterr().err
     assert sorted(p.name for p in (repo / "u2netp").iterdir() if p.is_dir()) == ["1", "configs"]
 
@@ -244,11 +256,15 @@ def test_add_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "broken.onnx").write_bytes(b"\x00not onnx")
     assert cli("add", tmp_path / "broken.onnx", "--repository", tmp_path) == 2
     assert "is not a valid ONNX model" in capsys.readouterr().err
-    assert cli("add", affine_onnx(tmp_path / "a.onnx", 1.0), "--name", "bad/name", "--repository", tmp_path) == 2
+    assert (
+        cli("add", affine_onnx(tmp_path / "a.onnx", 1.0), "--name", "bad/name", "--repository", tmp_path) == 2
+    )
     assert "model name" in capsys.readouterr().err
 
 
-def test_add_load_into_a_server_that_is_not_running(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_add_load_into_a_server_that_is_not_running(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     onnx_file = affine_onnx(tmp_path / "affine.onnx", 1.0)
     assert cli("add", onnx_file, "--repository", tmp_path, "--load", f"127.0.0.1:{free_port()}") == 1
     assert "loading 'affine'" in capsys.readouterr().err
