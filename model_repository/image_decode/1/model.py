@@ -67,7 +67,7 @@ def decode(data: bytes, max_pixels: int) -> np.ndarray:
     except UnidentifiedImageError as exc:
         raise DecodeError("not an image in a supported format (JPEG, PNG, WebP, GIF, TIFF, HEIC)") from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DecodeError(f"image refused: {exc}") from exc
+        raise DecodeError(f"image refused, it exceeds the limit of {max_pixels} pixels: {exc}") from exc
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise DecodeError(f"corrupt or truncated image: {exc}") from exc
     return np.asarray(rgb, dtype=np.uint8)
