@@ -11,7 +11,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMANDS = ("models", "list", "add", "onnx", "validate")
+COMMANDS = ("models", "list", "add", "onnx", "validate", "trt")
 
 
 def build_parser() -> argparse.ArgumentParser:

