@@ -118,6 +118,8 @@ def probe(path: Path, *, max_side: int = 16000, max_duration_s: float | None = N
             raise MediaError(400, "No video stream", "The file has no video stream. " + SUPPORTED_TEXT)
         stream = container.streams.video[0]
         ctx = stream.codec_context
+        if ctx is None:  # a codec tag no decoder knows: a corrupt header or a foreign codec
+            raise MediaError(415, "Unsupported codec", f"The video codec is not recognised. {SUPPORTED_TEXT}")
         codec = ctx.name
         if codec not in VIDEO_CODECS and not (codec == "gif" and fmt == "gif"):
             raise MediaError(

@@ -87,6 +87,15 @@ class _Form:
 
 
 async def _read_form(request: web.Request, staging: Path, settings: Settings) -> _Form:
+    # aiohttp raises ValueError on a malformed multipart body (boundary, part headers, charset):
+    # the client's mistake, a 400, not a 500
+    try:
+        return await _read_parts(request, staging, settings)
+    except ValueError:
+        raise _detail(400, "Malformed multipart body") from None
+
+
+async def _read_parts(request: web.Request, staging: Path, settings: Settings) -> _Form:
     if not request.content_type.startswith("multipart/"):
         raise _detail(400, "File must be a video")
     form = _Form()
