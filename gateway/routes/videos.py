@@ -28,7 +28,7 @@ from gateway.errors import ApiError, BgApiError
 from gateway.fetch import FetchError, fetch_to_file
 from gateway.jobs import JobRecord
 from gateway.limits import check_capacity, check_rate, start_job
-from gateway.pipeline.encode import PRESETS, TRANSPARENT_PRESETS
+from gateway.pipeline.encode import TRANSPARENT_PRESETS
 from gateway.pipeline.jobs import bg_image_path, input_path
 from gateway.pipeline.probe import MediaError, probe
 from gateway.settings import Settings
@@ -83,7 +83,7 @@ class _Form:
     bg_color: str | None = None
     bg_image: Path | None = None
     bg_image_url: str | None = None
-    output_format: str = "webm"
+    output_format: str | None = None
 
 
 async def _read_form(request: web.Request, staging: Path, settings: Settings) -> _Form:
@@ -163,10 +163,12 @@ async def _background(form: _Form, staging: Path, settings: Settings) -> dict[st
 
 
 def _preset_for(form: _Form, transparent: bool) -> str:
-    fmt = form.output_format if form.output_format in ("webm", "mov", "mp4") else "webm"
+    """Opaque: MP4 H.264 unless webm/mov is asked for; transparent: WebM VP9 alpha unless mov
+    (MP4 has no alpha-capable codec here, so it falls back to WebM)."""
+    fmt = form.output_format
     if transparent:
         return TRANSPARENT_PRESETS["mov" if fmt == "mov" else "webm"].name
-    return {"webm": PRESETS["webm_vp9"], "mov": PRESETS["mov_proresks"]}.get(fmt, PRESETS["mp4_h264"]).name
+    return {"webm": "webm_vp9", "mov": "mov_proresks"}.get(fmt or "", "mp4_h264")
 
 
 def _seconds(value: float) -> str:
@@ -289,8 +291,12 @@ async def video_result(request: web.Request) -> web.StreamResponse:
     path = storage.path_of(record.id, record.result.filename)
     if path is None:
         raise _detail(404, "Processed video file not found")
-    response = web.FileResponse(
-        path,
+    try:
+        # opened before the headers go out, so a concurrent download's delete cannot race us
+        source = path.open("rb")
+    except FileNotFoundError:
+        raise _detail(404, "Processed video file not found") from None
+    response = web.StreamResponse(
         headers={
             "Content-Type": record.result.media_type,
             "Cache-Control": "no-cache",
@@ -298,7 +304,11 @@ async def video_result(request: web.Request) -> web.StreamResponse:
             **trim_headers,
         },
     )
-    await response.prepare(request)
+    with source:
+        response.content_length = os.fstat(source.fileno()).st_size
+        await response.prepare(request)
+        while chunk := await asyncio.to_thread(source.read, _CHUNK):
+            await response.write(chunk)
     await response.write_eof()
     # Reached only when the whole file went out: an interrupted download keeps it for a retry.
     with contextlib.suppress(OSError):

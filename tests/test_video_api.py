@@ -1,0 +1,305 @@
+"""/foreground_mask, /status, /video/submit/v1 and /video/result on the real stack (gateway,
+worker, Redis, tritonserver), with clips transcoded from the real videos and served on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from conftest import VIDEOS, Stack
+from media import ClipSpec, MediaFacts, inspect, make_clip, serve
+
+from gateway.pipeline.encode import PRESETS
+from gateway.pipeline.probe import probe
+
+SRC = VIDEOS / "01_dog.mp4"
+CLIPS = {
+    "h264_aac.mp4": ClipSpec("h264_aac.mp4", "libx264", audio="aac"),
+    "hevc.mov": ClipSpec("hevc.mov", "libx265", options={"x265-params": "log-level=error"}),
+    "vp9_opus.webm": ClipSpec(
+        "vp9_opus.webm", "libvpx-vp9", audio="libopus", options={"deadline": "realtime", "cpu-used": "8"}
+    ),
+    "av1.mp4": ClipSpec("av1.mp4", "libsvtav1", options={"preset": "12", "svtav1-params": "log-level=0"}),
+    "mjpeg.avi": ClipSpec("mjpeg.avi", "mjpeg", pix_fmt="yuvj420p"),
+    "mjpeg.mov": ClipSpec("mjpeg.mov", "mjpeg", pix_fmt="yuvj420p"),
+    "anim.gif": ClipSpec("anim.gif", "gif", pix_fmt="rgb8"),
+    "vfr.mp4": ClipSpec("vfr.mp4", "libx264", vfr=True),
+    "rot90.mp4": ClipSpec("rot90.mp4", "libx264", rotation=90),
+    "one.mp4": ClipSpec("one.mp4", "libx264", max_frames=1),
+    "mpeg4.avi": ClipSpec("mpeg4.avi", "mpeg4"),
+    "long.mp4": ClipSpec("long.mp4", "libx264", duration_s=5.2, audio="aac"),
+}
+
+
+@pytest.fixture(scope="session")
+def api_clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("api-clips")
+    for spec in CLIPS.values():
+        make_clip(SRC, root, spec)
+    data = bytearray((root / "h264_aac.mp4").read_bytes())
+    start = data.find(b"mdat") + 4
+    data[start : start + len(data) // 2] = b"\x11" * (len(data) // 2)
+    (root / "corrupt.mp4").write_bytes(bytes(data))
+    (root / "not-a-video.txt").write_text("hello")
+    return root
+
+
+@pytest.fixture(scope="session")
+def clip_url(api_clips: Path) -> Iterator[str]:
+    with serve(api_clips, slow_delay_s=5) as url:
+        yield url
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+        yield session
+
+
+async def _submit_mask(http: aiohttp.ClientSession, stack: Stack, url: str, preset: str | None = None) -> str:
+    body: dict[str, Any] = {"video": url}
+    if preset:
+        body["output_container_and_codec"] = preset
+    async with http.post(f"{stack.url}/foreground_mask", json=body, headers={"api_token": stack.token}) as r:
+        payload = await r.json()
+        assert r.status == 202, payload
+    assert payload["status_url"] == f"{stack.url}/status/{payload['request_id']}"
+    return str(payload["request_id"])
+
+
+async def _wait_status(
+    http: aiohttp.ClientSession, stack: Stack, request_id: str, timeout_s: float = 180
+) -> dict:
+    deadline = time.monotonic() + timeout_s
+    seen: set[str] = set()
+    while time.monotonic() < deadline:
+        async with http.get(f"{stack.url}/status/{request_id}", headers={"api_token": stack.token}) as r:
+            assert r.status == 200
+            body = await r.json()
+        seen.add(body["status"])
+        assert body["status"] in ("queued", "processing", "completed", "failed")
+        if body["status"] in ("completed", "failed"):
+            body["_seen"] = seen
+            return body
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"job {request_id} did not finish in {timeout_s}s")
+
+
+async def _mask_of(
+    http: aiohttp.ClientSession, stack: Stack, clip_url: str, name: str, preset: str, tmp: Path
+) -> tuple[dict, MediaFacts]:
+    request_id = await _submit_mask(http, stack, f"{clip_url}/{name}", preset)
+    status = await _wait_status(http, stack, request_id)
+    assert status["status"] == "completed", status
+    async with http.get(status["mask_url"]) as r:
+        assert r.status == 200
+        assert r.headers["Content-Type"] == PRESETS[preset].media_type
+        out = tmp / f"{request_id}.{PRESETS[preset].extension}"
+        out.write_bytes(await r.read())
+    return status, inspect(out)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+async def test_foreground_mask_every_preset(
+    stack: Stack, http: aiohttp.ClientSession, clip_url: str, api_clips: Path, tmp_path: Path, preset: str
+) -> None:
+    status, facts = await _mask_of(http, stack, clip_url, "h264_aac.mp4", preset, tmp_path)
+    source = inspect(api_clips / "h264_aac.mp4")
+    assert (facts.width, facts.height) == (320, 180)
+    assert facts.frames == source.frames == status["total_frames"] == status["current_frame"]
+    assert status["progress_percentage"] == 100.0
+    if preset != "gif":
+        assert facts.rate == Fraction(30000, 1001)
+    assert facts.last_pts_s == pytest.approx(source.last_pts_s, abs=0.02)
+    assert (facts.audio is not None) == (preset != "gif")
+    assert 5 < facts.luma_mean < 250  # a real mask: some foreground, some background
+    codec = {"h264": "h264", "h265": "hevc", "vp9": "vp9", "proresks": "prores", "gif": "gif"}
+    assert facts.codec == codec[preset.split("_")[-1]]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "hevc.mov",
+        "vp9_opus.webm",
+        "av1.mp4",
+        "mjpeg.avi",
+        "mjpeg.mov",
+        "anim.gif",
+        "vfr.mp4",
+        "rot90.mp4",
+        "one.mp4",
+    ],
+)
+async def test_foreground_mask_every_input(
+    stack: Stack, http: aiohttp.ClientSession, clip_url: str, api_clips: Path, tmp_path: Path, name: str
+) -> None:
+    _, facts = await _mask_of(http, stack, clip_url, name, "mkv_h264", tmp_path)
+    source = inspect(api_clips / name)
+    assert facts.frames == source.frames
+    assert (facts.width, facts.height) == (source.width, source.height)
+    assert facts.rotation == source.rotation
+    assert (facts.audio is not None) == (source.audio is not None)
+    if name == "vfr.mp4":
+        assert facts.intervals_ms == source.intervals_ms
+
+
+async def test_status_lifecycle_and_owner_isolation(
+    stack: Stack, http: aiohttp.ClientSession, clip_url: str
+) -> None:
+    request_id = await _submit_mask(http, stack, f"{clip_url}/h264_aac.mp4")
+    async with http.get(f"{stack.url}/status/{request_id}", headers={"api_token": stack.other_token}) as r:
+        body = await r.json()
+        assert r.status == 404 and body["error"]["code"] == 404 and body["request_id"]
+    async with http.get(f"{stack.url}/status/{request_id}") as r:
+        assert r.status == 403
+    status = await _wait_status(http, stack, request_id)
+    assert status["status"] == "completed"
+    assert status["created_at"] <= status["started_at"] <= status["finished_at"]
+    assert status["mask_url_expires_at"] > status["finished_at"]
+
+
+async def _error(http: aiohttp.ClientSession, method: str, url: str, **kw: Any) -> tuple[int, dict]:
+    async with http.request(method, url, **kw) as r:
+        body = await r.json()
+    assert set(body) == {"error", "request_id"} and set(body["error"]) == {"code", "message", "details"}
+    assert body["error"]["code"] == r.status and body["error"]["details"]
+    return r.status, body
+
+
+async def test_foreground_mask_errors(stack: Stack, http: aiohttp.ClientSession, clip_url: str) -> None:
+    url, auth = f"{stack.url}/foreground_mask", {"api_token": stack.token}
+    started = time.time()
+    ok = {"video": f"{clip_url}/h264_aac.mp4"}
+    assert (await _error(http, "POST", url, json=ok))[0] == 403
+    assert (await _error(http, "POST", url, json=ok, headers={"api_token": "nope"}))[0] == 403
+    assert (await _error(http, "POST", url, data="{not json", headers=auth))[0] == 400
+    assert (await _error(http, "POST", url, json={}, headers=auth))[0] == 422
+    assert (
+        await _error(http, "POST", url, json={**ok, "output_container_and_codec": "avi_xvid"}, headers=auth)
+    )[0] == 422
+    assert (await _error(http, "GET", url, headers=auth))[0] == 405
+    status, body = await _error(http, "POST", url, json={"video": f"{clip_url}/mpeg4.avi"}, headers=auth)
+    assert status == 415 and "mpeg4" in body["error"]["details"]
+    status, body = await _error(http, "POST", url, json={"video": f"{clip_url}/corrupt.mp4"}, headers=auth)
+    assert status == 422
+    status, body = await _error(http, "POST", url, json={"video": f"{clip_url}/missing/a.mp4"}, headers=auth)
+    assert status == 400 and "404" in body["error"]["details"]
+    status, body = await _error(
+        http, "POST", url, json={"video": f"{clip_url}/not-a-video.txt"}, headers=auth
+    )
+    assert status == 400
+    # nothing refused may leave an input behind
+    uploads = stack.settings.data_dir / "uploads"
+    fresh = [p for p in uploads.glob("*/*") if p.stat().st_mtime >= started] if uploads.exists() else []
+    assert fresh == []
+
+
+async def _submit_video(
+    http: aiohttp.ClientSession, stack: Stack, path: Path, content_type: str = "video/mp4", **fields: str
+) -> tuple[int, dict, dict]:
+    form = aiohttp.FormData()
+    form.add_field("file", path.read_bytes(), filename=path.name, content_type=content_type)
+    for key, value in fields.items():
+        form.add_field(key, value)
+    async with http.post(f"{stack.url}/video/submit/v1", data=form, headers={"api_token": stack.token}) as r:
+        return r.status, await r.json(), dict(r.headers)
+
+
+async def _wait_result(
+    http: aiohttp.ClientSession, stack: Stack, uuid: str, timeout_s: float = 240
+) -> aiohttp.ClientResponse:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        r = await http.get(f"{stack.url}/video/result/{uuid}", headers={"api_token": stack.token})
+        if r.status != 202:
+            return r
+        body = await r.json()
+        assert body["message"] == "Video is still processing" and body["status"] == "processing"
+        await asyncio.sleep(0.5)
+    raise AssertionError("video job did not finish")
+
+
+async def test_video_submit_trims_with_documented_strings(
+    stack: Stack, http: aiohttp.ClientSession, api_clips: Path, tmp_path: Path
+) -> None:
+    status, body, _ = await _submit_video(http, stack, api_clips / "long.mp4", bg_color="0,255,0")
+    assert status == 202
+    length = f"{probe(api_clips / 'long.mp4').duration_s:.2f}s"  # ~5.2 s: the document's own example
+    assert body == {
+        "message": "Video submitted for processing",
+        "uuid": body["uuid"],
+        "status": "processing",
+        "duration": length,
+        "warning": f"Video duration ({length}) exceeds 4s limit. Only the first 4s will be processed.",
+        "processed_duration": "4s",
+    }
+    r = await _wait_result(http, stack, body["uuid"])
+    assert r.status == 200
+    assert r.headers["Content-Type"] == "video/mp4" and r.headers["Cache-Control"] == "no-cache"
+    assert r.headers["Content-Disposition"] == f"attachment; filename=processed_{body['uuid']}.mp4"
+    assert r.headers["X-Video-Warning"] == f"Original video ({length}) was trimmed to 4 seconds"
+    assert r.headers["X-Original-Duration"] == length and r.headers["X-Processed-Duration"] == "4.00s"
+    out = tmp_path / "out.mp4"
+    out.write_bytes(await r.read())
+    facts = inspect(out)
+    assert facts.frames == 120 and facts.last_pts_s < 4.0 and facts.audio == "aac"
+    assert facts.audio_duration_s == pytest.approx(4.0, abs=0.1)
+    # downloaded once: the file is gone
+    async with http.get(
+        f"{stack.url}/video/result/{body['uuid']}", headers={"api_token": stack.token}
+    ) as again:
+        assert again.status == 404 and await again.json() == {"detail": "Processed video file not found"}
+    assert not (stack.settings.results_dir / body["uuid"]).exists()
+
+
+async def test_video_submit_transparent_and_errors(
+    stack: Stack, http: aiohttp.ClientSession, api_clips: Path, tmp_path: Path
+) -> None:
+    status, body, _ = await _submit_video(http, stack, api_clips / "one.mp4")
+    assert status == 202 and body["duration"] == "0.03s" and "warning" not in body
+    r = await _wait_result(http, stack, body["uuid"])
+    assert (
+        r.status == 200 and r.headers["Content-Type"] == "video/webm" and "X-Video-Warning" not in r.headers
+    )
+    out = tmp_path / "alpha.webm"
+    out.write_bytes(await r.read())
+    facts = inspect(out)
+    assert facts.alpha_mean is not None and 1 < facts.alpha_mean < 254
+
+    status, body, _ = await _submit_video(http, stack, api_clips / "one.mp4", bg_color="255,0")
+    assert (status, body) == (400, {"detail": "bg_color must be in format 'R,G,B' (e.g., '255,0,0')"})
+    status, body, _ = await _submit_video(
+        http, stack, api_clips / "not-a-video.txt", content_type="text/plain"
+    )
+    assert (status, body) == (400, {"detail": "File must be a video"})
+    status, body, _ = await _submit_video(http, stack, api_clips / "corrupt.mp4")
+    assert status == 400 and set(body) == {"detail"}
+    status, body, _ = await _submit_video(
+        http, stack, api_clips / "one.mp4", bg_image_url="http://127.0.0.1:1/none.png"
+    )
+    assert status == 400 and body["detail"].startswith("Failed to download background image: ")
+    async with http.get(
+        f"{stack.url}/video/result/6b1f3f8e-2f43-4a51-9d9c-2c4b0f1f6e11", headers={"api_token": stack.token}
+    ) as r:
+        assert r.status == 404 and await r.json() == {"message": "Task not found", "status": "not_found"}
+
+
+async def test_real_720p_clip_end_to_end(stack: Stack, http: aiohttp.ClientSession, tmp_path: Path) -> None:
+    """A real 720p clip with AAC audio through /video/submit (trimmed to 4 s) with a background image."""
+    src = VIDEOS / "06_pingpong.mp4"
+    status, body, _ = await _submit_video(http, stack, src, bg_color="20,40,200")
+    assert status == 202 and body["processed_duration"] == "4s"
+    r = await _wait_result(http, stack, body["uuid"], timeout_s=420)
+    assert r.status == 200
+    out = tmp_path / "pingpong.mp4"
+    out.write_bytes(await r.read())
+    facts = inspect(out)
+    assert (facts.width, facts.height) == (1280, 720)
+    assert facts.frames == 96 and facts.rate == Fraction(24) and facts.audio == "aac"
