@@ -1,0 +1,10 @@
+"""Point-prompted video object masks: pure numpy/OpenCV, shared by the Triton model and tests.
+
+`KeypointTracker` turns key points on one frame plus a per-frame saliency map into a binary mask
+that follows the selected object frame by frame (see docs/keypoints.md).
+"""
+
+from gateway.keypoints.prompt import Prompt, PromptError
+from gateway.keypoints.tracker import KeypointTracker
+
+__all__ = ["KeypointTracker", "Prompt", "PromptError"]

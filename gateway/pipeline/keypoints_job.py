@@ -1,0 +1,208 @@
+"""arq job `keypoint_mask_job` (/mask_by_key_points): the point-prompted object, as a mask video.
+
+Flow: decode the (trimmed) clip once into a temp memmap, so memory stays bounded however long
+the 5 s clip is at 750p; walk two `keypoint_mask` sequences on Triton from the prompt frame
+(forward to the end, backward to frame 0) writing masks into a second memmap; then encode them
+in input order with the video pipeline's MaskWriter (timestamps, frame rate, audio kept).
+Both memmaps live in the job's temp dir, which the worker wrapper removes whatever happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gateway.jobs import JobRecord, JobStore
+from gateway.pipeline.compose import mask_frame
+from gateway.pipeline.decode import iter_frames
+from gateway.pipeline.encode import EncodeError, MaskWriter, preset_by_name
+from gateway.pipeline.jobs import input_path
+from gateway.pipeline.probe import MediaError, VideoInfo, probe
+from gateway.settings import Settings
+from gateway.storage import Storage
+from gateway.triton import InferenceFailed, Triton
+
+MODEL = "keypoint_mask"
+ProgressFn = Callable[[int], Awaitable[None]]
+
+
+def trim_length(info: VideoInfo, limit_s: float) -> float | None:
+    """Seconds to keep, or None when the whole video fits; the gateway refuses a too-long video
+    unless auto_trim is set, so the worker trims exactly when this says so."""
+    return limit_s if info.duration_s > limit_s + 1e-3 else None
+
+
+@dataclass
+class DecodedClip:
+    frames: np.memmap  # uint8 [N,H,W,3]
+    pts: list[int]
+    processed_duration_s: float
+
+
+def decode_to_memmap(source: Path, info: VideoInfo, work: Path, max_duration_s: float | None) -> DecodedClip:
+    """Frames appended to one raw file, then mapped: no Python list of frames, no size guess."""
+    raw = work / "frames.u8"
+    pts: list[int] = []
+    last_s = 0.0
+    with raw.open("wb") as out, iter_frames(source, max_duration_s=max_duration_s) as reader:
+        for frame in reader:
+            out.write(np.ascontiguousarray(frame.rgb, dtype=np.uint8).tobytes())
+            pts.append(frame.pts)
+            last_s = frame.time_s - info.start_pts * float(info.time_base)
+    if not pts:
+        raise MediaError(400, "Unreadable video", "No frame could be decoded from the video.")
+    span = last_s + (1.0 / float(info.fps) if info.fps else 0.0)
+    if max_duration_s is not None:
+        span = min(span, max_duration_s)
+    frames = np.memmap(raw, dtype=np.uint8, mode="r", shape=(len(pts), info.height, info.width, 3))
+    return DecodedClip(frames, pts, span)
+
+
+def prompt_arrays(key_points: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """[[x, y, label], ...] (as stored in the job params) -> points [1,N,2] fp32, labels [1,N] int32."""
+    arr = np.asarray(key_points, dtype=np.float32).reshape(-1, 3)
+    return arr[None, :, :2].copy(), arr[None, :, 2].astype(np.int32)
+
+
+async def walk(
+    triton: Triton,
+    frames: np.memmap,
+    order: Sequence[int],
+    points: np.ndarray,
+    labels: np.ndarray,
+    masks: np.memmap,
+    progress: ProgressFn,
+    skip_first: bool,
+) -> None:
+    """One keypoint_mask sequence over `order` (prompt frame first); masks land in `masks`."""
+    sequence_id = triton.new_sequence_id()
+    last = len(order) - 1
+    for step, index in enumerate(order):
+        inputs: dict[str, np.ndarray] = {"frame": np.ascontiguousarray(frames[index])[None]}
+        if step == 0:
+            inputs.update(points=points, labels=labels)
+        out = await triton.infer(
+            MODEL, inputs, ["mask"], sequence_id=sequence_id, start=step == 0, end=step == last
+        )
+        if step == 0 and skip_first:
+            continue  # the other direction already wrote the prompt frame's mask
+        masks[index] = out["mask"][0]
+        await progress(1)
+
+
+async def segment(
+    triton: Triton,
+    frames: np.memmap,
+    frame_index: int,
+    points: np.ndarray,
+    labels: np.ndarray,
+    masks: np.memmap,
+    progress: ProgressFn,
+) -> None:
+    """Forward from the prompt frame to the end, backward to frame 0; the two run concurrently."""
+    n = frames.shape[0]
+    forward = walk(triton, frames, range(frame_index, n), points, labels, masks, progress, False)
+    if frame_index == 0:
+        await forward
+        return
+    backward = walk(triton, frames, range(frame_index, -1, -1), points, labels, masks, progress, True)
+    await asyncio.gather(forward, backward)
+
+
+def encode_masks(
+    out_path: Path,
+    masks: np.memmap,
+    pts: Sequence[int],
+    source: Path,
+    info: VideoInfo,
+    preset_name: str,
+    max_duration_s: float | None,
+) -> int:
+    writer = MaskWriter(out_path, preset_by_name(preset_name), info, source, max_duration_s)
+    try:
+        for index, frame_pts in enumerate(pts):
+            writer.write(mask_frame(np.asarray(masks[index])), frame_pts)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.close()
+
+
+async def _run(ctx: dict[str, Any], record: JobRecord) -> None:
+    settings: Settings = ctx["settings"]
+    jobs: JobStore = ctx["jobs"]
+    storage: Storage = ctx["storage"]
+    triton: Triton = ctx["triton"]
+    params = record.params
+    source = input_path(storage, record.id)
+    frame_index = int(params["frame_index"])
+    if not source.is_file():
+        await jobs.fail(record.id, 410, "Input gone", "The input is no longer available; submit it again.")
+        return
+    work = storage.new_temp_dir(record.id)
+    out_path = work / f"output.{preset_by_name(params['preset']).extension}"
+    try:
+        info = await asyncio.to_thread(probe, source, max_side=settings.video_max_side)
+        max_duration_s = trim_length(info, float(params["limit_s"]))
+        clip = await asyncio.to_thread(decode_to_memmap, source, info, work, max_duration_s)
+        n = clip.frames.shape[0]
+        if frame_index >= n:
+            await jobs.fail(
+                record.id,
+                422,
+                "Invalid request data",
+                f"frame_index {frame_index} is beyond the last frame ({n - 1}) of the video.",
+            )
+            return
+        masks = np.memmap(work / "masks.u8", dtype=np.uint8, mode="w+", shape=(n, info.height, info.width))
+        done = 0
+
+        async def progress(count: int) -> None:
+            nonlocal done
+            done += count
+            await jobs.set_progress(record.id, done, n)
+
+        points, labels = prompt_arrays(params["key_points"])
+        await segment(triton, clip.frames, frame_index, points, labels, masks, progress)
+        masks.flush()
+        await asyncio.to_thread(
+            encode_masks, out_path, masks, clip.pts, source, info, params["preset"], max_duration_s
+        )
+    except MediaError as exc:
+        await jobs.fail(record.id, exc.status, exc.message, exc.details)
+        return
+    except EncodeError as exc:
+        await jobs.fail(record.id, 500, "Encoding failed", f"The output could not be written: {exc}")
+        return
+    except InferenceFailed as exc:
+        await jobs.fail(record.id, 500, "Inference failed", f"The key-point model refused a frame: {exc}")
+        return
+    preset = preset_by_name(params["preset"])
+    stored = await storage.store(
+        record.id, out_path, f"mask_{record.id}.{preset.extension}", preset.media_type
+    )
+    original = info.duration_s
+    trimmed = max_duration_s is not None
+    await jobs.complete(
+        record.id,
+        stored,
+        warning=f"Video was trimmed from {original:.2f}s to {clip.processed_duration_s:.2f}s"
+        if trimmed
+        else None,
+        original_duration=original,
+        processed_duration=clip.processed_duration_s if trimmed else original,
+    )
+
+
+async def keypoint_mask_job(ctx: dict[str, Any], job_id: str) -> None:
+    """POST /mask_by_key_points: white where the prompted object is, black elsewhere."""
+    jobs: JobStore = ctx["jobs"]
+    record = await jobs.get(job_id)
+    if record is None or record.done:
+        return
+    await _run(ctx, record)

@@ -1,0 +1,147 @@
+"""POST /mask_by_key_points (seeds/mask_by_key_points.txt).
+
+Validated in two rounds before anything is queued, so every 4xx comes back on the request: the
+body first (no download for a malformed request), then, after fetch + probe, what needs the
+video itself (duration vs auto_trim, 750p, frame_index range, points inside the frame).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from gateway.app import JOBS, SETTINGS, STORAGE
+from gateway.auth import require_owner
+from gateway.errors import MaskApiError
+from gateway.limits import check_capacity, check_rate, start_job
+from gateway.pipeline.intake import fetch_and_probe
+from gateway.pipeline.jobs import input_path
+from gateway.pipeline.keypoints_job import trim_length
+from gateway.pipeline.probe import MediaError, VideoInfo
+from gateway.pipeline.run import expected_frames
+from gateway.routes.masks import json_object, output_preset, video_url
+from gateway.settings import Settings
+
+routes = web.RouteTableDef()
+
+LABELS = {"positive": 1, "negative": 0}
+MAX_POINTS = 64  # far more than any hand-placed prompt; bounds the model's per-frame work
+
+
+def _invalid(details: str) -> MaskApiError:
+    return MaskApiError(422, "Invalid request data", details)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse_key_points(body: dict[str, Any]) -> list[list[int]]:
+    """-> [[x, y, label], ...]; at least one positive point."""
+    raw = body.get("key_points")
+    if raw is None:
+        raise _invalid("Field 'key_points' is required: an array of {x, y, type} objects.")
+    if not isinstance(raw, list) or not raw:
+        raise _invalid("Field 'key_points' must be a non-empty array of {x, y, type} objects.")
+    if len(raw) > MAX_POINTS:
+        raise _invalid(f"Field 'key_points' holds {len(raw)} points; at most {MAX_POINTS} are accepted.")
+    points: list[list[int]] = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise _invalid(f"key_points[{i}] must be an object with x, y and type.")
+        x, y, kind = item.get("x"), item.get("y"), item.get("type", "positive")
+        if not _is_int(x) or not _is_int(y):
+            raise _invalid(f"key_points[{i}].x and .y must be integers (pixels of the frame).")
+        if kind not in LABELS:
+            raise _invalid(f"key_points[{i}].type must be 'positive' or 'negative'.")
+        points.append([x, y, LABELS[kind]])
+    if not any(label == 1 for _, _, label in points):
+        raise _invalid("key_points must contain at least one point of type 'positive'.")
+    return points
+
+
+def parse_options(body: dict[str, Any]) -> tuple[int, bool]:
+    frame_index = body.get("frame_index", 0)
+    if frame_index is None:
+        frame_index = 0
+    if not _is_int(frame_index) or frame_index < 0:
+        raise _invalid("Field 'frame_index' must be a non-negative integer.")
+    auto_trim = body.get("auto_trim", False)
+    if auto_trim is None:
+        auto_trim = False
+    if not isinstance(auto_trim, bool):
+        raise _invalid("Field 'auto_trim' must be a boolean.")
+    return frame_index, auto_trim
+
+
+def check_video(
+    info: VideoInfo, settings: Settings, frame_index: int, points: list[list[int]], auto_trim: bool
+) -> float | None:
+    """What only the probed video can tell; returns the trim length (None: not trimmed)."""
+    limit_s = settings.keypoints_max_duration_s
+    max_duration_s = trim_length(info, limit_s)
+    if max_duration_s is not None and not auto_trim:
+        raise _invalid(
+            f"Input duration {info.duration_s:.2f}s exceeds the {limit_s:g}s limit; "
+            f"set auto_trim to true to process the first {limit_s:g}s, "
+            "or trim the video and submit it again."
+        )
+    short_side, limit_px = min(info.width, info.height), settings.keypoints_max_short_side
+    if short_side > limit_px:
+        raise _invalid(
+            f"Input resolution {info.width}x{info.height} exceeds the {limit_px}p limit "
+            f"(the shorter side may be at most {limit_px} pixels)."
+        )
+    frames = expected_frames(info, max_duration_s)
+    if frame_index >= frames:
+        raise _invalid(
+            f"frame_index {frame_index} is beyond the last frame of the "
+            f"{'trimmed ' if max_duration_s else ''}video (frames 0..{frames - 1})."
+        )
+    for i, (x, y, _) in enumerate(points):
+        if not (0 <= x < info.width and 0 <= y < info.height):
+            raise _invalid(
+                f"key_points[{i}] ({x}, {y}) lies outside the {info.width}x{info.height} frame "
+                f"(x in 0..{info.width - 1}, y in 0..{info.height - 1})."
+            )
+    return max_duration_s
+
+
+@routes.post("/mask_by_key_points")
+async def mask_by_key_points(request: web.Request) -> web.Response:
+    owner = require_owner(request, "mask")
+    await check_rate(request, owner, "mask")
+    body = await json_object(request)
+    url = video_url(body)
+    points = parse_key_points(body)
+    frame_index, auto_trim = parse_options(body)
+    preset = output_preset(body)
+    await check_capacity(request, owner, "mask")
+    settings, storage, jobs = request.app[SETTINGS], request.app[STORAGE], request.app[JOBS]
+    # The worker re-probes and derives the trim from auto_trim the same way (trim_length).
+    params: dict[str, Any] = {
+        "preset": preset,
+        "source_url": url,
+        "frame_index": frame_index,
+        "key_points": points,
+        "auto_trim": auto_trim,
+        "limit_s": settings.keypoints_max_duration_s,
+    }
+    record = await jobs.create("mask_by_key_points", owner, params)
+    try:
+        # No duration limit in the probe: over-long input is trimmed or refused by check_video.
+        info = await fetch_and_probe(url, input_path(storage, record.id), settings, max_duration_s=None)
+        check_video(info, settings, frame_index, points, auto_trim)
+        await start_job(request, "mask", record)
+    except MediaError as exc:
+        storage.remove_uploads(record.id)
+        await jobs.delete(record.id)
+        raise MaskApiError(exc.status, exc.message, exc.details) from None
+    except BaseException:
+        storage.remove_uploads(record.id)
+        await jobs.delete(record.id)
+        raise
+    return web.json_response(
+        {"request_id": record.id, "status_url": f"{settings.base_url}/status/{record.id}"}, status=202
+    )
