@@ -40,6 +40,7 @@ from gateway.app import setup_logging
 from gateway.jobs import JobStore
 from gateway.limits import release_job_slot, slot_lifetime_s
 from gateway.pipeline.jobs import video_mask_job, video_matte_job
+from gateway.pipeline.keypoints_job import keypoint_mask_job
 from gateway.settings import Settings
 from gateway.storage import Storage, is_job_id
 from gateway.triton import Triton, TritonUnavailable
@@ -187,6 +188,7 @@ functions: list[Any] = [
     health_job,
     job_function(video_mask_job),
     job_function(video_matte_job),
+    job_function(keypoint_mask_job),
 ]
 
 
