@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import BadHttpMessage
 from PIL import Image, UnidentifiedImageError
 
 from gateway.app import JOBS, SETTINGS, STORAGE
@@ -87,11 +88,11 @@ class _Form:
 
 
 async def _read_form(request: web.Request, staging: Path, settings: Settings) -> _Form:
-    # aiohttp raises ValueError on a malformed multipart body (boundary, part headers, charset):
+    # aiohttp raises ValueError/BadHttpMessage on a malformed multipart body (boundary, part headers):
     # the client's mistake, a 400, not a 500
     try:
         return await _read_parts(request, staging, settings)
-    except ValueError:
+    except (ValueError, BadHttpMessage):
         raise _detail(400, "Malformed multipart body") from None
 
 
