@@ -125,17 +125,29 @@ def shadow_alpha(alpha: np.ndarray, dx: int, dy: int, blur: int, opacity: float)
     return np.clip(_gaussian(moved, blur / 2.0), 0.0, 1.0) * opacity
 
 
-def render(rgb: np.ndarray, alpha: np.ndarray, params: Params) -> np.ndarray:
-    """sRGB uint8 [H,W,3] + alpha uint8 [H,W] -> uint8 [H,W,4] (transparent) or [H,W,3] (opaque)."""
+def render(
+    rgb: np.ndarray,
+    alpha: np.ndarray,
+    params: Params,
+    background: np.ndarray | None = None,
+    cutout: bool = False,
+) -> np.ndarray:
+    """sRGB uint8 [H,W,3] + alpha uint8 [H,W] -> uint8 [H,W,4] (transparent) or [H,W,3] (opaque).
+
+    `background` (sRGB uint8 [H,W,3]) replaces the operation's own background; `cutout` says rgb
+    already is the subject's colour (a transparent PNG), so no foreground estimate is needed.
+    """
     shape = rgb.shape[:2]
     image = to_linear(rgb)
     a = alpha.astype(np.float32) / 255.0
-    fg = estimate_foreground(image, a)
+    fg = image if cutout else estimate_foreground(image, a)
 
     # Background layer, premultiplied: (colour * coverage, coverage).
     op = params.operation
     bg: np.ndarray | None
-    if op == "blur":
+    if background is not None:
+        bg = to_linear(background)
+    elif op == "blur":
         bg = blurred_background(image, a, float(params.blur_radius))
     elif op == "color":
         bg = solid(shape, params.bg_color or (255, 255, 255))

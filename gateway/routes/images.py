@@ -1,0 +1,243 @@
+"""Image background API (seeds/background_api.txt): matte, blur, color, gradient, shadow, HD
+submit/result and generate. Bodies and messages are the document's, word for word.
+
+Every endpoint takes multipart/form-data with the image in `file`, or an `image_url` field (loaded
+by gateway.fetch). The request body is streamed into a private staging dir under the temp dir and
+that dir is removed when the request ends, whatever happens; an HD upload is moved into the job's
+uploads dir first. Staging dirs are named like job ids, so the worker's janitor also sweeps any
+left by a killed gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from aiohttp import BodyPartReader, web
+
+from gateway.app import JOBS, SETTINGS, STORAGE, TRITON
+from gateway.auth import require_owner
+from gateway.errors import ApiError, BgApiError
+from gateway.fetch import FetchError, fetch_to_file
+from gateway.images.decode import ImageTooLarge, InvalidImage, Limits, probe
+from gateway.images.generate import NotTransparent, generate_image
+from gateway.images.hd import INPUT_NAME, hd_limits
+from gateway.images.params import INVALID_REQUEST, OPERATIONS, parse_params
+from gateway.images.process import process_image
+from gateway.limits import check_capacity, check_rate, start_job
+from gateway.settings import Settings
+
+routes = web.RouteTableDef()
+
+TOO_LARGE = {"message": "Image too large for regular processing. Use HD endpoint."}
+INVALID_IMAGE = {"detail": "Invalid image file"}
+NOT_TRANSPARENT = {"message": "The input image must have a transparent background."}
+TASK_NOT_FOUND = {"detail": "Task not found"}
+PNG_HEADERS = {"Cache-Control": "no-cache"}
+
+_FIELD_MAX_BYTES = 4096
+_CHUNK = 256 * 1024
+_MAX_PROMPT_CHARS = 1000
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _regular_limits(settings: Settings) -> Limits:
+    side = settings.image_max_side
+    return Limits(max_side=side, max_pixels=side * side)
+
+
+def _staging(settings: Settings) -> Path:
+    path = settings.tmp_dir / str(uuid.uuid4())
+    path.mkdir(parents=True)
+    return path
+
+
+async def _write_part(part: BodyPartReader, dest: Path, limit: int) -> None:
+    size = 0
+    with dest.open("wb") as out:
+        while chunk := await part.read_chunk(_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise _BodyTooLarge()
+            await asyncio.to_thread(out.write, chunk)
+
+
+async def _receive(request: web.Request, staging: Path, limit: int) -> tuple[dict[str, str], Path]:
+    """Form fields and the image, on disk under `staging`; raises _BodyTooLarge past `limit`."""
+    if not request.content_type.startswith("multipart/"):
+        raise BgApiError(422, INVALID_REQUEST)
+    fields: dict[str, str] = {}
+    image = staging / "upload"
+    have_file = False
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                continue
+            if part.name == "file" and not have_file:
+                await _write_part(part, image, limit)
+                have_file = True
+            elif part.name:
+                raw = await part.read_chunk(_FIELD_MAX_BYTES + 1)
+                if len(raw) > _FIELD_MAX_BYTES:
+                    raise BgApiError(422, INVALID_REQUEST)
+                fields[part.name] = raw.decode("utf-8", errors="replace")
+                await part.release()
+    except (ValueError, AssertionError, UnicodeDecodeError):  # malformed multipart framing
+        raise BgApiError(422, INVALID_REQUEST) from None
+    if have_file:
+        return fields, image
+    url = fields.get("image_url", "").strip()
+    if not url:
+        raise BgApiError(422, INVALID_REQUEST)
+    try:
+        await fetch_to_file(url, image, request.app[SETTINGS], max_bytes=limit)
+    except FetchError as exc:
+        if "too large" in exc.reason:
+            raise _BodyTooLarge() from None
+        raise BgApiError(400, {"detail": f"Failed to download image: {exc.reason}"}) from None
+    return fields, image
+
+
+def _png(body: bytes) -> web.Response:
+    return web.Response(body=body, content_type="image/png", headers=PNG_HEADERS)
+
+
+async def _regular(request: web.Request, operation: str) -> web.Response:
+    owner = require_owner(request, "bg")
+    await check_rate(request, owner, "bg")
+    settings = request.app[SETTINGS]
+    staging = _staging(settings)
+    try:
+        try:
+            fields, path = await _receive(request, staging, settings.max_request_bytes)
+        except _BodyTooLarge:
+            raise BgApiError(400, TOO_LARGE) from None
+        limits = _regular_limits(settings)
+        try:
+            if operation == "generate":
+                prompt = fields.get("prompt", "")
+                if len(prompt) > _MAX_PROMPT_CHARS:
+                    message = f"prompt must be at most {_MAX_PROMPT_CHARS} characters"
+                    raise BgApiError(400, {"message": message})
+                return _png(await generate_image(request.app[TRITON], path, prompt, limits))
+            params = parse_params(fields, operation)
+            return _png(await process_image(request.app[TRITON], path, params, limits))
+        except ImageTooLarge:
+            raise BgApiError(400, TOO_LARGE) from None
+        except InvalidImage:
+            raise BgApiError(400, INVALID_IMAGE) from None
+        except NotTransparent:
+            raise BgApiError(400, NOT_TRANSPARENT) from None
+    finally:
+        await asyncio.to_thread(shutil.rmtree, staging, True)
+
+
+def _regular_route(operation: str) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return await _regular(request, operation)
+
+    handler.__name__ = f"image_{operation}"
+    routes.post(f"/image/{operation}/v1")(handler)
+
+
+for _operation in (*OPERATIONS, "generate"):
+    _regular_route(_operation)
+
+
+# --- HD ------------------------------------------------------------------------------------------
+
+
+@routes.post("/image/hd/submit/v1")
+async def hd_submit(request: web.Request) -> web.Response:
+    owner = require_owner(request, "bg")
+    await check_rate(request, owner, "bg")
+    await check_capacity(request, owner, "bg")  # refuse before a large upload, not after
+    settings, jobs, storage = request.app[SETTINGS], request.app[JOBS], request.app[STORAGE]
+    staging = _staging(settings)
+    job_id: str | None = None
+    try:
+        try:
+            fields, path = await _receive(request, staging, settings.max_upload_bytes)
+        except _BodyTooLarge:
+            message = f"Image file too large for HD processing (over {settings.max_upload_bytes} bytes)."
+            raise BgApiError(400, {"message": message}) from None
+        params = parse_params(fields, fields.get("operation", "matte"))
+        try:
+            await asyncio.to_thread(probe, path, hd_limits(settings))
+        except InvalidImage:
+            raise BgApiError(400, INVALID_IMAGE) from None
+        except ImageTooLarge:
+            raise BgApiError(
+                400, {"message": f"Image too large for HD processing (over {settings.hd_max_pixels} pixels)."}
+            ) from None
+        try:
+            record = await jobs.create("image_hd", owner, {"params": params.to_dict()})
+            job_id = record.id
+            os.replace(path, storage.uploads_dir(job_id) / INPUT_NAME)
+            await start_job(request, "bg", record)
+        except ApiError:
+            raise
+        except Exception as exc:
+            await _forget(request, job_id)
+            raise BgApiError(500, {"detail": f"Failed to submit image: {type(exc).__name__}"}) from None
+        job_id = None  # queued: from here on the worker owns the upload
+        body = {"message": "Image submitted for processing", "uuid": record.id, "status": "processing"}
+        return web.json_response(body, status=202)
+    finally:
+        if job_id is not None:
+            storage.remove_uploads(job_id)
+        await asyncio.to_thread(shutil.rmtree, staging, True)
+
+
+async def _forget(request: web.Request, job_id: str | None) -> None:
+    if job_id is None:
+        return
+    request.app[STORAGE].remove_uploads(job_id)
+    with contextlib.suppress(Exception):  # Redis is what failed; the record expires on its own
+        await request.app[JOBS].delete(job_id)
+
+
+@routes.get("/image/hd/result/{uuid}")
+async def hd_result(request: web.Request) -> web.StreamResponse:
+    owner = require_owner(request, "bg")
+    await check_rate(request, owner, "bg")
+    job_id = request.match_info["uuid"]
+    record = await request.app[JOBS].get(job_id, owner)
+    if record is None or record.kind != "image_hd":
+        raise BgApiError(404, TASK_NOT_FOUND)
+    if record.status == "failed":
+        raise BgApiError(500, {"detail": "Image processing failed"})
+    if record.status != "completed":
+        body: dict[str, Any] = {"message": "Task is still processing", "uuid": job_id, "status": "processing"}
+        return web.json_response(body, status=202)
+    storage = request.app[STORAGE]
+    path = storage.path_of(job_id, record.result.filename) if record.result else None
+    if path is None:
+        raise BgApiError(404, {"detail": "Processed image file not found"})
+    return await _send_then_delete(request, path, job_id)
+
+
+async def _send_then_delete(request: web.Request, path: Path, job_id: str) -> web.StreamResponse:
+    """Streams the PNG; the file is removed only once the whole of it was written to the client."""
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:  # a concurrent download finished first and removed it
+        raise BgApiError(404, {"detail": "Processed image file not found"}) from None
+    with handle:
+        response = web.StreamResponse(status=200, headers={**PNG_HEADERS, "Content-Type": "image/png"})
+        response.content_length = os.fstat(handle.fileno()).st_size
+        await response.prepare(request)
+        while chunk := await asyncio.to_thread(handle.read, _CHUNK):
+            await response.write(chunk)
+        await response.write_eof()
+    await request.app[STORAGE].delete(job_id)
+    return response
