@@ -37,6 +37,7 @@ from arq.constants import in_progress_key_prefix
 from arq.worker import run_worker
 
 from gateway.app import setup_logging
+from gateway.images.hd import image_hd_job
 from gateway.jobs import JobStore
 from gateway.limits import release_job_slot, slot_lifetime_s
 from gateway.pipeline.jobs import video_mask_job, video_matte_job
@@ -189,6 +190,7 @@ functions: list[Any] = [
     job_function(video_mask_job),
     job_function(video_matte_job),
     job_function(keypoint_mask_job),
+    job_function(image_hd_job),
 ]
 
 
