@@ -66,6 +66,16 @@ def _grabcut(image: np.ndarray, trimap: np.ndarray, iterations: int) -> np.ndarr
     return out
 
 
+def _core(mask: np.ndarray, depth: float) -> np.ndarray:
+    """The interior at least `depth` px from the edge, but never empty for a non-empty mask:
+    thin or small objects keep their deepest half."""
+    dist = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 3)
+    top = float(dist.max())
+    if top <= 0:
+        return mask.copy()
+    return dist >= min(depth, 0.5 * top)
+
+
 def _keep_touching(mask: np.ndarray, anchor: np.ndarray) -> np.ndarray:
     """Drop islands GrabCut sometimes grows in look-alike background far from the object."""
     n, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
@@ -131,10 +141,14 @@ class KeypointTracker:
         radius = max(2, round(0.012 * max(h, w)))
 
         salient = sal > 0.5
-        n, comps = cv2.connectedComponents(salient.astype(np.uint8), connectivity=8)
+        # Parts of one object (a dog's legs, a rider and bike) often touch only through weaker
+        # saliency, so objects are grouped at a low threshold and kept at the normal one.
+        loose = sal > 0.15
+        _, comps = cv2.connectedComponents(loose.astype(np.uint8), connectivity=8)
         near = _dilate(_disc((h, w), pos, 1), max(3, round(0.03 * max(h, w))))
-        hit = np.unique(comps[near & salient])
-        selected = np.isin(comps, hit[hit != 0]) if hit.size else np.zeros((h, w), bool)
+        hit = np.unique(comps[near & loose])
+        hit = hit[hit != 0]
+        selected = (np.isin(comps, hit) & salient) if hit.size else np.zeros((h, w), bool)
 
         if selected.sum() < 0.0005 * h * w:
             # The object is not salient: seed a generous region around the points and let colour
@@ -148,7 +162,7 @@ class KeypointTracker:
             trimap = np.full((h, w), GC_BGD, np.uint8)
             trimap[_dilate(selected, self._band)] = GC_PR_BGD
             trimap[selected] = GC_PR_FGD
-            trimap[_erode(selected, self._band // 2) & ~_dilate(_disc((h, w), neg, 1), 4 * radius)] = GC_FGD
+            trimap[_core(selected, self._band / 2) & ~_dilate(_disc((h, w), neg, 1), 4 * radius)] = GC_FGD
             others = salient & ~selected
             trimap[others & ~_dilate(selected, self._band)] = GC_BGD
             iterations = self.iterations + 1
@@ -187,13 +201,18 @@ class KeypointTracker:
         trimap = np.full((h, w), GC_BGD, np.uint8)
         trimap[_dilate(union, band)] = GC_PR_BGD
         trimap[union] = GC_PR_FGD
-        sure = _erode(agree, max(1, band // 3))
+        sure = _core(agree, band / 3)
         if sure.sum() < 0.2 * prior.sum():
             # Saliency does not see this object: trust the flow's interior instead.
-            sure = _erode(prior, band)
+            sure = _core(prior, band / 2)
         trimap[sure] = GC_FGD
         mask = _grabcut(small, trimap, self.iterations)
-        mask = _keep_touching(mask, sure if sure.any() else prior)
+        mask = _keep_touching(mask, sure)
+        ratio = mask.sum() / max(1, prior.sum())
+        if not 0.5 <= ratio <= 2.0:
+            # GrabCut collapsed or leaked (look-alike colours): one frame of plain flow is a
+            # smaller error than carrying a broken mask forward.
+            mask = prior
         return self._commit(small, mask)
 
     def _commit(self, small: np.ndarray, mask: np.ndarray) -> np.ndarray:

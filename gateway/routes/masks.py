@@ -50,6 +50,8 @@ def status_body(record: JobRecord, storage: Storage) -> dict[str, Any]:
         body["mask_url_expires_at"] = expires.isoformat().replace("+00:00", "Z")
         if record.warning:
             body["warning"] = record.warning
+            body["original_duration"] = record.original_duration
+            body["processed_duration"] = record.processed_duration
     if record.status == "failed" and record.error is not None:
         body["error"] = {
             "code": record.error.code,

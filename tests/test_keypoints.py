@@ -1,0 +1,294 @@
+"""POST /mask_by_key_points through the real stack (gateway, worker, Redis, tritonserver).
+
+Clips are made here from DAVIS 2016 frames (which carry per-frame ground-truth masks) and from a
+real clip with audio; small (<= 320x180) and short so the suite stays fast on two cores. The
+quality bounds are well below what the in-process benchmark measures (benchmarks/eval_keypoints.py)
+but far above what a wrong selection would score, so they fail when the mask stops following the
+prompted object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import av
+import cv2
+import numpy as np
+import pytest
+from conftest import VIDEO_MASKS, VIDEOS, Stack
+from media import ClipSpec, inspect, make_clip, serve
+
+from gateway.pipeline.encode import PRESETS
+
+SIZE = (320, 180)
+FPS = 12
+
+
+@dataclass(frozen=True)
+class Truth:
+    masks: np.ndarray  # bool [N, H, W] at the clip's size
+
+
+def _davis(seq: str, count: int, size: tuple[int, int] = SIZE) -> tuple[list[np.ndarray], np.ndarray]:
+    root = VIDEO_MASKS / seq
+    frames, masks = [], []
+    for i in range(count):
+        bgr = cv2.imread(str(root / "frames" / f"{i:05d}.jpg"))
+        gt = cv2.imread(str(root / "masks" / f"{i:05d}.png"), cv2.IMREAD_GRAYSCALE)
+        frames.append(cv2.cvtColor(cv2.resize(bgr, size, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB))
+        masks.append(cv2.resize(gt, size, interpolation=cv2.INTER_NEAREST) > 127)
+    return frames, np.stack(masks)
+
+
+def _write(path: Path, frames: list[np.ndarray], fps: int = FPS) -> Path:
+    with av.open(str(path), mode="w") as out:
+        stream = out.add_stream("libx264", rate=fps, options={"crf": "16", "preset": "veryfast"})
+        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        for rgb in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("kp-clips")
+    dog, dog_gt = _davis("dog", 12)
+    swan, swan_gt = _davis("blackswan", 12)
+    # Two salient objects side by side: a prompt must pick one of them, not "the foreground".
+    pair = [np.concatenate([d, s], axis=1) for d, s in zip(dog, swan, strict=True)]
+    pair_gt = np.concatenate([dog_gt, np.zeros_like(swan_gt)], axis=2)
+    swan_only = np.concatenate([np.zeros_like(dog_gt), swan_gt], axis=2)
+    long_frames, _ = _davis("blackswan", 45, (160, 96))  # 45 frames at 8 fps = 5.6 s
+    big = [cv2.resize(dog[0], (1344, 756))] * 2  # shorter side 756 > 750
+    _write(root / "dog.mp4", dog)
+    _write(root / "pair.mp4", pair)
+    _write(root / "long.mp4", long_frames, fps=8)
+    _write(root / "big.mp4", big)
+    make_clip(
+        VIDEOS / "01_dog.mp4",
+        root,
+        ClipSpec("audio.mp4", "libx264", width=160, height=96, duration_s=0.4, audio="aac"),
+    )
+    make_clip(
+        VIDEOS / "01_dog.mp4", root, ClipSpec("mpeg4.avi", "mpeg4", width=160, height=96, duration_s=0.3)
+    )
+    return {"root": root, "dog_gt": dog_gt, "pair_gt": pair_gt, "swan_gt": swan_only}
+
+
+@pytest.fixture(scope="module")
+def url(clips: dict[str, Any]) -> Iterator[str]:
+    with serve(clips["root"]) as base:
+        yield base
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+        yield session
+
+
+def _deepest(mask: np.ndarray) -> dict[str, Any]:
+    depth = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 5)
+    y, x = np.unravel_index(int(np.argmax(depth)), depth.shape)
+    return {"x": int(x), "y": int(y), "type": "positive"}
+
+
+async def _submit(http: aiohttp.ClientSession, stack: Stack, body: dict[str, Any]) -> str:
+    async with http.post(
+        f"{stack.url}/mask_by_key_points", json=body, headers={"api_token": stack.token}
+    ) as r:
+        payload = await r.json()
+        assert r.status == 202, payload
+    assert set(payload) == {"request_id", "status_url"}
+    assert payload["status_url"] == f"{stack.url}/status/{payload['request_id']}"
+    return str(payload["request_id"])
+
+
+async def _finish(http: aiohttp.ClientSession, stack: Stack, request_id: str, timeout_s: float = 240) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        async with http.get(f"{stack.url}/status/{request_id}", headers={"api_token": stack.token}) as r:
+            assert r.status == 200
+            body = await r.json()
+        if body["status"] in ("completed", "failed"):
+            return body
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"job {request_id} did not finish in {timeout_s}s")
+
+
+async def _run(
+    http: aiohttp.ClientSession, stack: Stack, body: dict[str, Any], tmp: Path
+) -> tuple[dict, Path]:
+    status = await _finish(http, stack, await _submit(http, stack, body))
+    assert status["status"] == "completed", status
+    preset = PRESETS[body.get("output_container_and_codec", "mp4_h264")]
+    async with http.get(status["mask_url"]) as r:
+        assert r.status == 200
+        out = tmp / f"{status['request_id']}.{preset.extension}"
+        out.write_bytes(await r.read())
+    return status, out
+
+
+def _masks(path: Path) -> np.ndarray:
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="gray") > 127 for f in c.decode(video=0)])
+
+
+def _iou(pred: np.ndarray, gt: np.ndarray) -> float:
+    return float(np.logical_and(pred, gt).sum() / max(1, np.logical_or(pred, gt).sum()))
+
+
+async def test_one_positive_point_follows_the_object(
+    stack: Stack, http: aiohttp.ClientSession, url: str, clips: dict[str, Any], tmp_path: Path
+) -> None:
+    gt = clips["dog_gt"]
+    _, out = await _run(http, stack, {"video": f"{url}/dog.mp4", "key_points": [_deepest(gt[0])]}, tmp_path)
+    masks = _masks(out)
+    assert masks.shape == gt.shape  # every frame, same size
+    ious = [_iou(m, g) for m, g in zip(masks, gt, strict=True)]
+    print(f"dog 1 point: mean J {np.mean(ious):.3f}, min {min(ious):.3f}")
+    assert np.mean(ious) > 0.6 and min(ious) > 0.4
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known limit of the default backend: beside the swan, U2-Net-p gives the dog no saliency "
+    "at all, and the colour-only fallback does not recover it (docs/keypoints.md, Limits)",
+)
+async def test_the_less_salient_of_two_objects(
+    stack: Stack, http: aiohttp.ClientSession, url: str, clips: dict[str, Any], tmp_path: Path
+) -> None:
+    """Dog and swan side by side, dog prompted, a negative point on the swan."""
+    dog_gt, swan_gt = clips["pair_gt"], clips["swan_gt"]
+    neg_on_swan = {**_deepest(swan_gt[0]), "type": "negative"}
+    body = {"video": f"{url}/pair.mp4", "key_points": [_deepest(dog_gt[0]), neg_on_swan]}
+    _, out = await _run(http, stack, body, tmp_path)
+    masks = _masks(out)
+    j_dog = np.mean([_iou(m, g) for m, g in zip(masks, dog_gt, strict=True)])
+    on_swan = np.mean([(m & s).sum() / s.sum() for m, s in zip(masks, swan_gt, strict=True)])
+    print(f"pair, dog prompted: J {j_dog:.3f}, swan covered {on_swan:.3f}")
+    assert j_dog > 0.6 and on_swan < 0.1
+
+
+async def test_the_prompted_one_of_two_objects(
+    stack: Stack, http: aiohttp.ClientSession, url: str, clips: dict[str, Any], tmp_path: Path
+) -> None:
+    """Swan prompted on frame 5 (so both directions run): the mask stays off the dog."""
+    dog_gt, swan_gt = clips["pair_gt"], clips["swan_gt"]
+    body = {"video": f"{url}/pair.mp4", "key_points": [_deepest(swan_gt[5])], "frame_index": 5}
+    _, out = await _run(http, stack, body, tmp_path)
+    masks = _masks(out)
+    j_swan = np.mean([_iou(m, g) for m, g in zip(masks, swan_gt, strict=True)])
+    on_dog = np.mean([(m & d).sum() / d.sum() for m, d in zip(masks, dog_gt, strict=True)])
+    print(f"pair, swan prompted on frame 5: J {j_swan:.3f}, dog covered {on_dog:.3f}")
+    assert j_swan > 0.6 and on_dog < 0.1
+
+
+async def test_prompt_on_the_last_frame_propagates_backward(
+    stack: Stack, http: aiohttp.ClientSession, url: str, clips: dict[str, Any], tmp_path: Path
+) -> None:
+    gt = clips["dog_gt"]
+    last = len(gt) - 1
+    body = {"video": f"{url}/dog.mp4", "frame_index": last, "key_points": [_deepest(gt[last])]}
+    status, out = await _run(http, stack, body, tmp_path)
+    masks = _masks(out)
+    assert masks.shape == gt.shape
+    ious = [_iou(m, g) for m, g in zip(masks, gt, strict=True)]
+    print(f"dog backward from frame {last}: mean J {np.mean(ious):.3f}, frame 0 {ious[0]:.3f}")
+    assert np.mean(ious) > 0.6 and ious[0] > 0.4
+    assert status["current_frame"] == status["total_frames"] == len(gt)
+
+
+async def test_trimming(stack: Stack, http: aiohttp.ClientSession, url: str, tmp_path: Path) -> None:
+    body: dict[str, Any] = {
+        "video": f"{url}/long.mp4",
+        "key_points": [{"x": 80, "y": 48, "type": "positive"}],
+    }
+    async with http.post(
+        f"{stack.url}/mask_by_key_points", json=body, headers={"api_token": stack.token}
+    ) as r:
+        refused = await r.json()
+    assert (
+        r.status == 422 and "5s" in refused["error"]["details"] and "auto_trim" in refused["error"]["details"]
+    )
+    status, out = await _run(http, stack, {**body, "auto_trim": True}, tmp_path)
+    assert "trimmed" in status["warning"]
+    assert status["original_duration"] == pytest.approx(5.625, abs=0.05)
+    assert status["processed_duration"] == pytest.approx(5.0, abs=0.01)
+    facts = inspect(out)
+    assert facts.frames == 40 and facts.last_pts_s == pytest.approx(39 / 8, abs=0.01)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+async def test_every_preset(
+    stack: Stack, http: aiohttp.ClientSession, url: str, tmp_path: Path, clips: dict[str, Any], preset: str
+) -> None:
+    src = inspect(clips["root"] / "audio.mp4")
+    body = {"video": f"{url}/audio.mp4", "key_points": [{"x": 80, "y": 48, "type": "positive"}],
+            "output_container_and_codec": preset}  # fmt: skip
+    _, out = await _run(http, stack, body, tmp_path)
+    facts = inspect(out)
+    expected_codec = {"h264": "h264", "h265": "hevc", "vp9": "vp9", "proresks": "prores", "gif": "gif"}
+    assert facts.codec == expected_codec[preset.split("_")[-1]]
+    assert (facts.width, facts.height) == (src.width, src.height)
+    assert facts.frames == src.frames
+    if preset != "gif":  # GIF's centisecond clock rounds the rate (the video pipeline's policy)
+        assert facts.rate == src.rate
+        assert facts.audio is not None  # audio kept
+    assert 0 < facts.luma_mean < 250  # a selected object: neither an empty nor a full mask
+
+
+async def _error(http: aiohttp.ClientSession, method: str, url: str, **kw: Any) -> tuple[int, dict]:
+    async with http.request(method, url, **kw) as r:
+        body = await r.json()
+    assert set(body) == {"error", "request_id"} and set(body["error"]) == {"code", "message", "details"}
+    assert body["error"]["code"] == r.status and body["error"]["details"]
+    return r.status, body
+
+
+async def test_errors(stack: Stack, http: aiohttp.ClientSession, url: str) -> None:
+    api, auth = f"{stack.url}/mask_by_key_points", {"api_token": stack.token}
+    started = time.time()
+    pos = {"x": 10, "y": 10, "type": "positive"}
+    ok = {"video": f"{url}/dog.mp4", "key_points": [pos]}
+
+    async def refused(body: Any, **kw: Any) -> tuple[int, str]:
+        status, err = await _error(http, "POST", api, json=body, headers=auth, **kw)
+        return status, err["error"]["details"]
+
+    assert (await _error(http, "POST", api, json=ok))[0] == 403
+    assert (await _error(http, "POST", api, json=ok, headers={"api_token": "nope"}))[0] == 403
+    assert (await _error(http, "GET", api, headers=auth))[0] == 405
+    assert (await _error(http, "POST", api, data="{not json", headers=auth))[0] == 400
+    assert (await refused({"key_points": [pos]}))[0] == 422
+    assert (await refused({"video": ok["video"]}))[0] == 422
+    assert (await refused({**ok, "key_points": []}))[0] == 422
+    status, details = await refused({**ok, "key_points": [{**pos, "type": "negative"}]})
+    assert status == 422 and "positive" in details
+    assert (await refused({**ok, "key_points": [{**pos, "type": "maybe"}]}))[0] == 422
+    assert (await refused({**ok, "key_points": [{**pos, "x": 1.5}]}))[0] == 422
+    assert (await refused({**ok, "frame_index": -1}))[0] == 422
+    assert (await refused({**ok, "auto_trim": "yes"}))[0] == 422
+    assert (await refused({**ok, "output_container_and_codec": "avi_xvid"}))[0] == 422
+    status, details = await refused({**ok, "frame_index": 12})
+    assert status == 422 and "0..11" in details
+    status, details = await refused({**ok, "key_points": [{**pos, "x": 320}]})
+    assert status == 422 and "320x180" in details
+    status, details = await refused({**ok, "video": f"{url}/big.mp4"})
+    assert status == 422 and "750" in details and "1344x756" in details
+    status, details = await refused({**ok, "video": f"{url}/mpeg4.avi"})
+    assert status == 415 and "mpeg4" in details
+    assert (await refused({**ok, "video": f"{url}/missing/a.mp4"}))[0] == 400
+    # nothing refused may leave an input behind
+    uploads = stack.settings.data_dir / "uploads"
+    fresh = [p for p in uploads.glob("*/*") if p.stat().st_mtime >= started] if uploads.exists() else []
+    assert fresh == []
