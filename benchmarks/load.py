@@ -1,0 +1,302 @@
+"""Bounded load test on loopback: `make load` (or `python -m benchmarks.load --seconds 60`).
+
+Starts its own stack with the gateway.stack functions (Redis, tritonserver, gateway, 2 workers) on
+free ports under a temp dir, then for a fixed time runs many concurrent clients on /status and on
+the image endpoints that exist, plus a burst of video jobs well beyond the queue's capacity. It
+stops by itself, waits (bounded) for every accepted job to reach a terminal state and prints
+throughput, p50/p99 latency and the share of 429 and 5xx per endpoint family.
+
+The bar: no 5xx, and no lost job (every 202 ends completed or failed). Exit status 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from fractions import Fraction
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import av
+
+from gateway.app import _route_tables
+from gateway.settings import REPO_ROOT, Settings
+from gateway.stack import free_port, gateway_service, redis_service, running, triton_service, worker_service
+
+DATA = REPO_ROOT.parent / "shared" / "data"
+TOKENS = [f"load-token-{i}" for i in range(4)]
+IMAGE_ENDPOINTS = [f"/image/{n}/v1" for n in ("matte", "blur", "color", "gradient", "shadow")]
+
+
+def _small_clip(dest: Path, seconds: float = 1.0) -> Path:
+    """A 320x180 H.264 cut of a real clip: enough work per job to fill the queue quickly."""
+    with av.open(str(DATA / "videos" / "01_dog.mp4")) as inp, av.open(str(dest), "w") as out:
+        vin = inp.streams.video[0]
+        rate = vin.average_rate or Fraction(25)
+        vout = out.add_stream("libx264", rate=rate)
+        vout.width, vout.height, vout.pix_fmt = 320, 180, "yuv420p"
+        for i, frame in enumerate(inp.decode(vin)):
+            if i >= seconds * rate:
+                break
+            small = frame.reformat(320, 180, "yuv420p")
+            small.pts = None
+            out.mux(vout.encode(small))
+        out.mux(vout.encode(None))
+    return dest
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.latency: dict[str, list[float]] = defaultdict(list)
+        self.status: dict[str, Counter[int]] = defaultdict(Counter)
+        self.errors: Counter[str] = Counter()
+
+    async def call(
+        self, http: aiohttp.ClientSession, family: str, method: str, url: str, **kwargs: Any
+    ) -> tuple[int, Any]:
+        started = time.perf_counter()
+        try:
+            async with http.request(method, url, **kwargs) as r:
+                raw = await r.read()
+                status = r.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self.errors[f"{family}: {type(exc).__name__}"] += 1
+            return 0, None
+        self.latency[family].append(time.perf_counter() - started)
+        self.status[family][status] += 1
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            return status, None
+
+    def report(self, elapsed_s: float) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for family, lat in sorted(self.latency.items()):
+            lat.sort()
+            n = len(lat)
+            codes = self.status[family]
+            out[family] = {
+                "requests": n,
+                "rps": round(n / elapsed_s, 1),
+                "p50_ms": round(1000 * statistics.median(lat), 1),
+                "p99_ms": round(1000 * lat[min(n - 1, int(0.99 * n))], 1),
+                "share_429": round(codes[429] / n, 3),
+                "share_5xx": round(sum(v for k, v in codes.items() if k >= 500) / n, 4),
+                "statuses": dict(sorted(codes.items())),
+            }
+        return out
+
+
+async def _status_clients(
+    rec: Recorder,
+    http: aiohttp.ClientSession,
+    base: str,
+    ids: list[str],
+    owners: dict[str, str],
+    outcome: dict[str, str],
+    stop: float,
+) -> None:
+    """Polls the accepted jobs round-robin; records video jobs that ended (their result is fetched
+    once: /video/result deletes a result after a complete download)."""
+    i = 0
+    while ids and time.monotonic() < stop:
+        key = ids[i % len(ids)]
+        i += 1
+        kind, job = key.split(":", 1)
+        if kind == "video" and key in outcome:  # a downloaded video result is gone (documented)
+            continue
+        path = f"/status/{job}" if kind == "mask" else f"/video/result/{job}"
+        status, _ = await rec.call(
+            http, kind + "_status", "GET", f"{base}{path}", headers={"api_token": owners[key]}
+        )
+        if kind == "video" and status in (200, 500):
+            outcome[key] = "completed" if status == 200 else "failed"
+
+
+async def _image_clients(
+    rec: Recorder, http: aiohttp.ClientSession, base: str, image: bytes, stop: float
+) -> None:
+    endpoints = [e for e in IMAGE_ENDPOINTS if _has_route(e)]
+    i = 0
+    while endpoints and time.monotonic() < stop:
+        form = aiohttp.FormData()
+        form.add_field("file", image, filename="i.jpg", content_type="image/jpeg")
+        await rec.call(http, "image", "POST", f"{base}{endpoints[i % len(endpoints)]}", data=form,
+                       headers={"api_token": TOKENS[2]})  # fmt: skip
+        i += 1
+
+
+async def _video_burst(
+    rec: Recorder, http: aiohttp.ClientSession, base: str, clip: bytes, clip_url: str, n: int
+) -> dict[str, str]:
+    """n submissions at once, alternating /video/submit/v1 and /foreground_mask, spread over the
+    tokens; the accepted jobs as "video:<id>" / "mask:<id>" with their token."""
+
+    async def one(i: int) -> tuple[str, str] | None:
+        token = TOKENS[i % len(TOKENS)]
+        if i % 2:
+            status, body = await rec.call(http, "foreground_mask", "POST", f"{base}/foreground_mask",
+                                          json={"video": clip_url}, headers={"api_token": token})  # fmt: skip
+            return (f"mask:{body['request_id']}", token) if status == 202 and body else None
+        form = aiohttp.FormData()
+        form.add_field("file", clip, filename="v.mp4", content_type="video/mp4")
+        form.add_field("bg_color", "0,255,0")
+        status, body = await rec.call(http, "video_submit", "POST", f"{base}/video/submit/v1", data=form,
+                                      headers={"api_token": token})  # fmt: skip
+        return (f"video:{body['uuid']}", token) if status == 202 and body else None
+
+    return dict(r for r in await asyncio.gather(*(one(i) for i in range(n))) if r)
+
+
+@contextmanager
+def _serve(root: Path) -> Iterator[str]:
+    """`root` over loopback HTTP, for the URL-driven /foreground_mask jobs."""
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def _has_route(path: str) -> bool:
+    return any(getattr(r, "path", None) == path for table in _route_tables() for r in table)
+
+
+async def _await_jobs(
+    http: aiohttp.ClientSession,
+    base: str,
+    ids: list[str],
+    owners: dict[str, str],
+    outcome: dict[str, str],
+    limit_s: float,
+) -> dict[str, int]:
+    """Poll every accepted job not yet known terminal until it is, or the time is up."""
+    deadline = time.monotonic() + limit_s
+    while len(outcome) < len(ids) and time.monotonic() < deadline:
+        for key in ids:
+            if key in outcome:
+                continue
+            kind, job = key.split(":", 1)
+            headers = {"api_token": owners[key]}
+            if kind == "mask":
+                async with http.get(f"{base}/status/{job}", headers=headers) as r:
+                    state = (await r.json()).get("status") if r.status == 200 else f"http {r.status}"
+                if state not in ("queued", "processing"):
+                    outcome[key] = str(state)
+                continue
+            async with http.get(f"{base}/video/result/{job}", headers=headers) as r:
+                if r.status == 200:
+                    outcome[key] = "completed"
+                elif r.status == 500:  # the document's answer for a failed video job
+                    outcome[key] = "failed"
+                elif r.status != 202:
+                    outcome[key] = f"http {r.status}"
+        await asyncio.sleep(1)
+    counts = Counter(outcome.values())
+    counts["not terminal"] = len(ids) - len(outcome)
+    return dict(counts)
+
+
+async def _load(
+    settings: Settings, seconds: float, clients: int, burst: int, clip: bytes, clip_url: str, image: bytes
+) -> dict[str, Any]:
+    base = settings.base_url
+    rec = Recorder()
+    timeout = aiohttp.ClientTimeout(total=60)
+    connector = aiohttp.TCPConnector(limit=clients * 2 + burst)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
+        started = time.monotonic()
+        stop = started + seconds
+        owners = await _video_burst(rec, http, base, clip, clip_url, burst)  # beyond the queue's capacity
+        ids = list(owners)  # the status clients poll these; the second burst is added below
+        outcome: dict[str, str] = {}
+        tasks = [
+            asyncio.create_task(_status_clients(rec, http, base, ids, owners, outcome, stop))
+            for _ in range(clients)
+        ]
+        tasks += [
+            asyncio.create_task(_image_clients(rec, http, base, image, stop))
+            for _ in range(max(1, clients // 4))
+        ]
+        await asyncio.sleep(seconds / 2)
+        second = await _video_burst(rec, http, base, clip, clip_url, burst)  # while the first one runs
+        owners.update(second)
+        ids.extend(second)
+        await asyncio.gather(*tasks)
+        elapsed = time.monotonic() - started
+        jobs = await _await_jobs(http, base, list(owners), owners, outcome, limit_s=300)
+    report = rec.report(elapsed)
+    return {"seconds": round(elapsed, 1), "families": report, "transport_errors": dict(rec.errors),
+            "accepted_jobs": len(owners), "job_outcomes": jobs}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.load", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--burst", type=int, default=24, help="video jobs per burst (two bursts)")
+    parser.add_argument("--max-queued", type=int, default=8)
+    args = parser.parse_args(argv)
+    with ExitStack() as stack:
+        root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="load-")))
+        redis_port = free_port()
+        settings = Settings(
+            gateway_port=free_port(),
+            triton_grpc_port=free_port(),
+            triton_http_port=free_port(),
+            triton_metrics_port=free_port(),
+            redis_url=f"redis://127.0.0.1:{redis_port}/0",
+            data_dir=root / "data",
+        )
+        env = {
+            "API_TOKENS": ",".join(TOKENS),
+            "RATE_LIMIT_PER_MINUTE": "100000",  # this measures capacity, not the rate limiter
+            "MAX_QUEUED_JOBS": str(args.max_queued),
+            "MAX_CONCURRENT_JOBS_PER_TOKEN": "4",
+            "ALLOW_LOOPBACK_URLS": "true",  # /foreground_mask fetches the clip from this process
+        }
+        logs = root / "logs"
+        services = [
+            redis_service(redis_port, root / "redis"),
+            triton_service(settings, logs / "tritonserver.log", root / "backends"),
+            gateway_service(settings, logs / "gateway.log", env),
+            *(worker_service(settings, i, logs / f"worker-{i}.log", env) for i in range(2)),
+        ]
+        stack.enter_context(running(services))
+        clip = _small_clip(root / "clip.mp4").read_bytes()
+        image = next(iter(sorted((DATA / "images" / "sod_bsds300" / "images").glob("*.jpg")))).read_bytes()
+        print(f"load: {args.seconds:g}s, {args.clients} status clients, 2 bursts of {args.burst} video jobs "
+              f"(queue limit {args.max_queued})", flush=True)  # fmt: skip
+        clip_url = f"{stack.enter_context(_serve(root))}/clip.mp4"
+        result = asyncio.run(_load(settings, args.seconds, args.clients, args.burst, clip, clip_url, image))
+    print(json.dumps(result, indent=2))
+    five_xx = sum(f["share_5xx"] * f["requests"] for f in result["families"].values())
+    lost = result["job_outcomes"].get("not terminal", 0) + sum(
+        v for k, v in result["job_outcomes"].items() if k.startswith("http")
+    )
+    ok = five_xx == 0 and lost == 0 and not result["transport_errors"]
+    print(f"verdict: {'PASS' if ok else 'FAIL'} (5xx={five_xx:.0f}, lost jobs={lost})")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
