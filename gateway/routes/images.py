@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from gateway.app import JOBS, SETTINGS, STORAGE, TRITON
 from gateway.auth import require_owner
@@ -70,12 +71,8 @@ async def _write_part(part: BodyPartReader, dest: Path, limit: int) -> None:
             await asyncio.to_thread(out.write, chunk)
 
 
-async def _receive(request: web.Request, staging: Path, limit: int) -> tuple[dict[str, str], Path]:
-    """Form fields and the image, on disk under `staging`; raises _BodyTooLarge past `limit`."""
-    if not request.content_type.startswith("multipart/"):
-        raise BgApiError(422, INVALID_REQUEST)
-    fields: dict[str, str] = {}
-    image = staging / "upload"
+async def _read_multipart(request: web.Request, fields: dict[str, str], image: Path, limit: int) -> bool:
+    """Text parts into `fields`, the `file` part onto `image`; True when a file part came."""
     have_file = False
     try:
         reader = await request.multipart()
@@ -91,8 +88,22 @@ async def _receive(request: web.Request, staging: Path, limit: int) -> tuple[dic
                     raise BgApiError(422, INVALID_REQUEST)
                 fields[part.name] = raw.decode("utf-8", errors="replace")
                 await part.release()
-    except (ValueError, AssertionError, UnicodeDecodeError):  # malformed multipart framing
+    except (ValueError, AssertionError, BadHttpMessage):  # malformed multipart framing or headers
         raise BgApiError(422, INVALID_REQUEST) from None
+    return have_file
+
+
+async def _receive(request: web.Request, staging: Path, limit: int) -> tuple[dict[str, str], Path]:
+    """Form fields and the image, on disk under `staging`; raises _BodyTooLarge past `limit`."""
+    fields: dict[str, str] = {}
+    image = staging / "upload"
+    have_file = False
+    if request.content_type == "application/x-www-form-urlencoded":  # image_url without a file
+        fields = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+    elif not request.content_type.startswith("multipart/"):
+        raise BgApiError(422, INVALID_REQUEST)
+    else:
+        have_file = await _read_multipart(request, fields, image, limit)
     if have_file:
         return fields, image
     url = fields.get("image_url", "").strip()
@@ -238,6 +249,8 @@ async def _send_then_delete(request: web.Request, path: Path, job_id: str) -> we
         await response.prepare(request)
         while chunk := await asyncio.to_thread(handle.read, _CHUNK):
             await response.write(chunk)
-        await response.write_eof()
+    # Every byte was handed to the transport; removing before the end of the body means a client
+    # that has the whole file can rely on it being gone.
     await request.app[STORAGE].delete(job_id)
+    await response.write_eof()
     return response
