@@ -17,6 +17,7 @@ import math
 import time
 
 from aiohttp import web
+from arq.constants import default_queue_name
 from redis.asyncio import Redis
 
 from gateway.app import JOBS, REDIS, SETTINGS
@@ -36,6 +37,18 @@ if redis.call('ZSCORE', KEYS[1], ARGV[4]) then return 1 end
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
 redis.call('EXPIREAT', KEYS[1], math.ceil(tonumber(ARGV[2])))
+return 1
+"""
+
+# Queue admission in one step: jobs in the arq queue plus admissions still being enqueued must stay
+# under the bound. A separate check-then-enqueue let a concurrent burst through all at once.
+ADMISSION_KEY = "limit:admission"
+ADMISSION_TICKET_S = 60
+_ADMIT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[4])
+redis.call('EXPIREAT', KEYS[2], math.ceil(tonumber(ARGV[2])))
 return 1
 """
 
@@ -106,6 +119,22 @@ async def check_capacity(request: web.Request, owner: str, family: Family) -> No
         raise _slots_full(family, settings)
 
 
+async def admit_to_queue(redis: Redis, settings: Settings, job_id: str) -> bool:
+    """Hold an admission ticket for job_id unless the queue is full; drop it once enqueued."""
+    now = time.time()
+    admitted = await redis.eval(
+        _ADMIT,
+        2,
+        default_queue_name,
+        ADMISSION_KEY,
+        now,
+        now + ADMISSION_TICKET_S,
+        settings.max_queued_jobs,
+        job_id,
+    )
+    return bool(admitted)
+
+
 async def acquire_job_slot(redis: Redis, settings: Settings, owner: str, job_id: str) -> bool:
     now = time.time()
     expires = now + slot_lifetime_s(settings)
@@ -126,15 +155,19 @@ async def start_job(request: web.Request, family: Family, record: JobRecord) -> 
     """
     settings, jobs, redis = request.app[SETTINGS], request.app[JOBS], request.app[REDIS]
     try:
-        if await jobs.queue_depth() >= settings.max_queued_jobs:
+        if not await admit_to_queue(redis, settings, record.id):
             raise _queue_full(family)
-        if not await acquire_job_slot(redis, settings, record.owner, record.id):
-            raise _slots_full(family, settings)
         try:
-            await jobs.enqueue(record)
-        except BaseException:
-            await release_job_slot(redis, record.owner, record.id)
-            raise
+            if not await acquire_job_slot(redis, settings, record.owner, record.id):
+                raise _slots_full(family, settings)
+            try:
+                await jobs.enqueue(record)
+            except BaseException:
+                await release_job_slot(redis, record.owner, record.id)
+                raise
+        finally:
+            # Once enqueued the job counts in the arq queue itself; until then the ticket did.
+            await redis.zrem(ADMISSION_KEY, record.id)
     except BaseException:
         await jobs.delete(record.id)
         raise

@@ -11,7 +11,7 @@ import pytest
 from arq.connections import ArqRedis
 
 from gateway.jobs import JobStore
-from gateway.limits import SLOTS_PREFIX, acquire_job_slot, release_job_slot
+from gateway.limits import ADMISSION_KEY, SLOTS_PREFIX, acquire_job_slot, admit_to_queue, release_job_slot
 from gateway.settings import Settings
 from gateway.storage import Storage
 from gateway.worker import job_function
@@ -120,6 +120,19 @@ async def test_job_slots_limit_and_release(redis: ArqRedis, settings: Settings) 
     await release_job_slot(redis, OWNER, "j1")
     assert await acquire_job_slot(redis, settings, OWNER, "j3")
     assert await redis.ttl(SLOTS_PREFIX + OWNER) > 0  # never leaked forever
+
+
+async def test_queue_admission_holds_under_a_concurrent_burst(
+    jobs: JobStore, redis: ArqRedis, settings: Settings
+) -> None:
+    # Two jobs already queued; a burst of 12 concurrent admissions against a bound of 8 total.
+    for _ in range(2):
+        await jobs.enqueue(await jobs.create("foreground_mask", OWNER, {}))
+    bounded = settings.with_overrides(max_queued_jobs=8)
+    results = await asyncio.gather(*(admit_to_queue(redis, bounded, f"burst-{i}") for i in range(12)))
+    assert sum(results) == 6
+    assert await redis.zcard(ADMISSION_KEY) == 6
+    assert await redis.ttl(ADMISSION_KEY) > 0  # tickets of a crashed gateway expire
 
 
 async def test_expired_slot_frees_itself(redis: ArqRedis, settings: Settings) -> None:
