@@ -21,6 +21,7 @@ import av
 import cv2
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 from conftest import VIDEO_MASKS, VIDEOS, Stack
 from media import ClipSpec, inspect, make_clip, serve
 
@@ -59,7 +60,7 @@ def _write(path: Path, frames: list[np.ndarray], fps: int = FPS) -> Path:
 
 
 @pytest.fixture(scope="module")
-def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def clips(tmp_path_factory: pytest.TempPathFactory, triton_url: str) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("kp-clips")
     dog, dog_gt = _davis("dog", 12)
     swan, swan_gt = _davis("blackswan", 12)
@@ -81,7 +82,22 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     make_clip(
         VIDEOS / "01_dog.mp4", root, ClipSpec("mpeg4.avi", "mpeg4", width=160, height=96, duration_s=0.3)
     )
-    return {"root": root, "dog_gt": dog_gt, "pair_gt": pair_gt, "swan_gt": swan_only}
+    # The real clip has no ground truth: prompt the deepest point of its U2-Net-p salient region.
+    with av.open(str(root / "audio.mp4")) as c:
+        first = next(iter(c.decode(video=0))).to_ndarray(format="rgb24")
+    client = grpcclient.InferenceServerClient(triton_url)
+    image = grpcclient.InferInput("image", list(first.shape), "UINT8")
+    image.set_data_from_numpy(np.ascontiguousarray(first))
+    salient = client.infer("u2netp", [image]).as_numpy("alpha") > 127
+    client.close()
+    assert salient.any(), "the audio clip's first frame has no salient object to prompt"
+    return {
+        "root": root,
+        "dog_gt": dog_gt,
+        "pair_gt": pair_gt,
+        "swan_gt": swan_only,
+        "audio_point": _deepest(salient),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -233,7 +249,7 @@ async def test_every_preset(
     stack: Stack, http: aiohttp.ClientSession, url: str, tmp_path: Path, clips: dict[str, Any], preset: str
 ) -> None:
     src = inspect(clips["root"] / "audio.mp4")
-    body = {"video": f"{url}/audio.mp4", "key_points": [{"x": 80, "y": 48, "type": "positive"}],
+    body = {"video": f"{url}/audio.mp4", "key_points": [clips["audio_point"]],
             "output_container_and_codec": preset}  # fmt: skip
     _, out = await _run(http, stack, body, tmp_path)
     facts = inspect(out)
