@@ -31,6 +31,7 @@ import numpy as np
 
 from benchmarks.keypoints_common import U2NetP, iou, load_sequence, prompt_from_mask, sequences
 from gateway.keypoints import KeypointTracker, Prompt
+from gateway.keypoints.tracker import SaliencyFn
 from gateway.stack import free_port
 
 
@@ -42,7 +43,7 @@ def _prompt(points: list[dict[str, Any]], width: int, height: int) -> Prompt:
 
 def in_process(
     frames: list[np.ndarray],
-    sal: list[np.ndarray],
+    saliency: SaliencyFn,
     start: int,
     points: list[dict[str, Any]],
     work_long_side: int,
@@ -51,13 +52,9 @@ def in_process(
     h, w = frames[0].shape[:2]
     out: list[np.ndarray] = [np.zeros((h, w), np.uint8)] * len(frames)
     for order in (range(start, len(frames)), range(start, -1, -1)):
-        tracker = KeypointTracker(work_long_side)
+        tracker = KeypointTracker(saliency, work_long_side)
         for step, i in enumerate(order):
-            out[i] = (
-                tracker.start(frames[i], sal[i], _prompt(points, w, h))
-                if step == 0
-                else tracker.step(frames[i], sal[i])
-            )
+            out[i] = tracker.start(frames[i], _prompt(points, w, h)) if step == 0 else tracker.step(frames[i])
     return out
 
 
@@ -117,25 +114,32 @@ def main() -> None:
     parser.add_argument("--token", default="")
     parser.add_argument("--work-long-side", type=int, default=480)
     parser.add_argument("--no-negative", action="store_true")
+    parser.add_argument("--starts", choices=("both", "first", "middle"), default="both")
+    parser.add_argument("--limit", type=int, default=0, help="first N frames of each sequence only")
+    parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads (in-process)")
+    parser.add_argument("--skip-baselines", action="store_true", help="no per-frame U2-Net-p run")
     parser.add_argument("sequences", nargs="*")
     args = parser.parse_args()
     if not args.in_process and not args.gateway:
         parser.error("choose --in-process or --gateway URL --token T")
-    net = U2NetP()
+    net = U2NetP(threads=args.threads)
     rows = []
+    nan = float("nan")
     with tempfile.TemporaryDirectory(prefix="kp-eval-") as tmp_dir, serve(Path(tmp_dir)) as base:
         tmp = Path(tmp_dir)
-        print(f"{'sequence':16} {'frames':>6} {'J fwd':>6} {'J mid':>6} {'copy':>6} {'u2netp':>6} {'ms':>8}")
+        print(f"{'sequence':16} {'frames':>6} {'J fwd':>6} {'J mid':>6} {'copy':>6} {'u2netp':>6} "
+              f"{'ms':>7} {'sal ms':>7} {'calls':>5}")  # fmt: skip
         for seq in args.sequences or sequences():
-            frames, gts = load_sequence(seq)
-            sal = [net(f) for f in frames]
-            write_clip(tmp / f"{seq}.mp4", frames)
-            scores, elapsed = [], 0.0
-            for start in (0, len(frames) // 2):
+            frames, gts = load_sequence(seq, args.limit or None)
+            if args.gateway:
+                write_clip(tmp / f"{seq}.mp4", frames)
+            starts = {"both": (0, len(frames) // 2), "first": (0,), "middle": (len(frames) // 2,)}
+            scores, elapsed, sal_s, calls, walked = {}, 0.0, 0.0, 0, 0
+            for start in starts[args.starts]:
                 points = prompt_from_mask(gts[start], negative=not args.no_negative)
-                t0 = time.perf_counter()
+                t0, s0, c0 = time.perf_counter(), net.seconds, net.calls
                 if args.in_process:
-                    masks = in_process(frames, sal, start, points, args.work_long_side)
+                    masks = in_process(frames, net, start, points, args.work_long_side)
                 else:
                     masks = asyncio.run(
                         via_api(
@@ -148,22 +152,36 @@ def main() -> None:
                         )
                     )
                 elapsed += time.perf_counter() - t0
+                sal_s += net.seconds - s0
+                calls += net.calls - c0
+                walked += len(frames) + 1
                 if len(masks) != len(gts):
                     raise RuntimeError(f"{seq}: {len(masks)} masks for {len(gts)} frames")
-                scores.append(np.mean([iou(m > 127, g) for m, g in zip(masks, gts, strict=True)]))
+                scores[start] = np.mean([iou(m > 127, g) for m, g in zip(masks, gts, strict=True)])
+            j_fwd, j_mid = scores.get(0, nan), scores.get(len(frames) // 2, nan)
             copy = np.mean([iou(gts[0], g) for g in gts])
-            saliency = np.mean([iou(s > 127, g) for s, g in zip(sal, gts, strict=True)])
-            ms = 1000 * elapsed / (2 * len(frames))
-            rows.append((scores[0], scores[1], copy, saliency, ms))
+            saliency = (
+                nan
+                if args.skip_baselines
+                else np.mean([iou(net(f) > 127, g) for f, g in zip(frames, gts, strict=True)])
+            )
+            # in-process: the tracker's own time (saliency calls excluded, reported beside it);
+            # through the API: the whole job's wall time.
+            ms = 1000 * (elapsed - sal_s if args.in_process else elapsed) / walked
+            rows.append((j_fwd, j_mid, copy, saliency, ms, 1000 * sal_s / walked, calls / walked))
             print(
-                f"{seq:16} {len(frames):6d} {scores[0]:6.3f} {scores[1]:6.3f} {copy:6.3f} {saliency:6.3f} "
-                f"{ms:8.1f}",
+                f"{seq:16} {len(frames):6d} {j_fwd:6.3f} {j_mid:6.3f} {copy:6.3f} {saliency:6.3f} "
+                f"{rows[-1][4]:7.1f} {rows[-1][5]:7.1f} {rows[-1][6]:5.2f}",
                 flush=True,
             )
-    mean = np.mean(rows, axis=0)
-    print(f"{'MEAN':16} {'':6} {mean[0]:6.3f} {mean[1]:6.3f} {mean[2]:6.3f} {mean[3]:6.3f} {mean[4]:8.1f}")
-    mode = "in-process (saliency precomputed, not timed)" if args.in_process else f"API {args.gateway}"
-    print(f"mode: {mode}; ms/frame = wall time of the job / frames (in-process: tracker only)")
+    m = np.nanmean(rows, axis=0)
+    print(
+        f"{'MEAN':16} {'':6} {m[0]:6.3f} {m[1]:6.3f} {m[2]:6.3f} {m[3]:6.3f} "
+        f"{m[4]:7.1f} {m[5]:7.1f} {m[6]:5.2f}"
+    )
+    mode = "in-process" if args.in_process else f"API {args.gateway}"
+    print(f"mode: {mode}; ms = per frame walked (in-process: tracker only, U2-Net-p calls beside it: "
+          f"'sal ms' their time, 'calls' their count per frame)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import cv2
@@ -43,25 +44,25 @@ def iou(pred: np.ndarray, gt: np.ndarray) -> float:
 
 
 class U2NetP:
-    """The raw rembg U²-Net-p with onnxruntime: the unprompted baseline and the in-process cue."""
+    """The exported U²-Net-p (model_repository/u2netp/1/model.onnx, the graph Triton serves:
+    uint8 HxWx3 -> uint8 HxW, pre/post inside) under onnxruntime: the unprompted baseline and the
+    in-process saliency cue. Counts calls and their time, so trackers' own cost can be told apart."""
 
-    MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-    STD = np.array([0.229, 0.224, 0.225], np.float32)
-
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: Path | None = None, threads: int = 1) -> None:
         import onnxruntime as ort
-        import rembg
 
-        model = path or Path(rembg.__file__).parent / "u2netp.onnx"
+        model = path or REPO_ROOT / "model_repository" / "u2netp" / "1" / "model.onnx"
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 2
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3  # the graph has an unused initializer; its warning is noise
         self.session = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
-        self.input = self.session.get_inputs()[0].name
+        self.calls = 0
+        self.seconds = 0.0
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
-        x = cv2.resize(rgb, (320, 320), interpolation=cv2.INTER_LANCZOS4).astype(np.float32)
-        x = (x / max(float(x.max()), 1e-6) - self.MEAN) / self.STD
-        out = self.session.run(None, {self.input: x.transpose(2, 0, 1)[None]})[0][0, 0]
-        out = (out - out.min()) / max(float(out.max() - out.min()), 1e-6)
-        big = cv2.resize(out, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
-        return np.clip(big * 255 + 0.5, 0, 255).astype(np.uint8)
+        t0 = time.perf_counter()
+        (alpha,) = self.session.run(["alpha"], {"image": np.ascontiguousarray(rgb, dtype=np.uint8)})
+        self.calls += 1
+        self.seconds += time.perf_counter() - t0
+        return alpha

@@ -100,14 +100,14 @@ class SamTracker:
         self._prev = cv2.resize(mask.astype(np.float32), small.shape[1::-1], interpolation=cv2.INTER_AREA)
         return np.where(mask, 255, 0).astype(np.uint8)
 
-    def start(self, frame: np.ndarray, saliency: np.ndarray | None, prompt: Prompt) -> np.ndarray:
+    def start(self, frame: np.ndarray, prompt: Prompt) -> np.ndarray:
         small = self._small(frame)
         self._flow.reset(small)
         self._low_res = None
         self._negatives = prompt.negative * self._scale
         return self._segment(frame, prompt.points, prompt.labels.astype(np.float32), small)
 
-    def step(self, frame: np.ndarray, saliency: np.ndarray | None) -> np.ndarray:
+    def step(self, frame: np.ndarray) -> np.ndarray:
         if self._prev is None:
             raise RuntimeError("step() before start(): the sequence has no prompt frame")
         small = self._small(frame)

@@ -1,14 +1,19 @@
-"""The default point-prompted tracker: saliency + colour (GrabCut) + dense optical flow (DIS).
+"""The default point-prompted tracker: saliency of a crop around the object + DIS optical flow.
 
-Why this shape: a salient-object map alone marks *every* salient thing, and flow alone drifts.
-The prompt picks the salient region under the positive points (split from regions nearer the
-negative points), GrabCut snaps it to colour edges, and on each following frame the previous mask,
-warped by DIS flow, decides which salient pixels still belong to the object; GrabCut then re-fits
-the boundary on the new frame, so errors do not accumulate the way pure warping does.
-All work happens at a reduced size (`work_long_side`); only the final mask is upsampled.
+Why this shape: a salient-object map of the whole frame marks *every* salient thing and misses
+small or busy-background objects; flow alone drifts. So the saliency model is run on a crop
+around the object (around the points on the prompt frame, around the flow-warped previous mask
+afterwards): inside its crop the object is the salient one. The previous mask, warped by DIS
+flow, decides which salient components still belong to the object, and the two are fused with
+weights that follow how much they agree, so a frame where saliency grabs the wrong thing costs
+little and a frame where flow drifts is pulled back to the object's edges.
+All work happens at a reduced size (`work_long_side`); crops are cut from the full frame (small
+objects keep their detail) and only the final mask is upsampled.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -16,7 +21,9 @@ import numpy as np
 from gateway.keypoints.flow import FlowWarper
 from gateway.keypoints.prompt import Prompt
 
-GC_BGD, GC_FGD, GC_PR_BGD, GC_PR_FGD = cv2.GC_BGD, cv2.GC_FGD, cv2.GC_PR_BGD, cv2.GC_PR_FGD
+# RGB uint8 [h,w,3] -> saliency uint8 [h,w] (0..255): U2-Net-p through Triton BLS or onnxruntime.
+SaliencyFn = Callable[[np.ndarray], np.ndarray]
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive), work-size pixels
 
 
 def _disc(shape: tuple[int, int], centres: np.ndarray, radius: int) -> np.ndarray:
@@ -35,69 +42,58 @@ def _dilate(mask: np.ndarray, size: int) -> np.ndarray:
     return cv2.dilate(mask.astype(np.uint8), _ellipse(size)).astype(bool)
 
 
-def _erode(mask: np.ndarray, size: int) -> np.ndarray:
-    return cv2.erode(mask.astype(np.uint8), _ellipse(size)).astype(bool)
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 0.0
 
 
-def _grabcut(image: np.ndarray, trimap: np.ndarray, iterations: int) -> np.ndarray:
-    """GrabCut on the trimap's uncertain part only (plus a margin of sure background for the
-    colour model): its cost grows with the pixels it sees, and the sure-background rest of the
-    frame cannot change anyway. Needs both classes among the seeds, else the trimap is the answer."""
-    fg = (trimap == GC_FGD) | (trimap == GC_PR_FGD)
-    bg = (trimap == GC_BGD) | (trimap == GC_PR_BGD)
-    if fg.sum() < 16 or bg.sum() < 16:
-        return fg
-    ys, xs = np.nonzero(trimap != GC_BGD)
-    h, w = trimap.shape
-    margin = max(4, round(0.03 * max(h, w)))
-    y0, y1 = max(0, ys.min() - margin), min(h, ys.max() + margin + 1)
-    x0, x1 = max(0, xs.min() - margin), min(w, xs.max() + margin + 1)
-    gc = np.ascontiguousarray(trimap[y0:y1, x0:x1])
-    crop_bg = (gc == GC_BGD) | (gc == GC_PR_BGD)
-    if crop_bg.sum() < 16:
-        return fg
-    bgd = np.zeros((1, 65), np.float64)
-    fgd = np.zeros((1, 65), np.float64)
-    cv2.grabCut(
-        np.ascontiguousarray(image[y0:y1, x0:x1]), gc, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK
-    )
-    out = np.zeros_like(fg)
-    out[y0:y1, x0:x1] = (gc == GC_FGD) | (gc == GC_PR_FGD)
-    return out
+def _expand(box: Box, margin: float, min_side: int, shape: tuple[int, int]) -> Box:
+    """`box` grown by `margin` x its longer side on every side, at least `min_side` wide and
+    tall, and never thinner than half its length (U2-Net-p squashes its input to a square, so a
+    sliver crop would distort the object), clipped to the frame."""
+    x0, y0, x1, y1 = box
+    h, w = shape
+    side = max(x1 - x0, y1 - y0)
+    pad = margin * side
+    cw = max(min_side, x1 - x0 + 2 * pad, 0.5 * (side + 2 * pad))
+    ch = max(min_side, y1 - y0 + 2 * pad, 0.5 * (side + 2 * pad))
+    cx, cy = 0.5 * (x0 + x1), 0.5 * (y0 + y1)
+    nx0, nx1 = int(max(0, cx - cw / 2)), int(min(w, cx + cw / 2 + 1))
+    ny0, ny1 = int(max(0, cy - ch / 2)), int(min(h, cy + ch / 2 + 1))
+    return nx0, ny0, nx1, ny1
 
 
-def _core(mask: np.ndarray, depth: float) -> np.ndarray:
-    """The interior at least `depth` px from the edge, but never empty for a non-empty mask:
-    thin or small objects keep their deepest half."""
-    dist = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 3)
-    top = float(dist.max())
-    if top <= 0:
-        return mask.copy()
-    return dist >= min(depth, 0.5 * top)
+def _groups(mask: np.ndarray, gap: int) -> tuple[int, np.ndarray]:
+    """Connected components of `mask` that count parts less than about `gap` px apart as one:
+    a fence post or a lamp pole in front of a dog cuts its saliency in two."""
+    n, labels = cv2.connectedComponents(_dilate(mask, gap).astype(np.uint8), connectivity=8)
+    labels[~mask] = 0
+    return n, labels
 
 
-def _keep_touching(mask: np.ndarray, anchor: np.ndarray) -> np.ndarray:
-    """Drop islands GrabCut sometimes grows in look-alike background far from the object."""
-    n, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
-    if n <= 2:
-        return mask
-    hit = np.unique(labels[anchor & mask])
-    hit = hit[hit != 0]
-    if hit.size == 0:
-        return mask
-    return np.isin(labels, hit)
+def _bbox(mask: np.ndarray) -> Box:
+    x, y, bw, bh = cv2.boundingRect(mask.astype(np.uint8))
+    return x, y, x + bw, y + bh
 
 
 class KeypointTracker:
     """One object through one direction of a video. `start` on the prompt frame, then `step`."""
 
-    def __init__(self, work_long_side: int = 480, grabcut_iterations: int = 2) -> None:
+    # Crop margin around the object, as a share of its longer side: enough background for the
+    # object to stand out, little enough that neighbours do not become the salient thing.
+    MARGIN = 0.35
+    LOOSE, SURE = 0.2, 0.5  # saliency thresholds: grouping parts of one object / its pixels
+
+    def __init__(self, saliency: SaliencyFn | None, work_long_side: int = 480) -> None:
+        self.saliency = saliency
         self.work_long_side = work_long_side
-        self.iterations = grabcut_iterations
         self._flow = FlowWarper()
         self._prev_mask: np.ndarray | None = None  # float32 work-size, 0..1
+        self._negatives = np.zeros((0, 2), np.float32)  # work-size, moved with the flow
+        self._box: Box | None = None
         self._full_size: tuple[int, int] = (0, 0)
         self._work_size: tuple[int, int] = (0, 0)
+        self._frame: np.ndarray | None = None
 
     # --- geometry -----------------------------------------------------------------------------
 
@@ -106,17 +102,11 @@ class KeypointTracker:
         self._full_size = (width, height)
         self._work_size = (max(8, round(width * scale)), max(8, round(height * scale)))
 
-    def _to_work(self, frame: np.ndarray, saliency: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def _to_work(self, frame: np.ndarray) -> np.ndarray:
         if frame.shape[1::-1] != self._full_size:
             raise ValueError(f"frame size {frame.shape[1]}x{frame.shape[0]} differs from the sequence's")
-        small = cv2.resize(frame, self._work_size, interpolation=cv2.INTER_AREA)
-        if saliency is None:
-            sal = np.zeros(small.shape[:2], np.float32)
-        else:
-            sal = (
-                cv2.resize(saliency, self._work_size, interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
-            )
-        return np.ascontiguousarray(small), sal
+        self._frame = frame
+        return np.ascontiguousarray(cv2.resize(frame, self._work_size, interpolation=cv2.INTER_AREA))
 
     def _to_full(self, mask: np.ndarray) -> np.ndarray:
         soft = cv2.GaussianBlur(mask.astype(np.float32), (5, 5), 0)
@@ -124,98 +114,120 @@ class KeypointTracker:
         return np.where(big >= 0.5, 255, 0).astype(np.uint8)
 
     @property
-    def _band(self) -> int:
-        return max(3, round(0.04 * max(self._work_size)))
+    def _min_side(self) -> int:
+        return max(16, round(0.2 * min(self._work_size)))
+
+    @property
+    def _gap(self) -> int:
+        return max(2, round(0.012 * max(self._work_size)))
+
+    def _crop_saliency(self, box: Box) -> np.ndarray:
+        """Saliency of the full-resolution crop under `box`, as a work-size float map (0 outside)."""
+        w, h = self._work_size
+        out = np.zeros((h, w), np.float32)
+        if self.saliency is None or self._frame is None:
+            return out
+        x0, y0, x1, y1 = box
+        fx, fy = self._full_size[0] / w, self._full_size[1] / h
+        crop = self._frame[round(y0 * fy) : round(y1 * fy), round(x0 * fx) : round(x1 * fx)]
+        if min(crop.shape[:2]) < 8:
+            return out
+        sal = self.saliency(np.ascontiguousarray(crop))
+        out[y0:y1, x0:x1] = cv2.resize(sal, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA) / 255.0
+        return out
 
     # --- the prompt frame ---------------------------------------------------------------------
 
-    def start(self, frame: np.ndarray, saliency: np.ndarray | None, prompt: Prompt) -> np.ndarray:
-        """frame RGB uint8 [H,W,3], saliency uint8 [H,W] (0..255) or None -> mask uint8 [H,W] 0/255."""
-        self._set_size(frame.shape[0], frame.shape[1])
-        small, sal = self._to_work(frame, saliency)
-        self._flow.reset(small)
+    def _select(self, sal: np.ndarray, pos: np.ndarray, neg: np.ndarray, radius: int) -> np.ndarray:
+        """The salient region under the positive points: components grouped at a low threshold
+        (parts of one object often touch only through weaker saliency), kept at the normal one;
+        components holding a negative point go, and inside a shared component the pixels nearer
+        a negative point than any positive one go (two people in one salient blob)."""
         h, w = sal.shape
-        sx, sy = w / frame.shape[1], h / frame.shape[0]
-        p = prompt.scaled(sx, sy)
-        pos, neg = p.positive, p.negative
-        radius = max(2, round(0.012 * max(h, w)))
-
-        salient = sal > 0.5
-        # Parts of one object (a dog's legs, a rider and bike) often touch only through weaker
-        # saliency, so objects are grouped at a low threshold and kept at the normal one.
-        loose = sal > 0.15
-        _, comps = cv2.connectedComponents(loose.astype(np.uint8), connectivity=8)
-        near = _dilate(_disc((h, w), pos, 1), max(3, round(0.03 * max(h, w))))
-        hit = np.unique(comps[near & loose])
+        loose = sal > self.LOOSE
+        _, comps = _groups(loose, self._gap)
+        hit = np.unique(comps[_disc((h, w), pos, radius) & loose])
         hit = hit[hit != 0]
-        selected = (np.isin(comps, hit) & salient) if hit.size else np.zeros((h, w), bool)
-
-        if selected.sum() < 0.0005 * h * w:
-            # The object is not salient: seed a generous region around the points and let colour
-            # decide (slower to converge, so GrabCut gets more iterations here).
-            selected = _dilate(_disc((h, w), pos, 1), round(0.08 * min(h, w)))
-            trimap = np.full((h, w), GC_BGD, np.uint8)
-            trimap[_dilate(selected, 2 * self._band)] = GC_PR_BGD
-            trimap[selected] = GC_PR_FGD
-            iterations = self.iterations + 3
-        else:
-            trimap = np.full((h, w), GC_BGD, np.uint8)
-            trimap[_dilate(selected, self._band)] = GC_PR_BGD
-            trimap[selected] = GC_PR_FGD
-            trimap[_core(selected, self._band / 2) & ~_dilate(_disc((h, w), neg, 1), 4 * radius)] = GC_FGD
-            others = salient & ~selected
-            trimap[others & ~_dilate(selected, self._band)] = GC_BGD
-            iterations = self.iterations + 1
-        if len(neg):
-            # Negative points carve: inside the candidate region, pixels nearer a negative point
-            # than any positive one start as background (two people in one salient blob).
+        selected = np.isin(comps, hit) & (sal > self.SURE)
+        if len(neg) and selected.any():
             yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
             d_pos = np.min([(xx - x) ** 2 + (yy - y) ** 2 for x, y in pos], axis=0)
             d_neg = np.min([(xx - x) ** 2 + (yy - y) ** 2 for x, y in neg], axis=0)
-            carve = (d_neg < d_pos) & (trimap != GC_BGD)
-            trimap[carve] = GC_PR_BGD
-            trimap[_disc((h, w), neg, 2 * radius)] = GC_BGD
-        trimap[_disc((h, w), pos, radius)] = GC_FGD
+            selected &= d_pos <= d_neg
+        return selected
 
-        mask = _grabcut(small, trimap, iterations)
-        mask = _keep_touching(mask, _disc((h, w), pos, radius))
+    def start(self, frame: np.ndarray, prompt: Prompt) -> np.ndarray:
+        """frame RGB uint8 [H,W,3] -> mask uint8 [H,W] 0/255 of the object under the points."""
+        self._set_size(frame.shape[0], frame.shape[1])
+        small = self._to_work(frame)
+        self._flow.reset(small)
+        h, w = small.shape[:2]
+        p = prompt.scaled(w / frame.shape[1], h / frame.shape[0])
+        pos, neg = p.positive, p.negative
+        self._negatives = neg.copy()
+        radius = max(2, round(0.015 * max(h, w)))
+
+        # Whole frame first: it says how big the object is, so the crop can frame it.
+        whole = self._select(self._crop_saliency((0, 0, w, h)), pos, neg, radius)
+        pts_box = _bbox(_disc((h, w), pos, radius))
+        if whole.any() and whole.sum() < 0.6 * h * w:
+            x0, y0, x1, y1 = _bbox(whole)
+            px0, py0, px1, py1 = pts_box
+            box = _expand((min(x0, px0), min(y0, py0), max(x1, px1), max(y1, py1)), self.MARGIN,
+                          self._min_side, (h, w))  # fmt: skip
+        else:
+            # Not salient in the whole frame (a dog beside a swan, a far car): a crop around the
+            # points, about a quarter of the frame, where it becomes the salient thing.
+            box = _expand(pts_box, 0.0, round(0.35 * min(h, w)), (h, w))
+        mask = self._select(self._crop_saliency(box), pos, neg, radius)
+        if mask.sum() < 0.3 * whole.sum():
+            mask = whole  # the crop cut the object (it was bigger than it looked): keep the frame's
+        if not mask.any():
+            mask = _disc((h, w), pos, 3 * radius)  # nothing salient at all: the points themselves
         return self._commit(small, mask)
 
     # --- following frames ---------------------------------------------------------------------
 
-    def step(self, frame: np.ndarray, saliency: np.ndarray | None) -> np.ndarray:
-        if self._prev_mask is None:
+    def step(self, frame: np.ndarray) -> np.ndarray:
+        if self._prev_mask is None or self._box is None:
             raise RuntimeError("step() before start(): the sequence has no prompt frame")
-        small, sal = self._to_work(frame, saliency)
-        h, w = sal.shape
-        warped, _ = self._flow.warp(small, self._prev_mask)
+        small = self._to_work(frame)
+        h, w = small.shape[:2]
+        warped, moved = self._flow.warp(small, self._prev_mask, self._negatives)
+        if moved is not None:
+            self._negatives = moved
         prior = warped > 0.5
-        if not prior.any():
-            return self._commit(small, prior)
+        box = _expand(_bbox(prior), self.MARGIN, self._min_side, (h, w)) if prior.any() else self._box
+        sal = self._crop_saliency(box)
 
-        band = self._band
-        near = _dilate(prior, band)
-        salient = (sal > 0.5) & near
-        agree = prior & salient
-        union = prior | salient
-        trimap = np.full((h, w), GC_BGD, np.uint8)
-        trimap[_dilate(union, band)] = GC_PR_BGD
-        trimap[union] = GC_PR_FGD
-        sure = _core(agree, band / 3)
-        if sure.sum() < 0.2 * prior.sum():
-            # Saliency does not see this object: trust the flow's interior instead.
-            sure = _core(prior, band / 2)
-        trimap[sure] = GC_FGD
-        mask = _grabcut(small, trimap, self.iterations)
-        mask = _keep_touching(mask, sure)
-        ratio = mask.sum() / max(1, prior.sum())
-        if not 0.5 <= ratio <= 2.0:
-            # GrabCut collapsed or leaked (look-alike colours): one frame of plain flow is a
-            # smaller error than carrying a broken mask forward.
+        # Salient components that are (mostly) the warped object; the rest of the crop is other
+        # things that happen to stand out.
+        loose = sal > self.LOOSE
+        n, comps = _groups(loose, self._gap)
+        area = np.bincount(comps.ravel(), minlength=n)
+        inside = np.bincount(comps[prior], minlength=n)
+        keep = (inside >= 0.3 * area) | (inside >= 0.25 * max(1, prior.sum()))
+        keep[0] = False
+        if len(self._negatives):
+            neg_hit = comps[_disc((h, w), self._negatives, 2)]
+            keep[neg_hit[neg_hit != 0]] = False
+        cand = keep[comps] & loose
+        salient = cand & (sal > self.SURE)
+
+        agree = _iou(salient, prior) if prior.any() else 1.0
+        # Confidence-weighted update: saliency that agrees with the flow redraws the edges;
+        # saliency that disagrees (an occluder, a neighbour, a blur frame) only nudges the flow.
+        a = 0.75 if agree >= 0.5 else (0.5 if agree >= 0.25 else 0.25)
+        fused = a * np.where(cand, sal, 0.0) + (1.0 - a) * warped
+        mask = fused > 0.5
+        if not salient.any():
             mask = prior
+        self._box = box
         return self._commit(small, mask)
 
     def _commit(self, small: np.ndarray, mask: np.ndarray) -> np.ndarray:
         mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, _ellipse(1)).astype(bool)
+        if mask.any():
+            self._box = _expand(_bbox(mask), self.MARGIN, self._min_side, mask.shape)
         self._prev_mask = mask.astype(np.float32)
         return self._to_full(mask)

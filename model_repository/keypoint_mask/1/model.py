@@ -46,23 +46,21 @@ class TritonPythonModel:
     def _tracker(self) -> KeypointTracker | SamTracker:
         if self.sam is not None:
             return SamTracker(self.sam, self.work_long_side)
-        return KeypointTracker(self.work_long_side)
+        return KeypointTracker(self._saliency, self.work_long_side)
 
-    def _saliency(self, frame: np.ndarray) -> np.ndarray | None:
-        """The salient-object cue via BLS; without it the default tracker still runs on colour + flow."""
-        if self.sam is not None:
-            return None
+    def _saliency(self, image: np.ndarray) -> np.ndarray:
+        """The salient-object cue via BLS, for the crop the tracker asks about (u2netp resizes it
+        to its own input size, so a crop costs what a whole frame costs)."""
         request = pb_utils.InferenceRequest(
             model_name=self.saliency_model,
             requested_output_names=["alpha"],
-            inputs=[pb_utils.Tensor("image", np.ascontiguousarray(frame))],
+            inputs=[pb_utils.Tensor("image", np.ascontiguousarray(image))],
         )
         response = request.exec()
         if response.has_error():
-            pb_utils.Logger.log_warn(
-                f"keypoint_mask: {self.saliency_model} failed: {response.error().message()}"
-            )
-            return None
+            # Without its cue the tracker cannot tell the object from the rest: a request error
+            # says so, where a silent fallback would hand back a plausible-looking wrong mask.
+            raise RuntimeError(f"keypoint_mask: {self.saliency_model} failed: {response.error().message()}")
         return pb_utils.get_output_tensor_by_name(response, "alpha").as_numpy()
 
     def _one(self, request: Any) -> np.ndarray:
@@ -82,14 +80,14 @@ class TritonPythonModel:
                     points.as_numpy()[0], labels.as_numpy()[0], frame.shape[1], frame.shape[0]
                 )
                 tracker = self._tracker()
-                mask = tracker.start(frame, self._saliency(frame), prompt)
+                mask = tracker.start(frame, prompt)
                 self.sequences[corrid] = (tracker, time.monotonic())
             else:
                 entry = self.sequences.get(corrid)
                 if entry is None:
                     raise PromptError(f"sequence {corrid} has no START (or expired)")
                 tracker = entry[0]
-                mask = tracker.step(frame, self._saliency(frame))
+                mask = tracker.step(frame)
                 self.sequences[corrid] = (tracker, time.monotonic())
         except Exception:
             self.sequences.pop(corrid, None)
