@@ -18,13 +18,14 @@ from PIL import Image, ImageOps
 
 from gateway.jobs import JobRecord, JobStore
 from gateway.pipeline.compose import Background, composite, fit_background, mask_frame
-from gateway.pipeline.encode import EncodeError, preset_by_name
+from gateway.pipeline.encode import preset_by_name
 from gateway.pipeline.infer import FrameResult
-from gateway.pipeline.probe import MediaError, VideoInfo, probe
+from gateway.pipeline.outcome import input_available, store_and_complete, user_facing_errors
+from gateway.pipeline.probe import VideoInfo, probe
 from gateway.pipeline.run import RenderFn, run_video
 from gateway.settings import Settings
 from gateway.storage import Storage
-from gateway.triton import InferenceFailed, Triton
+from gateway.triton import Triton
 
 INPUT_NAME = "input"
 BG_IMAGE_NAME = "background"
@@ -60,10 +61,9 @@ async def _run(ctx: dict[str, Any], record: JobRecord, *, matte: bool) -> None:
     source = input_path(storage, record.id)
     preset = preset_by_name(params["preset"])
     max_duration_s: float | None = params.get("max_duration_s")
-    if not source.is_file():  # the janitor or an operator removed it while the job was queued
-        await jobs.fail(record.id, 410, "Input gone", "The input is no longer available; submit it again.")
+    if not await input_available(jobs, record, source):
         return
-    try:
+    async with user_facing_errors(jobs, record.id, "video") as outcome:
         info = await asyncio.to_thread(probe, source, max_side=settings.video_max_side)
         render: RenderFn
         if matte:
@@ -99,29 +99,20 @@ async def _run(ctx: dict[str, Any], record: JobRecord, *, matte: bool) -> None:
             max_duration_s=max_duration_s,
             progress=progress,
         )
-    except MediaError as exc:
-        await jobs.fail(record.id, exc.status, exc.message, exc.details)
+    if outcome.failed:
         return
-    except EncodeError as exc:
-        await jobs.fail(record.id, 500, "Encoding failed", f"The output could not be written: {exc}")
-        return
-    except InferenceFailed as exc:
-        await jobs.fail(record.id, 500, "Inference failed", f"The model refused a frame: {exc}")
-        return
-    prefix = "processed" if matte else "mask"
-    stored = await storage.store(
-        record.id, out_path, f"{prefix}_{record.id}.{preset.extension}", preset.media_type
-    )
     original = float(params.get("original_duration_s") or info.duration_s)
     trimmed = max_duration_s is not None and original > max_duration_s + 1e-3
-    await jobs.complete(
-        record.id,
-        stored,
-        warning=f"Video was trimmed from {original:.2f}s to {result.processed_duration_s:.2f}s"
-        if trimmed
-        else None,
-        original_duration=original,
-        processed_duration=result.processed_duration_s if trimmed else original,
+    await store_and_complete(
+        jobs,
+        storage,
+        record,
+        out_path,
+        "processed" if matte else "mask",
+        preset,
+        original,
+        result.processed_duration_s,
+        trimmed,
     )
 
 

@@ -20,12 +20,13 @@ import numpy as np
 from gateway.jobs import JobRecord, JobStore
 from gateway.pipeline.compose import mask_frame
 from gateway.pipeline.decode import iter_frames
-from gateway.pipeline.encode import EncodeError, MaskWriter, preset_by_name
+from gateway.pipeline.encode import MaskWriter, preset_by_name
 from gateway.pipeline.jobs import input_path
+from gateway.pipeline.outcome import input_available, store_and_complete, user_facing_errors
 from gateway.pipeline.probe import MediaError, VideoInfo, probe
 from gateway.settings import Settings
 from gateway.storage import Storage
-from gateway.triton import InferenceFailed, Triton
+from gateway.triton import Triton
 
 MODEL = "keypoint_mask"
 ProgressFn = Callable[[int], Awaitable[None]]
@@ -141,12 +142,12 @@ async def _run(ctx: dict[str, Any], record: JobRecord) -> None:
     params = record.params
     source = input_path(storage, record.id)
     frame_index = int(params["frame_index"])
-    if not source.is_file():
-        await jobs.fail(record.id, 410, "Input gone", "The input is no longer available; submit it again.")
+    if not await input_available(jobs, record, source):
         return
+    preset = preset_by_name(params["preset"])
     work = storage.new_temp_dir(record.id)
-    out_path = work / f"output.{preset_by_name(params['preset']).extension}"
-    try:
+    out_path = work / f"output.{preset.extension}"
+    async with user_facing_errors(jobs, record.id, "key-point") as outcome:
         info = await asyncio.to_thread(probe, source, max_side=settings.video_max_side)
         max_duration_s = trim_length(info, float(params["limit_s"]))
         clip = await asyncio.to_thread(decode_to_memmap, source, info, work, max_duration_s)
@@ -173,29 +174,18 @@ async def _run(ctx: dict[str, Any], record: JobRecord) -> None:
         await asyncio.to_thread(
             encode_masks, out_path, masks, clip.pts, source, info, params["preset"], max_duration_s
         )
-    except MediaError as exc:
-        await jobs.fail(record.id, exc.status, exc.message, exc.details)
+    if outcome.failed:
         return
-    except EncodeError as exc:
-        await jobs.fail(record.id, 500, "Encoding failed", f"The output could not be written: {exc}")
-        return
-    except InferenceFailed as exc:
-        await jobs.fail(record.id, 500, "Inference failed", f"The key-point model refused a frame: {exc}")
-        return
-    preset = preset_by_name(params["preset"])
-    stored = await storage.store(
-        record.id, out_path, f"mask_{record.id}.{preset.extension}", preset.media_type
-    )
-    original = info.duration_s
-    trimmed = max_duration_s is not None
-    await jobs.complete(
-        record.id,
-        stored,
-        warning=f"Video was trimmed from {original:.2f}s to {clip.processed_duration_s:.2f}s"
-        if trimmed
-        else None,
-        original_duration=original,
-        processed_duration=clip.processed_duration_s if trimmed else original,
+    await store_and_complete(
+        jobs,
+        storage,
+        record,
+        out_path,
+        "mask",
+        preset,
+        info.duration_s,
+        clip.processed_duration_s,
+        max_duration_s is not None,
     )
 
 

@@ -11,16 +11,14 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.app import JOBS, SETTINGS, STORAGE
+from gateway.app import SETTINGS
 from gateway.auth import require_owner
 from gateway.errors import MaskApiError
-from gateway.limits import check_capacity, check_rate, start_job
-from gateway.pipeline.intake import fetch_and_probe
-from gateway.pipeline.jobs import input_path
+from gateway.limits import check_capacity, check_rate
 from gateway.pipeline.keypoints_job import trim_length
-from gateway.pipeline.probe import MediaError, VideoInfo
+from gateway.pipeline.probe import VideoInfo
 from gateway.pipeline.run import expected_frames
-from gateway.routes.masks import json_object, output_preset, video_url
+from gateway.routes.masks import accept_video_job, json_object, output_preset, video_url
 from gateway.settings import Settings
 
 routes = web.RouteTableDef()
@@ -118,7 +116,7 @@ async def mask_by_key_points(request: web.Request) -> web.Response:
     frame_index, auto_trim = parse_options(body)
     preset = output_preset(body)
     await check_capacity(request, owner, "mask")
-    settings, storage, jobs = request.app[SETTINGS], request.app[STORAGE], request.app[JOBS]
+    settings = request.app[SETTINGS]
     # The worker re-probes and derives the trim from auto_trim the same way (trim_length).
     params: dict[str, Any] = {
         "preset": preset,
@@ -128,20 +126,13 @@ async def mask_by_key_points(request: web.Request) -> web.Response:
         "auto_trim": auto_trim,
         "limit_s": settings.keypoints_max_duration_s,
     }
-    record = await jobs.create("mask_by_key_points", owner, params)
-    try:
-        # No duration limit in the probe: over-long input is trimmed or refused by check_video.
-        info = await fetch_and_probe(url, input_path(storage, record.id), settings, max_duration_s=None)
-        check_video(info, settings, frame_index, points, auto_trim)
-        await start_job(request, "mask", record)
-    except MediaError as exc:
-        storage.remove_uploads(record.id)
-        await jobs.delete(record.id)
-        raise MaskApiError(exc.status, exc.message, exc.details) from None
-    except BaseException:
-        storage.remove_uploads(record.id)
-        await jobs.delete(record.id)
-        raise
-    return web.json_response(
-        {"request_id": record.id, "status_url": f"{settings.base_url}/status/{record.id}"}, status=202
+    # No duration limit in the probe: over-long input is trimmed or refused by check_video.
+    return await accept_video_job(
+        request,
+        owner,
+        "mask_by_key_points",
+        params,
+        url,
+        max_duration_s=None,
+        check=lambda info: check_video(info, settings, frame_index, points, auto_trim),
     )

@@ -9,6 +9,7 @@ job's upload dir (shared with the workers) and the job is queued.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +23,7 @@ from gateway.limits import check_capacity, check_rate, start_job
 from gateway.pipeline.encode import DEFAULT_PRESET, PRESETS
 from gateway.pipeline.intake import fetch_and_probe
 from gateway.pipeline.jobs import input_path
-from gateway.pipeline.probe import MediaError
+from gateway.pipeline.probe import MediaError, VideoInfo
 from gateway.storage import Storage
 
 routes = web.RouteTableDef()
@@ -102,12 +103,38 @@ async def foreground_mask(request: web.Request) -> web.Response:
     url = video_url(body)
     preset = output_preset(body)
     await check_capacity(request, owner, "mask")
+    settings = request.app[SETTINGS]
+    return await accept_video_job(
+        request,
+        owner,
+        "foreground_mask",
+        {"preset": preset, "source_url": url},
+        url,
+        max_duration_s=settings.video_max_duration_s,
+    )
+
+
+async def accept_video_job(
+    request: web.Request,
+    owner: str,
+    kind: str,
+    params: dict[str, Any],
+    url: str,
+    *,
+    max_duration_s: float | None,
+    check: Callable[[VideoInfo], None] | None = None,
+) -> web.Response:
+    """The mask endpoints' common intake: download and probe before answering (so 413/415/422
+    come back on the request), run the endpoint's own `check`, enqueue, answer 202. Whatever
+    refuses the job removes its record and input: nothing is left behind."""
     settings, storage, jobs = request.app[SETTINGS], request.app[STORAGE], request.app[JOBS]
-    record = await jobs.create("foreground_mask", owner, {"preset": preset, "source_url": url})
+    record = await jobs.create(kind, owner, params)
     try:
-        await fetch_and_probe(
-            url, input_path(storage, record.id), settings, max_duration_s=settings.video_max_duration_s
+        info = await fetch_and_probe(
+            url, input_path(storage, record.id), settings, max_duration_s=max_duration_s
         )
+        if check is not None:
+            check(info)
         await start_job(request, "mask", record)
     except MediaError as exc:
         storage.remove_uploads(record.id)

@@ -1,0 +1,73 @@
+"""What a video job's end means for the user, shared by every video job function.
+
+Each job decides how to make its output; how a finished or failed run is recorded is the same for
+all of them: the user-facing errors of the pipeline become a failed record with a reason the user
+can act on, and a finished output is stored and completed with the trim fields of the documents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.jobs import JobRecord, JobStore
+from gateway.pipeline.encode import EncodeError, Preset
+from gateway.pipeline.probe import MediaError
+from gateway.storage import Storage
+from gateway.triton import InferenceFailed
+
+
+@dataclass
+class Outcome:
+    failed: bool = False
+
+
+async def input_available(jobs: JobStore, record: JobRecord, source: Path) -> bool:
+    """The janitor or an operator may have removed the input while the job was queued."""
+    if source.is_file():
+        return True
+    await jobs.fail(record.id, 410, "Input gone", "The input is no longer available; submit it again.")
+    return False
+
+
+@asynccontextmanager
+async def user_facing_errors(jobs: JobStore, job_id: str, model: str) -> AsyncIterator[Outcome]:
+    """Record the pipeline's user-facing errors as a failed job (and swallow them: the job is
+    over). Anything else propagates to the worker wrapper, which retries or records a 500."""
+    outcome = Outcome()
+    try:
+        yield outcome
+    except MediaError as exc:
+        outcome.failed = True
+        await jobs.fail(job_id, exc.status, exc.message, exc.details)
+    except EncodeError as exc:
+        outcome.failed = True
+        await jobs.fail(job_id, 500, "Encoding failed", f"The output could not be written: {exc}")
+    except InferenceFailed as exc:
+        outcome.failed = True
+        await jobs.fail(job_id, 500, "Inference failed", f"The {model} model refused a frame: {exc}")
+
+
+async def store_and_complete(
+    jobs: JobStore,
+    storage: Storage,
+    record: JobRecord,
+    output: Path,
+    prefix: str,
+    preset: Preset,
+    original_s: float,
+    processed_s: float,
+    trimmed: bool,
+) -> None:
+    stored = await storage.store(
+        record.id, output, f"{prefix}_{record.id}.{preset.extension}", preset.media_type
+    )
+    await jobs.complete(
+        record.id,
+        stored,
+        warning=f"Video was trimmed from {original_s:.2f}s to {processed_s:.2f}s" if trimmed else None,
+        original_duration=original_s,
+        processed_duration=processed_s if trimmed else original_s,
+    )
