@@ -33,7 +33,7 @@ import av
 
 from gateway.app import _route_tables
 from gateway.settings import REPO_ROOT, Settings
-from gateway.stack import free_port, gateway_service, redis_service, running, triton_service, worker_service
+from gateway.stack import free_port, private_settings, running, stack_services
 
 DATA = REPO_ROOT.parent / "shared" / "data"
 TOKENS = [f"load-token-{i}" for i in range(4)]
@@ -258,15 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="load-")))
-        redis_port = free_port()
-        settings = Settings(
-            gateway_port=free_port(),
-            triton_grpc_port=free_port(),
-            triton_http_port=free_port(),
-            triton_metrics_port=free_port(),
-            redis_url=f"redis://127.0.0.1:{redis_port}/0",
-            data_dir=root / "data",
-        )
+        settings = private_settings(root / "data")
         env = {
             "API_TOKENS": ",".join(TOKENS),
             "RATE_LIMIT_PER_MINUTE": "100000",  # this measures capacity, not the rate limiter
@@ -274,14 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             "MAX_CONCURRENT_JOBS_PER_TOKEN": "4",
             "ALLOW_LOOPBACK_URLS": "true",  # /foreground_mask fetches the clip from this process
         }
-        logs = root / "logs"
-        services = [
-            redis_service(redis_port, root / "redis"),
-            triton_service(settings, logs / "tritonserver.log", root / "backends"),
-            gateway_service(settings, logs / "gateway.log", env),
-            *(worker_service(settings, i, logs / f"worker-{i}.log", env) for i in range(2)),
-        ]
-        stack.enter_context(running(services))
+        stack.enter_context(running(stack_services(settings, workers=2, env=env)))
         clip = _small_clip(root / "clip.mp4").read_bytes()
         image = next(iter(sorted((DATA / "images" / "sod_bsds300" / "images").glob("*.jpg")))).read_bytes()
         print(f"load: {args.seconds:g}s, {args.clients} status clients, 2 bursts of {args.burst} video jobs "

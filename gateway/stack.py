@@ -271,19 +271,43 @@ def _redis_port(settings: Settings) -> int:
     return urlparse(settings.redis_url).port or 6379
 
 
-def plan_stack(settings: Settings, workers: int = 1) -> list[Service]:
-    """The services `make run` starts, in start order (stopped in reverse)."""
+def private_settings(data_dir: Path) -> Settings:
+    """Settings for a stack of its own (tests, benchmarks): every service on a free loopback port."""
+    return Settings(
+        gateway_port=free_port(),
+        triton_grpc_port=free_port(),
+        triton_http_port=free_port(),
+        triton_metrics_port=free_port(),
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        data_dir=data_dir,
+    )
+
+
+def stack_services(
+    settings: Settings,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+    *,
+    start_redis: bool = True,
+) -> list[Service]:
+    """Redis, tritonserver, gateway and workers for `settings`, in start order (stop in reverse)."""
     logs = settings.data_dir / "logs"
     services: list[Service] = []
-    redis_port = _redis_port(settings)
-    if not port_open("127.0.0.1", redis_port):
-        services.append(redis_service(redis_port, settings.data_dir / "redis"))
-    else:
-        print(f"using the Redis already listening on port {redis_port}")
+    if start_redis:
+        services.append(redis_service(_redis_port(settings), settings.data_dir / "redis"))
     services.append(triton_service(settings, logs / "tritonserver.log", settings.data_dir / "backends"))
-    services.append(gateway_service(settings, logs / "gateway.log"))
-    services.extend(worker_service(settings, i, logs / f"worker-{i}.log") for i in range(workers))
+    services.append(gateway_service(settings, logs / "gateway.log", env))
+    services.extend(worker_service(settings, i, logs / f"worker-{i}.log", env) for i in range(workers))
     return services
+
+
+def plan_stack(settings: Settings, workers: int = 1) -> list[Service]:
+    """The services `make run` starts: Redis only when nothing answers at REDIS_URL already."""
+    redis_port = _redis_port(settings)
+    start_redis = not port_open("127.0.0.1", redis_port)
+    if not start_redis:
+        print(f"using the Redis already listening on port {redis_port}")
+    return stack_services(settings, workers, start_redis=start_redis)
 
 
 @contextlib.contextmanager

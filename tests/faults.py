@@ -18,14 +18,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import aiohttp
 
 from gateway.settings import Settings
 from gateway.stack import (
     Service,
-    free_port,
     gateway_service,
+    private_settings,
     redis_service,
     triton_service,
     worker_service,
@@ -117,15 +118,9 @@ def _rvm_only(svc: Service) -> Service:
 def start_private_stack(root: Path, workers: int = 2, **env_overrides: str) -> PrivateStack:
     data_dir = root / "data"
     tmpfs = mount_tmpfs(data_dir, 96)
-    redis_port = free_port()
-    settings = Settings(
-        gateway_port=free_port(),
-        triton_grpc_port=free_port(),
-        triton_http_port=free_port(),
-        triton_metrics_port=free_port(),
-        redis_url=f"redis://127.0.0.1:{redis_port}/0",
-        data_dir=data_dir,
-    )
+    settings = private_settings(data_dir)
+    redis_port = urlparse(settings.redis_url).port
+    assert redis_port is not None
     env = {
         "API_TOKENS": FAULT_TOKEN,
         "ALLOW_LOOPBACK_URLS": "true",
