@@ -231,7 +231,12 @@ async def test_hd_lifecycle(http: aiohttp.ClientSession, stack: Stack) -> None:
     assert not (stack.settings.results_dir / job).exists()  # removed after the download
     again = await _result(http, stack, job)
     assert (again[0], _json(again[2])) == (404, {"detail": "Processed image file not found"})
-    assert not (stack.settings.data_dir / "uploads" / job).exists()
+    # The worker removes the upload just after marking the job done: allow it that moment.
+    upload = stack.settings.data_dir / "uploads" / job
+    deadline = time.monotonic() + 10
+    while upload.exists() and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert not upload.exists()
 
 
 async def test_hd_errors(http: aiohttp.ClientSession, stack: Stack) -> None:
