@@ -123,9 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     pairs = sod_pairs(args.limit)
     rows = [score(name, alpha_of, pairs) for name, alpha_of in (make() for make in raw_rows())]
-    with tempfile.TemporaryDirectory(prefix="eval-images-") as tmp, bench_stack(
-        Path(tmp), workers=0, worker_max_jobs=1
-    ) as stack:
+    with (
+        tempfile.TemporaryDirectory(prefix="eval-images-") as tmp,
+        bench_stack(Path(tmp), workers=0, worker_max_jobs=1) as stack,
+    ):
         rows += endpoint_rows(stack.settings.base_url, args.models, pairs)
     print(f"\n{len(pairs)} sod_bsds300 photos (IoU @0.5) + alphamatting GT01 (SAD/1000, MSE x1e3)")
     print(f"{'':44s} {'IoU':>7s} {'SAD':>8s} {'MSE':>7s} {'s/img':>7s}")

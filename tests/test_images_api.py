@@ -83,8 +83,11 @@ async def test_matte_segments_the_subject(http: aiohttp.ClientSession, stack: St
     [
         ("/image/blur/v1", {"blur_radius": "12"}, "RGB"),
         ("/image/color/v1", {"bg_color": "255,0,0"}, "RGB"),
-        ("/image/gradient/v1", {"gradient_start": "0,0,0", "gradient_end": "0,0,255",
-                                "gradient_direction": "horizontal"}, "RGB"),  # fmt: skip
+        (
+            "/image/gradient/v1",
+            {"gradient_start": "0,0,0", "gradient_end": "0,0,255", "gradient_direction": "horizontal"},
+            "RGB",
+        ),  # fmt: skip
         ("/image/shadow/v1", {"shadow_offset_x": "15", "shadow_opacity": "0.7"}, "RGBA"),
         ("/image/shadow/v1", {"bg_color": "200,200,200"}, "RGB"),
         ("/image/matte/v1", {"model": "rvm"}, "RGBA"),

@@ -52,7 +52,5 @@ async def generate_image(triton: Triton, source: bytes | Path, prompt: str, limi
         raise NotTransparent()
     rgba = np.dstack([img.rgb, img.alpha])
     background = await generate_background(triton, rgba, prompt)
-    pixels = await asyncio.to_thread(
-        render, img.rgb, img.alpha, Params(operation="color"), background, True
-    )
+    pixels = await asyncio.to_thread(render, img.rgb, img.alpha, Params(operation="color"), background, True)
     return await asyncio.to_thread(encode_png, pixels)
