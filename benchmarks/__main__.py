@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     # --- figures -------------------------------------------------------------------------------
     if model is not None and decode is not None and encode_s is not None and longm is not None:
         e2e = by_n[1]
-        figures += video_bench.e2e_figures(e2e, model, rvm_threads)
+        figures += video_bench.e2e_figures(e2e, model, rvm_threads, short_s)
         figures += video_bench.breakdown_figures(e2e, decode, encode_s)
         figures += video_bench.growth_figures(e2e, longm, short_s, long_s)
         figures += video_bench.concurrency_figures(by_n, model)

@@ -228,10 +228,10 @@ def measure_jobs(stack: BenchStack, url: str, n: int, preset: str) -> Measured:
 # --- figures -----------------------------------------------------------------------------------------------
 
 
-def e2e_figures(e2e: Measured, model: ModelOnly, threads: int) -> list[Figure]:
+def e2e_figures(e2e: Measured, model: ModelOnly, threads: int, clip_s: float) -> list[Figure]:
     ms = 1000.0 / model.frames
     return [
-        Figure("video e2e frames/s (10 s clip)", e2e.fps, "fps", model.fps,
+        Figure(f"video e2e frames/s ({clip_s:.0f} s clip)", e2e.fps, "fps", model.fps,
                f"RVM ort {threads} thr", ">= 0.90"),
         Figure("  model only incl. numpy pre/post", model.frames / model.loop_s, "fps", model.fps,
                "session.run only"),
