@@ -31,6 +31,14 @@ class FlowWarper:
         gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         h, w = gray.shape
         back = self._dis.calc(gray, self.prev_gray, None)
+        inside = prev_mask > 0.5
+        if inside.sum() >= 16:
+            # Flow vectors that disagree with the object's own median motion (by more than a few
+            # pixels) are mostly an occluder sweeping across it (a pole in front of a dog, close
+            # to a panning camera): there the object moves with its median, not with the pole.
+            med = np.median(back[inside], axis=0)
+            off = np.linalg.norm(back - med, axis=2) > max(2.0, 0.02 * max(h, w))
+            back[off] = med
         gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
         warped = cv2.remap(
             prev_mask,

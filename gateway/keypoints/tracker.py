@@ -83,6 +83,7 @@ class KeypointTracker:
     # object to stand out, little enough that neighbours do not become the salient thing.
     MARGIN = 0.35
     LOOSE, SURE = 0.2, 0.5  # saliency thresholds: grouping parts of one object / its pixels
+    FADE = 0.75  # per frame, for mask pixels saliency does not see: gone after about 3 frames
 
     def __init__(self, saliency: SaliencyFn | None, work_long_side: int = 480) -> None:
         self.saliency = saliency
@@ -184,7 +185,8 @@ class KeypointTracker:
             mask = whole  # the crop cut the object (it was bigger than it looked): keep the frame's
         if not mask.any():
             mask = _disc((h, w), pos, 3 * radius)  # nothing salient at all: the points themselves
-        return self._commit(small, mask)
+        self._box = _expand(_bbox(mask), self.MARGIN, self._min_side, (h, w))
+        return self._commit(mask.astype(np.float32))
 
     # --- following frames ---------------------------------------------------------------------
 
@@ -197,7 +199,11 @@ class KeypointTracker:
         if moved is not None:
             self._negatives = moved
         prior = warped > 0.5
-        box = _expand(_bbox(prior), self.MARGIN, self._min_side, (h, w)) if prior.any() else self._box
+        box = (
+            self._steady(_expand(_bbox(prior), self.MARGIN, self._min_side, (h, w)))
+            if prior.any()
+            else self._box
+        )
         sal = self._crop_saliency(box)
 
         # Salient components that are (mostly) the warped object; the rest of the crop is other
@@ -215,19 +221,44 @@ class KeypointTracker:
         salient = cand & (sal > self.SURE)
 
         agree = _iou(salient, prior) if prior.any() else 1.0
-        # Confidence-weighted update: saliency that agrees with the flow redraws the edges;
-        # saliency that disagrees (an occluder, a neighbour, a blur frame) only nudges the flow.
-        a = 0.75 if agree >= 0.5 else (0.5 if agree >= 0.25 else 0.25)
-        fused = a * np.where(cand, sal, 0.0) + (1.0 - a) * warped
-        mask = fused > 0.5
+        # Confidence-weighted update of a soft mask: saliency that agrees with the flow redraws
+        # the edges; saliency that disagrees (an occluder, a neighbour, a blurred frame) only
+        # nudges the flow. Where saliency sees nothing of the object (an occluder, or a part it
+        # misses this frame) the warped mask fades over a few frames instead of at once.
+        a = 0.75 if agree >= 0.25 else 0.5
+        fused = np.where(cand, a * sal + (1.0 - a) * warped, self.FADE * warped)
         if not salient.any():
-            mask = prior
+            fused = warped
+        # Growth per frame is bounded: after flow the object moves little, while a salient thing
+        # touching it (a pole in front of the dog) would otherwise be swallowed whole and taken
+        # for the object from then on.
+        reach = max(2, round(0.1 * np.sqrt(prior.sum())))
+        fused[~_dilate(prior, reach)] = 0.0
         self._box = box
-        return self._commit(small, mask)
+        return self._commit(fused)
 
-    def _commit(self, small: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, _ellipse(1)).astype(bool)
-        if mask.any():
-            self._box = _expand(_bbox(mask), self.MARGIN, self._min_side, mask.shape)
-        self._prev_mask = mask.astype(np.float32)
+    def _steady(self, box: Box) -> Box:
+        """`box` re-centred but shrunk at most 15 % per frame from the last one: a mask that lost
+        a part (an occluder cut it) must not lead to a crop that cuts the object, because
+        saliency on a cut object fails and the loss would feed itself."""
+        if self._box is None:
+            return box
+        h, w = self._work_size[1], self._work_size[0]
+        px0, py0, px1, py1 = self._box
+        x0, y0, x1, y1 = box
+        side_x = max(x1 - x0, 0.85 * (px1 - px0))
+        side_y = max(y1 - y0, 0.85 * (py1 - py0))
+        cx, cy = 0.5 * (x0 + x1), 0.5 * (y0 + y1)
+        return (
+            int(max(0, cx - side_x / 2)),
+            int(max(0, cy - side_y / 2)),
+            int(min(w, cx + side_x / 2 + 1)),
+            int(min(h, cy + side_y / 2 + 1)),
+        )
+
+    def _commit(self, soft: np.ndarray) -> np.ndarray:
+        """Output the mask (soft > 0.5, specks removed) and keep the soft values under it as the
+        state the next frame warps."""
+        mask = cv2.morphologyEx((soft > 0.5).astype(np.uint8), cv2.MORPH_OPEN, _ellipse(1)).astype(bool)
+        self._prev_mask = np.where(mask, soft, 0.0).astype(np.float32)
         return self._to_full(mask)
