@@ -25,6 +25,7 @@ import tritonclient.grpc as grpcclient
 from conftest import VIDEO_MASKS, VIDEOS, Stack
 from media import ClipSpec, inspect, make_clip, serve
 
+from gateway.keypoints import KeypointTracker, Prompt
 from gateway.pipeline.encode import PRESETS
 
 SIZE = (320, 180)
@@ -261,6 +262,64 @@ async def test_every_preset(
         assert facts.rate == src.rate
         assert facts.audio is not None  # audio kept
     assert 0 < facts.luma_mean < 250  # a selected object: neither an empty nor a full mask
+
+
+# --- the tracker in-process, with a stand-in saliency model (fast, no servers) -----------------
+
+BG = (90, 90, 90)
+
+
+def _largest_colour_blob(rgb: np.ndarray) -> np.ndarray:
+    """Stand-in for U2-Net-p that behaves like it where it matters here: only the dominant
+    coloured thing *of the image it is given* is salient, so a small object is found only in
+    a crop around it."""
+    coloured = (np.abs(rgb.astype(int) - BG).sum(axis=2) > 60).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(coloured, connectivity=8)
+    if n <= 1:
+        return np.zeros(rgb.shape[:2], np.uint8)
+    biggest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    return np.where(labels == biggest, 255, 0).astype(np.uint8)
+
+
+def _two_objects(count: int) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+    """A large blue square (the salient distractor) and a small red disc moving right."""
+    frames, discs = [], []
+    square = np.zeros((144, 256), bool)
+    square[20:120, 150:245] = True
+    for i in range(count):
+        rgb = np.full((144, 256, 3), BG, np.uint8)
+        rgb[square] = (40, 60, 220)
+        disc = np.zeros((144, 256), np.uint8)
+        cv2.circle(disc, (30 + 4 * i, 90), 16, 1, -1)
+        rgb[disc > 0] = (220, 50, 40)
+        frames.append(rgb)
+        discs.append(disc > 0)
+    return frames, discs, square
+
+
+def test_tracker_finds_the_small_object_in_its_crop_and_follows_it() -> None:
+    frames, discs, square = _two_objects(12)
+    # the stand-in sees only the square in the whole frame: the disc needs its crop
+    assert not (_largest_colour_blob(frames[0]) > 0)[discs[0]].any()
+    prompt = Prompt.from_arrays(
+        np.array([[30, 90], [197, 70]], np.float32), np.array([1, 0], np.int32), 256, 144
+    )
+    tracker = KeypointTracker(_largest_colour_blob, work_long_side=256)
+    masks = [tracker.start(frames[0], prompt)] + [tracker.step(f) for f in frames[1:]]
+    ious = [_iou(m > 127, d) for m, d in zip(masks, discs, strict=True)]
+    on_square = max(float((m > 127)[square].mean()) for m in masks)
+    assert min(ious) > 0.7, ious
+    assert on_square < 0.01
+
+
+def test_tracker_refuses_misuse() -> None:
+    frames, _, _ = _two_objects(1)
+    tracker = KeypointTracker(_largest_colour_blob)
+    with pytest.raises(RuntimeError):
+        tracker.step(frames[0])
+    tracker.start(frames[0], Prompt.from_arrays(np.array([[30, 90]]), np.array([1]), 256, 144))
+    with pytest.raises(ValueError):
+        tracker.step(frames[0][:100])
 
 
 async def _error(http: aiohttp.ClientSession, method: str, url: str, **kw: Any) -> tuple[int, dict]:
