@@ -71,6 +71,18 @@ def _groups(mask: np.ndarray, gap: int) -> tuple[int, np.ndarray]:
     return n, labels
 
 
+def _touches_inner_edge(mask: np.ndarray, box: Box, shape: tuple[int, int]) -> bool:
+    """Whether `mask` reaches an edge of `box` that is not also the frame's edge."""
+    x0, y0, x1, y1 = box
+    h, w = shape
+    return bool(
+        (x0 > 0 and mask[y0:y1, x0].any())
+        or (y0 > 0 and mask[y0, x0:x1].any())
+        or (x1 < w and mask[y0:y1, x1 - 1].any())
+        or (y1 < h and mask[y1 - 1, x0:x1].any())
+    )
+
+
 def _bbox(mask: np.ndarray) -> Box:
     x, y, bw, bh = cv2.boundingRect(mask.astype(np.uint8))
     return x, y, x + bw, y + bh
@@ -176,11 +188,19 @@ class KeypointTracker:
             px0, py0, px1, py1 = pts_box
             box = _expand((min(x0, px0), min(y0, py0), max(x1, px1), max(y1, py1)), self.MARGIN,
                           self._min_side, (h, w))  # fmt: skip
+            mask = self._select(self._crop_saliency(box), pos, neg, radius)
         else:
-            # Not salient in the whole frame (a dog beside a swan, a far car): a crop around the
-            # points, about a quarter of the frame, where it becomes the salient thing.
-            box = _expand(pts_box, 0.0, round(0.35 * min(h, w)), (h, w))
-        mask = self._select(self._crop_saliency(box), pos, neg, radius)
+            # Not salient in the whole frame (a dog beside a swan, a far car): squares around the
+            # points, growing until the object found in one does not touch its inner edges (a
+            # crop that cuts the object leaves saliency nothing whole to find).
+            mask = np.zeros((h, w), bool)
+            for share in (0.5, 0.8, 1.1):
+                box = _expand(pts_box, 0.0, round(share * min(h, w)), (h, w))
+                found = self._select(self._crop_saliency(box), pos, neg, radius)
+                if found.any():
+                    mask = found
+                    if not _touches_inner_edge(found, box, (h, w)):
+                        break
         if mask.sum() < 0.3 * whole.sum():
             mask = whole  # the crop cut the object (it was bigger than it looked): keep the frame's
         if not mask.any():
