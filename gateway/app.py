@@ -15,7 +15,6 @@ import re
 import sys
 import time
 import uuid
-import warnings
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -23,7 +22,7 @@ from aiohttp.typedefs import Handler
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
-from gateway.errors import error_middleware
+from gateway.errors import REQUEST_ID, error_middleware
 from gateway.jobs import JobStore
 from gateway.settings import Settings
 from gateway.storage import Storage
@@ -40,10 +39,6 @@ _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 _REDIS_TIMEOUT_S = 5.0
 
 access_log = logging.getLogger("gateway.access")
-
-# `request["request_id"]` is the documented string key every route module reads; aiohttp's advice
-# to use RequestKey instances would break that contract, so its warning is silenced for this file.
-warnings.filterwarnings("ignore", category=web.NotAppKeyWarning, module=r"gateway\.app")
 
 
 class JsonFormatter(logging.Formatter):
@@ -81,7 +76,7 @@ def connect_redis(settings: Settings) -> ArqRedis:
 async def request_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Request id first (every later layer logs with it), then one access-log line per request."""
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    request["request_id"] = incoming if _SANE_REQUEST_ID.match(incoming) else str(uuid.uuid4())
+    request[REQUEST_ID] = incoming if _SANE_REQUEST_ID.match(incoming) else str(uuid.uuid4())
     started = time.perf_counter()
     status = 500
     try:
@@ -96,14 +91,14 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
                 "path": request.path,  # never the query: it may carry a result link's signature
                 "status": status,
                 "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-                "request_id": request["request_id"],
+                "request_id": request[REQUEST_ID],
             },
         )
 
 
 async def _add_request_id_header(request: web.Request, response: web.StreamResponse) -> None:
     # A signal rather than middleware so streamed responses (prepared by handlers) get it too.
-    request_id = request.get("request_id")
+    request_id = request.get(REQUEST_ID)
     if request_id:
         response.headers[REQUEST_ID_HEADER] = request_id
 

@@ -43,6 +43,10 @@ _REASONS: dict[int, tuple[str, str]] = {
 }
 
 
+# The id every response and error body carries (X-Request-ID), set first by the app middleware.
+REQUEST_ID = web.RequestKey("request_id", str)
+
+
 class ServiceUnavailable(Exception):
     """A backend (Triton, Redis) cannot serve right now; the client should retry later.
 
@@ -132,7 +136,7 @@ def _from_http_exception(family: Family, exc: web.HTTPException) -> ApiError:
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     family = family_of(request.path)
-    request_id: str = request.get("request_id", "")
+    request_id: str = request.get(REQUEST_ID, "")
     try:
         return await handler(request)
     except ApiError as exc:
