@@ -176,12 +176,6 @@ async def test_one_positive_point_follows_the_object(
     assert np.mean(ious) > 0.6 and min(ious) > 0.4
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known limit of the default backend: beside the swan, U2-Net-p gives the dog no saliency "
-    "in the whole frame, and the crop around the points does not recover it yet on this 320x180 "
-    "clip (docs/keypoints.md, Limits)",
-)
 async def test_the_less_salient_of_two_objects(
     stack: Stack, http: aiohttp.ClientSession, url: str, clips: dict[str, Any], tmp_path: Path
 ) -> None:
