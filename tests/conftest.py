@@ -110,6 +110,14 @@ def media_server() -> Iterator[str]:
         server.shutdown()
 
 
+@pytest.fixture(scope="session")
+def video_clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every input clip of the video tests, made once per session (tests/media.py INPUT_CLIPS)."""
+    from media import make_input_clips
+
+    return make_input_clips(VIDEOS / "01_dog.mp4", tmp_path_factory.mktemp("clips"))
+
+
 @dataclass
 class Stack:
     settings: Settings

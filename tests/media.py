@@ -7,6 +7,7 @@ last timestamp, rotation, alpha) are what a player would see, not what a header 
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -211,3 +212,40 @@ def serve(root: Path, slow_delay_s: float = 30.0) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+# The input clips every video test uses (each container/codec the API accepts, plus edge cases),
+# transcoded once per session from one real clip (conftest `video_clips`).
+_X265 = {"x265-params": "log-level=error"}
+_VP9 = {"deadline": "realtime", "cpu-used": "8"}
+INPUT_CLIPS = {
+    "h264_aac.mp4": ClipSpec("h264_aac.mp4", "libx264", audio="aac"),
+    "hevc.mov": ClipSpec("hevc.mov", "libx265", options=_X265),
+    "vp9_opus.webm": ClipSpec("vp9_opus.webm", "libvpx-vp9", audio="libopus", options=_VP9),
+    "av1.mp4": ClipSpec("av1.mp4", "libsvtav1", options={"preset": "12", "svtav1-params": "log-level=0"}),
+    "mjpeg.avi": ClipSpec("mjpeg.avi", "mjpeg", pix_fmt="yuvj420p"),
+    "mjpeg.mov": ClipSpec("mjpeg.mov", "mjpeg", pix_fmt="yuvj420p"),
+    "anim.gif": ClipSpec("anim.gif", "gif", pix_fmt="rgb8"),
+    "vfr.mp4": ClipSpec("vfr.mp4", "libx264", vfr=True),
+    "rot90.mp4": ClipSpec("rot90.mp4", "libx264", rotation=90),
+    "one.mp4": ClipSpec("one.mp4", "libx264", max_frames=1),
+    "mpeg4.avi": ClipSpec("mpeg4.avi", "mpeg4"),
+    "long.mp4": ClipSpec("long.mp4", "libx264", duration_s=5.2, audio="aac"),
+}
+BROKEN_CLIPS = ("truncated.mp4", "corrupt.mp4", "noise.mp4", "not-a-video.txt")
+
+
+def make_input_clips(source: Path, root: Path) -> dict[str, Path]:
+    """INPUT_CLIPS transcoded from `source`, plus files that are not (or no longer) videos."""
+    out = {name: make_clip(source, root, spec) for name, spec in INPUT_CLIPS.items()}
+    data = bytearray(out["h264_aac.mp4"].read_bytes())
+    # truncated: the MP4 index (moov, written last) is gone, so the file does not open
+    (root / "truncated.mp4").write_bytes(bytes(data[:6000]))
+    # corrupt: opens (index intact) but the coded frames are garbage
+    start = data.find(b"mdat") + 4
+    data[start : start + len(data) // 2] = b"\x11" * (len(data) // 2)
+    (root / "corrupt.mp4").write_bytes(bytes(data))
+    (root / "noise.mp4").write_bytes(os.urandom(4096))
+    (root / "not-a-video.txt").write_text("hello")
+    out.update({name: root / name for name in BROKEN_CLIPS})
+    return out

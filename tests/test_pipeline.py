@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import VIDEOS
-from media import ClipSpec, inspect, make_clip, serve
+from media import inspect, serve
 
 from gateway.pipeline.compose import mask_frame
 from gateway.pipeline.decode import DecodedFrame, iter_frames
@@ -23,23 +21,6 @@ from gateway.settings import Settings
 from gateway.stack import free_port
 from gateway.triton import Triton, TritonUnavailable
 
-SRC = VIDEOS / "01_dog.mp4"  # 29.97 fps with AAC audio
-X265 = {"x265-params": "log-level=error"}
-VP9 = {"deadline": "realtime", "cpu-used": "8"}
-CLIPS = {
-    "h264_aac.mp4": ClipSpec("h264_aac.mp4", "libx264", audio="aac"),
-    "hevc.mov": ClipSpec("hevc.mov", "libx265", options=X265),
-    "vp9_opus.webm": ClipSpec("vp9_opus.webm", "libvpx-vp9", audio="libopus", options=VP9),
-    "av1.mp4": ClipSpec("av1.mp4", "libsvtav1", options={"preset": "12", "svtav1-params": "log-level=0"}),
-    "mjpeg.avi": ClipSpec("mjpeg.avi", "mjpeg", pix_fmt="yuvj420p"),
-    "mjpeg.mov": ClipSpec("mjpeg.mov", "mjpeg", pix_fmt="yuvj420p"),
-    "anim.gif": ClipSpec("anim.gif", "gif", pix_fmt="rgb8"),
-    "vfr.mp4": ClipSpec("vfr.mp4", "libx264", vfr=True),
-    "rot90.mp4": ClipSpec("rot90.mp4", "libx264", rotation=90),
-    "one.mp4": ClipSpec("one.mp4", "libx264", max_frames=1),
-    "mpeg4.avi": ClipSpec("mpeg4.avi", "mpeg4"),
-    "long.mp4": ClipSpec("long.mp4", "libx264", duration_s=5.2, audio="aac"),
-}
 CODEC = {
     "h264_aac.mp4": "h264",
     "hevc.mov": "hevc",
@@ -52,24 +33,13 @@ CODEC = {
 
 
 @pytest.fixture(scope="session")
-def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("clips")
+def clips(video_clips: dict[str, Path]) -> dict[str, Path]:
+    return video_clips
 
 
 @pytest.fixture(scope="session")
-def clips(clip_dir: Path) -> dict[str, Path]:
-    out = {name: make_clip(SRC, clip_dir, spec) for name, spec in CLIPS.items()}
-    data = bytearray(out["h264_aac.mp4"].read_bytes())
-    # truncated: the MP4 index (moov, written last) is gone, so the file does not open
-    (clip_dir / "truncated.mp4").write_bytes(bytes(data[:6000]))
-    # corrupt: opens (index intact) but the coded frames are garbage
-    start = data.find(b"mdat") + 4
-    data[start : start + len(data) // 2] = b"\x11" * (len(data) // 2)
-    (clip_dir / "corrupt.mp4").write_bytes(bytes(data))
-    (clip_dir / "noise.mp4").write_bytes(os.urandom(4096))
-    for name in ("truncated.mp4", "corrupt.mp4", "noise.mp4"):
-        out[name] = clip_dir / name
-    return out
+def clip_dir(video_clips: dict[str, Path]) -> Path:
+    return video_clips["h264_aac.mp4"].parent
 
 
 @pytest.fixture(scope="session")

@@ -13,41 +13,15 @@ from typing import Any
 import aiohttp
 import pytest
 from conftest import VIDEOS, Stack
-from media import ClipSpec, MediaFacts, inspect, make_clip, serve
+from media import MediaFacts, inspect, serve
 
 from gateway.pipeline.encode import PRESETS
 from gateway.pipeline.probe import probe
 
-SRC = VIDEOS / "01_dog.mp4"
-CLIPS = {
-    "h264_aac.mp4": ClipSpec("h264_aac.mp4", "libx264", audio="aac"),
-    "hevc.mov": ClipSpec("hevc.mov", "libx265", options={"x265-params": "log-level=error"}),
-    "vp9_opus.webm": ClipSpec(
-        "vp9_opus.webm", "libvpx-vp9", audio="libopus", options={"deadline": "realtime", "cpu-used": "8"}
-    ),
-    "av1.mp4": ClipSpec("av1.mp4", "libsvtav1", options={"preset": "12", "svtav1-params": "log-level=0"}),
-    "mjpeg.avi": ClipSpec("mjpeg.avi", "mjpeg", pix_fmt="yuvj420p"),
-    "mjpeg.mov": ClipSpec("mjpeg.mov", "mjpeg", pix_fmt="yuvj420p"),
-    "anim.gif": ClipSpec("anim.gif", "gif", pix_fmt="rgb8"),
-    "vfr.mp4": ClipSpec("vfr.mp4", "libx264", vfr=True),
-    "rot90.mp4": ClipSpec("rot90.mp4", "libx264", rotation=90),
-    "one.mp4": ClipSpec("one.mp4", "libx264", max_frames=1),
-    "mpeg4.avi": ClipSpec("mpeg4.avi", "mpeg4"),
-    "long.mp4": ClipSpec("long.mp4", "libx264", duration_s=5.2, audio="aac"),
-}
-
 
 @pytest.fixture(scope="session")
-def api_clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("api-clips")
-    for spec in CLIPS.values():
-        make_clip(SRC, root, spec)
-    data = bytearray((root / "h264_aac.mp4").read_bytes())
-    start = data.find(b"mdat") + 4
-    data[start : start + len(data) // 2] = b"\x11" * (len(data) // 2)
-    (root / "corrupt.mp4").write_bytes(bytes(data))
-    (root / "not-a-video.txt").write_text("hello")
-    return root
+def api_clips(video_clips: dict[str, Path]) -> Path:
+    return video_clips["h264_aac.mp4"].parent
 
 
 @pytest.fixture(scope="session")
