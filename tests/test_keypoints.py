@@ -307,6 +307,69 @@ def test_tracker_finds_the_small_object_in_its_crop_and_follows_it() -> None:
     assert on_square < 0.01
 
 
+def _disc_track(count: int, occluded: range = range(0)) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """A red disc moving right on grey; on the frames in `occluded` a grey bar hides it."""
+    frames, discs = [], []
+    for i in range(count):
+        rgb = np.full((144, 256, 3), BG, np.uint8)
+        disc = np.zeros((144, 256), np.uint8)
+        cv2.circle(disc, (40 + 5 * i, 72), 16, 1, -1)
+        rgb[disc > 0] = (220, 50, 40)
+        if i in occluded:
+            rgb[:, 20 + 5 * i : 60 + 5 * i] = BG
+            disc[:] = 0
+        frames.append(rgb)
+        discs.append(disc > 0)
+    return frames, discs
+
+
+def _blind(rgb: np.ndarray) -> np.ndarray:
+    return np.zeros(rgb.shape[:2], np.uint8)
+
+
+def test_tracker_finds_by_colour_what_saliency_cannot_see() -> None:
+    """Saliency sees nothing (a small car in tyre smoke): the colours under the point still
+    select the disc, and follow it."""
+    frames, discs = _disc_track(10)
+    prompt = Prompt.from_arrays(np.array([[40, 72]], np.float32), np.array([1], np.int32), 256, 144)
+    tracker = KeypointTracker(_blind, work_long_side=256)
+    masks = [tracker.start(frames[0], prompt)] + [tracker.step(f) for f in frames[1:]]
+    ious = [_iou(m > 127, d) for m, d in zip(masks, discs, strict=True)]
+    assert min(ious) > 0.7, ious
+
+
+def test_tracker_drops_a_differently_coloured_part_joined_by_a_faint_bridge() -> None:
+    """Saliency joins the disc to a blue block through a faint streak: the prompt selects the
+    disc, not the block (the flower pot under the jumping horse)."""
+    frames, discs = _disc_track(1)
+    block = np.zeros((144, 256), bool)
+    block[100:140, 20:70] = True
+    frames[0][block] = (40, 60, 220)
+    frames[0][30:45, 75:90] = (40, 60, 220)  # the block's colour is also the surroundings'
+
+    def joined(rgb: np.ndarray) -> np.ndarray:
+        sal = np.where(np.abs(rgb.astype(int) - BG).sum(axis=2) > 60, 255, 0).astype(np.uint8)
+        sal[85:100, 38:42] = 80  # between LOOSE and SURE: groups the two, is neither
+        return sal
+
+    prompt = Prompt.from_arrays(np.array([[40, 72]], np.float32), np.array([1], np.int32), 256, 144)
+    mask = KeypointTracker(joined, work_long_side=256).start(frames[0], prompt) > 127
+    assert _iou(mask, discs[0]) > 0.8
+    assert mask[block].mean() < 0.05
+
+
+def test_tracker_keeps_the_object_through_an_occlusion() -> None:
+    """Hidden for three frames, the disc is not dropped for good: after the occluder it is
+    followed again (the mask is never emptied while flow keeps it in the frame)."""
+    frames, discs = _disc_track(14, occluded=range(5, 8))
+    prompt = Prompt.from_arrays(np.array([[40, 72]], np.float32), np.array([1], np.int32), 256, 144)
+    tracker = KeypointTracker(_largest_colour_blob, work_long_side=256)
+    masks = [tracker.start(frames[0], prompt)] + [tracker.step(f) for f in frames[1:]]
+    after = [_iou(m > 127, d) for m, d in zip(masks[9:], discs[9:], strict=True)]
+    assert all(m.any() for m in masks)
+    assert min(after) > 0.7, after
+
+
 def test_tracker_refuses_misuse() -> None:
     frames, _, _ = _two_objects(1)
     tracker = KeypointTracker(_largest_colour_blob)

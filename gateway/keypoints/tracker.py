@@ -18,6 +18,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
+from gateway.keypoints.colour import ColourModel
 from gateway.keypoints.flow import FlowWarper
 from gateway.keypoints.prompt import Prompt
 
@@ -83,6 +84,31 @@ def _touches_inner_edge(mask: np.ndarray, box: Box, shape: tuple[int, int]) -> b
     )
 
 
+def _box_mask(box: Box, shape: tuple[int, int]) -> np.ndarray:
+    x0, y0, x1, y1 = box
+    out = np.zeros(shape, bool)
+    out[y0:y1, x0:x1] = True
+    return out
+
+
+def _nearer_positive(mask: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """`mask` without the pixels nearer a negative point than any positive one (two people in
+    one salient blob)."""
+    if not len(neg) or not mask.any():
+        return mask
+    h, w = mask.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    d_pos = np.min([(xx - x) ** 2 + (yy - y) ** 2 for x, y in pos], axis=0)
+    d_neg = np.min([(xx - x) ** 2 + (yy - y) ** 2 for x, y in neg], axis=0)
+    return mask & (d_pos <= d_neg)
+
+
+def _means(labels: np.ndarray, n: int, values: np.ndarray) -> np.ndarray:
+    """The mean of `values` over each label 0..n-1."""
+    sums = np.bincount(labels.ravel(), weights=values.ravel(), minlength=n)
+    return sums / np.maximum(np.bincount(labels.ravel(), minlength=n), 1)
+
+
 def _bbox(mask: np.ndarray) -> Box:
     x, y, bw, bh = cv2.boundingRect(mask.astype(np.uint8))
     return x, y, x + bw, y + bh
@@ -96,6 +122,11 @@ class KeypointTracker:
     MARGIN = 0.35
     LOOSE, SURE = 0.2, 0.5  # saliency thresholds: grouping parts of one object / its pixels
     FADE = 0.75  # per frame, for mask pixels saliency does not see: gone after about 3 frames
+    # The colour model is used only when it tells the object from its surroundings this well
+    # (mean P(object|colour) inside minus around, on the prompt frame).
+    COLOUR_TRUST = 0.3
+    COLOUR_SURE = 0.6  # P(object|colour) above which a pixel attached to the object is taken
+    LOST = 0.35  # a mask below this share of the object's recent size is treated as lost
 
     def __init__(self, saliency: SaliencyFn | None, work_long_side: int = 480) -> None:
         self.saliency = saliency
@@ -107,6 +138,8 @@ class KeypointTracker:
         self._full_size: tuple[int, int] = (0, 0)
         self._work_size: tuple[int, int] = (0, 0)
         self._frame: np.ndarray | None = None
+        self._colour: ColourModel | None = None
+        self._area = 0.0  # the object's recent size (work px), what "lost" is measured against
 
     # --- geometry -----------------------------------------------------------------------------
 
@@ -161,13 +194,55 @@ class KeypointTracker:
         _, comps = _groups(loose, self._gap)
         hit = np.unique(comps[_disc((h, w), pos, radius) & loose])
         hit = hit[hit != 0]
-        selected = np.isin(comps, hit) & (sal > self.SURE)
-        if len(neg) and selected.any():
-            yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-            d_pos = np.min([(xx - x) ** 2 + (yy - y) ** 2 for x, y in pos], axis=0)
-            d_neg = np.min([(xx - x) ** 2 + (yy - y) ** 2 for x, y in neg], axis=0)
-            selected &= d_pos <= d_neg
-        return selected
+        return _nearer_positive(np.isin(comps, hit) & (sal > self.SURE), pos, neg)
+
+    def _colour_seed(self, small: np.ndarray, pos: np.ndarray, neg: np.ndarray, radius: int) -> np.ndarray:
+        """The object by colour alone, for a prompt saliency is blind to: colours under the points
+        against those of a square around them (outside a wider disc, which may still be the
+        object), the like-coloured region holding the points. Empty when the colours do not
+        tell it apart or the region floods the square (the background shares them)."""
+        h, w = small.shape[:2]
+        seed = _disc((h, w), pos, radius)
+        box = _expand(_bbox(seed), 0.0, round(0.5 * min(h, w)), (h, w))
+        near = _box_mask(box, (h, w))
+        model = ColourModel(small, seed, near & ~_disc((h, w), pos, 4 * radius))
+        like = near & (model.prob(small) > self.COLOUR_SURE)
+        like = cv2.morphologyEx(like.astype(np.uint8), cv2.MORPH_OPEN, _ellipse(1)).astype(bool)
+        _, comps = cv2.connectedComponents(like.astype(np.uint8), connectivity=8)
+        hit = np.unique(comps[seed & like])
+        found = _nearer_positive(np.isin(comps, hit[hit != 0]), pos, neg)
+        if model.separation < self.COLOUR_TRUST or found.sum() > 0.3 * near.sum():
+            return np.zeros((h, w), bool)
+        return found
+
+    def _prune_by_colour(
+        self, small: np.ndarray, mask: np.ndarray, pos: np.ndarray, radius: int
+    ) -> np.ndarray:
+        """Parts of the selection detached from the one under the points are dropped when their
+        colours are the surroundings' rather than that part's: the selection groups parts across
+        small gaps (a pole cutting a dog in two), which also joins a salient neighbour reached
+        through a faint bridge (the flower pot under a jumping horse). Halves of one object
+        share their colours; a neighbour rarely does."""
+        h, w = mask.shape
+        n, comps = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+        if n <= 2:
+            return mask
+        hit = np.unique(comps[_disc((h, w), pos, radius) & mask])
+        core = np.isin(comps, hit[hit != 0])
+        if not core.any():
+            return mask
+        crop = _box_mask(_expand(_bbox(mask), self.MARGIN, self._min_side, (h, w)), (h, w))
+        model = ColourModel(small, core, crop & ~_dilate(mask, self._gap))
+        if model.separation < self.COLOUR_TRUST:
+            return mask  # colours do not tell the object from its surroundings: no evidence
+        return core | (mask & (_means(comps, n, model.prob(small))[comps] > 0.5))
+
+    def _fit_colour(self, small: np.ndarray, mask: np.ndarray) -> None:
+        """The object's colours against the rest of its crop, kept only if they tell it apart."""
+        assert self._box is not None
+        bg = _box_mask(self._box, mask.shape) & ~_dilate(mask, self._gap)
+        model = ColourModel(small, mask, bg)
+        self._colour = model if mask.any() and model.separation >= self.COLOUR_TRUST else None
 
     def start(self, frame: np.ndarray, prompt: Prompt) -> np.ndarray:
         """frame RGB uint8 [H,W,3] -> mask uint8 [H,W] 0/255 of the object under the points."""
@@ -203,9 +278,16 @@ class KeypointTracker:
                         break
         if mask.sum() < 0.3 * whole.sum():
             mask = whole  # the crop cut the object (it was bigger than it looked): keep the frame's
-        if not mask.any():
-            mask = _disc((h, w), pos, 3 * radius)  # nothing salient at all: the points themselves
+        mask = self._prune_by_colour(small, mask, pos, radius)
+        if mask.sum() < np.pi * radius**2:
+            # Saliency sees (almost) nothing under the points (a small red car in tyre smoke): the
+            # colours under them, else the points themselves, which the next frames can grow from.
+            mask = self._colour_seed(small, pos, neg, radius)
+            if not mask.any():
+                mask = _disc((h, w), pos, 3 * radius)
         self._box = _expand(_bbox(mask), self.MARGIN, self._min_side, (h, w))
+        self._fit_colour(small, mask)
+        self._area = float(mask.sum())
         return self._commit(mask.astype(np.float32))
 
     # --- following frames ---------------------------------------------------------------------
@@ -229,15 +311,7 @@ class KeypointTracker:
         # Salient components that are (mostly) the warped object; the rest of the crop is other
         # things that happen to stand out.
         loose = sal > self.LOOSE
-        n, comps = _groups(loose, self._gap)
-        area = np.bincount(comps.ravel(), minlength=n)
-        inside = np.bincount(comps[prior], minlength=n)
-        keep = (inside >= 0.3 * area) | (inside >= 0.25 * max(1, prior.sum()))
-        keep[0] = False
-        if len(self._negatives):
-            neg_hit = comps[_disc((h, w), self._negatives, 2)]
-            keep[neg_hit[neg_hit != 0]] = False
-        cand = keep[comps] & loose
+        cand = self._attached(loose, prior, self._gap)
         salient = cand & (sal > self.SURE)
 
         agree = _iou(salient, prior) if prior.any() else 1.0
@@ -247,15 +321,66 @@ class KeypointTracker:
         # misses this frame) the warped mask fades over a few frames instead of at once.
         a = 0.75 if agree >= 0.25 else 0.5
         fused = np.where(cand, a * sal + (1.0 - a) * warped, self.FADE * warped)
+        col = self._colour.prob(small) if self._colour is not None else None
         if not salient.any():
-            fused = warped
+            if col is None:
+                fused = warped
+            else:
+                # Saliency is blind to the object here: its colours attached to the warped mask
+                # let it grow and keep its edges (a small car coming closer through smoke).
+                like = self._attached(col > self.COLOUR_SURE, prior, 1)
+                fused = np.where(like, np.maximum(col, warped), self.FADE * warped)
         # Growth per frame is bounded: after flow the object moves little, while a salient thing
         # touching it (a pole in front of the dog) would otherwise be swallowed whole and taken
         # for the object from then on.
         reach = max(2, round(0.1 * np.sqrt(prior.sum())))
         fused[~_dilate(prior, reach)] = 0.0
+        size = float((fused > 0.5).sum())
+        if col is not None and size < self.LOST * self._area:
+            found = self._redetect(col, box)
+            if found is not None:
+                fused, size = np.maximum(fused, found), float((found > 0.5).sum())
+        if size == 0 and prior.any():
+            fused = warped  # flow says it is still in the frame: a stale mask beats none
+        elif size >= self.LOST * self._area:
+            self._area = 0.8 * self._area + 0.2 * size  # follows an object that nears or recedes
         self._box = box
         return self._commit(fused)
+
+    def _attached(self, region: np.ndarray, prior: np.ndarray, gap: int) -> np.ndarray:
+        """The parts of `region` that are (mostly) the warped object `prior`; components holding
+        a (flow-moved) negative point are not."""
+        h, w = region.shape
+        n, comps = _groups(region, gap)
+        area = np.bincount(comps.ravel(), minlength=n)
+        inside = np.bincount(comps[prior], minlength=n)
+        keep = (inside >= 0.3 * area) | (inside >= 0.25 * max(1, prior.sum()))
+        keep[0] = False
+        if len(self._negatives):
+            neg_hit = comps[_disc((h, w), self._negatives, 2)]
+            keep[neg_hit[neg_hit != 0]] = False
+        return keep[comps] & region
+
+    def _redetect(self, col: np.ndarray, box: Box) -> np.ndarray | None:
+        """The object found again after it was lost (occluded, or flow slid off it): saliency of
+        a crop twice as wide as the last one, the salient component of about the object's size
+        whose colours are most the object's. One extra saliency call, only on lost frames."""
+        h, w = col.shape
+        sal = self._crop_saliency(_expand(box, 0.5, self._min_side, (h, w)))
+        sure = (sal > self.SURE).astype(np.uint8)
+        n, comps, stats, _ = cv2.connectedComponentsWithStats(sure, connectivity=8)
+        if n <= 1:
+            return None
+        sizes = stats[1:, cv2.CC_STAT_AREA].astype(np.float64)
+        score = _means(comps, n, col)[1:]
+        plausible = (sizes >= 0.3 * self._area) & (sizes <= 3.0 * self._area) & (score >= self.COLOUR_SURE)
+        if len(self._negatives):
+            neg_hit = comps[_disc((h, w), self._negatives, 2)]
+            plausible[neg_hit[neg_hit != 0] - 1] = False
+        if not plausible.any():
+            return None
+        best = 1 + int(np.argmax(np.where(plausible, score, -1.0)))
+        return np.where(comps == best, sal, 0.0).astype(np.float32)
 
     def _steady(self, box: Box) -> Box:
         """`box` re-centred but shrunk at most 15 % per frame from the last one: a mask that lost
