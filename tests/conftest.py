@@ -13,7 +13,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 
 from gateway.settings import REPO_ROOT, Settings
@@ -116,6 +118,15 @@ def video_clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from media import make_input_clips
 
     return make_input_clips(VIDEOS / "01_dog.mp4", tmp_path_factory.mktemp("clips"))
+
+
+async def mask_error(http: aiohttp.ClientSession, method: str, url: str, **kw: Any) -> tuple[int, dict]:
+    """Send a request the mask API must refuse; check the documented error object, return it."""
+    async with http.request(method, url, **kw) as r:
+        body = await r.json()
+    assert set(body) == {"error", "request_id"} and set(body["error"]) == {"code", "message", "details"}
+    assert body["error"]["code"] == r.status and body["error"]["details"]
+    return r.status, body
 
 
 @dataclass

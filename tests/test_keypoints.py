@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from conftest import VIDEO_MASKS, VIDEOS, Stack
+from conftest import VIDEO_MASKS, VIDEOS, Stack, mask_error
 from media import ClipSpec, inspect, make_clip, serve
 
 from gateway.keypoints import KeypointTracker, Prompt
@@ -380,14 +380,6 @@ def test_tracker_refuses_misuse() -> None:
         tracker.step(frames[0][:100])
 
 
-async def _error(http: aiohttp.ClientSession, method: str, url: str, **kw: Any) -> tuple[int, dict]:
-    async with http.request(method, url, **kw) as r:
-        body = await r.json()
-    assert set(body) == {"error", "request_id"} and set(body["error"]) == {"code", "message", "details"}
-    assert body["error"]["code"] == r.status and body["error"]["details"]
-    return r.status, body
-
-
 async def test_errors(stack: Stack, http: aiohttp.ClientSession, url: str) -> None:
     api, auth = f"{stack.url}/mask_by_key_points", {"api_token": stack.token}
     started = time.time()
@@ -395,13 +387,13 @@ async def test_errors(stack: Stack, http: aiohttp.ClientSession, url: str) -> No
     ok = {"video": f"{url}/dog.mp4", "key_points": [pos]}
 
     async def refused(body: Any, **kw: Any) -> tuple[int, str]:
-        status, err = await _error(http, "POST", api, json=body, headers=auth, **kw)
+        status, err = await mask_error(http, "POST", api, json=body, headers=auth, **kw)
         return status, err["error"]["details"]
 
-    assert (await _error(http, "POST", api, json=ok))[0] == 403
-    assert (await _error(http, "POST", api, json=ok, headers={"api_token": "nope"}))[0] == 403
-    assert (await _error(http, "GET", api, headers=auth))[0] == 405
-    assert (await _error(http, "POST", api, data="{not json", headers=auth))[0] == 400
+    assert (await mask_error(http, "POST", api, json=ok))[0] == 403
+    assert (await mask_error(http, "POST", api, json=ok, headers={"api_token": "nope"}))[0] == 403
+    assert (await mask_error(http, "GET", api, headers=auth))[0] == 405
+    assert (await mask_error(http, "POST", api, data="{not json", headers=auth))[0] == 400
     assert (await refused({"key_points": [pos]}))[0] == 422
     assert (await refused({"video": ok["video"]}))[0] == 422
     assert (await refused({**ok, "key_points": []}))[0] == 422

@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import VIDEOS, Stack
+from conftest import VIDEOS, Stack, mask_error
 from media import MediaFacts, inspect, serve
 
 from gateway.pipeline.encode import PRESETS
@@ -139,33 +139,28 @@ async def test_status_lifecycle_and_owner_isolation(
     assert status["mask_url_expires_at"] > status["finished_at"]
 
 
-async def _error(http: aiohttp.ClientSession, method: str, url: str, **kw: Any) -> tuple[int, dict]:
-    async with http.request(method, url, **kw) as r:
-        body = await r.json()
-    assert set(body) == {"error", "request_id"} and set(body["error"]) == {"code", "message", "details"}
-    assert body["error"]["code"] == r.status and body["error"]["details"]
-    return r.status, body
-
-
 async def test_foreground_mask_errors(stack: Stack, http: aiohttp.ClientSession, clip_url: str) -> None:
     url, auth = f"{stack.url}/foreground_mask", {"api_token": stack.token}
     started = time.time()
     ok = {"video": f"{clip_url}/h264_aac.mp4"}
-    assert (await _error(http, "POST", url, json=ok))[0] == 403
-    assert (await _error(http, "POST", url, json=ok, headers={"api_token": "nope"}))[0] == 403
-    assert (await _error(http, "POST", url, data="{not json", headers=auth))[0] == 400
-    assert (await _error(http, "POST", url, json={}, headers=auth))[0] == 422
-    assert (
-        await _error(http, "POST", url, json={**ok, "output_container_and_codec": "avi_xvid"}, headers=auth)
-    )[0] == 422
-    assert (await _error(http, "GET", url, headers=auth))[0] == 405
-    status, body = await _error(http, "POST", url, json={"video": f"{clip_url}/mpeg4.avi"}, headers=auth)
+    assert (await mask_error(http, "POST", url, json=ok))[0] == 403
+    assert (await mask_error(http, "POST", url, json=ok, headers={"api_token": "nope"}))[0] == 403
+    assert (await mask_error(http, "POST", url, data="{not json", headers=auth))[0] == 400
+    assert (await mask_error(http, "POST", url, json={}, headers=auth))[0] == 422
+    bad_preset = {**ok, "output_container_and_codec": "avi_xvid"}
+    assert (await mask_error(http, "POST", url, json=bad_preset, headers=auth))[0] == 422
+    assert (await mask_error(http, "GET", url, headers=auth))[0] == 405
+    status, body = await mask_error(http, "POST", url, json={"video": f"{clip_url}/mpeg4.avi"}, headers=auth)
     assert status == 415 and "mpeg4" in body["error"]["details"]
-    status, body = await _error(http, "POST", url, json={"video": f"{clip_url}/corrupt.mp4"}, headers=auth)
+    status, body = await mask_error(
+        http, "POST", url, json={"video": f"{clip_url}/corrupt.mp4"}, headers=auth
+    )
     assert status == 422
-    status, body = await _error(http, "POST", url, json={"video": f"{clip_url}/missing/a.mp4"}, headers=auth)
+    status, body = await mask_error(
+        http, "POST", url, json={"video": f"{clip_url}/missing/a.mp4"}, headers=auth
+    )
     assert status == 400 and "404" in body["error"]["details"]
-    status, body = await _error(
+    status, body = await mask_error(
         http, "POST", url, json={"video": f"{clip_url}/not-a-video.txt"}, headers=auth
     )
     assert status == 400
