@@ -7,8 +7,10 @@ functions `make run` uses (gateway.stack).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -118,6 +120,15 @@ def video_clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from media import make_input_clips
 
     return make_input_clips(VIDEOS / "01_dog.mp4", tmp_path_factory.mktemp("clips"))
+
+
+async def gone(path: Path, within_s: float = 5.0) -> bool:
+    """A downloaded result is removed once its last byte is handed to the transport, which can be
+    a moment after the client has read it all: allow that moment, no more."""
+    deadline = time.monotonic() + within_s
+    while path.exists() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return not path.exists()
 
 
 async def mask_error(http: aiohttp.ClientSession, method: str, url: str, **kw: Any) -> tuple[int, dict]:

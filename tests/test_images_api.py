@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import numpy as np
 import pytest
-from conftest import IMAGES, Stack
+from conftest import IMAGES, Stack, gone
 from PIL import Image
 
 PHOTO = IMAGES / "sod_bsds300" / "images" / "100098.jpg"
@@ -231,7 +231,7 @@ async def test_hd_lifecycle(http: aiohttp.ClientSession, stack: Stack) -> None:
     assert status == 200 and headers["Content-Type"] == "image/png" and headers["Cache-Control"] == "no-cache"
     out = _png(body)
     assert out.size == big.size and out.mode == "RGB"
-    assert not (stack.settings.results_dir / job).exists()  # removed after the download
+    assert await gone(stack.settings.results_dir / job)  # removed after the download
     again = await _result(http, stack, job)
     assert (again[0], _json(again[2])) == (404, {"detail": "Processed image file not found"})
     # The worker removes the upload just after marking the job done: allow it that moment.

@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import VIDEOS, Stack, mask_error
+from conftest import VIDEOS, Stack, gone, mask_error
 from media import MediaFacts, inspect, serve
 
 from gateway.pipeline.encode import PRESETS
@@ -221,6 +221,7 @@ async def test_video_submit_trims_with_documented_strings(
     assert facts.frames == 120 and facts.last_pts_s < 4.0 and facts.audio == "aac"
     assert facts.audio_duration_s == pytest.approx(4.0, abs=0.1)
     # downloaded once: the file is gone
+    assert await gone(stack.settings.results_dir / body["uuid"])
     async with http.get(
         f"{stack.url}/video/result/{body['uuid']}", headers={"api_token": stack.token}
     ) as again:
