@@ -74,6 +74,10 @@ class FetchError(Exception):
         self.reason = reason
 
 
+class DownloadTooLarge(FetchError):
+    """The body exceeds the byte limit: callers answer 413 (or their document's own message)."""
+
+
 @dataclass(frozen=True)
 class FetchResult:
     path: Path
@@ -211,13 +215,13 @@ async def _follow(url: URL, settings: Settings, timeout: aiohttp.ClientTimeout) 
 async def _stream(response: aiohttp.ClientResponse, dest: Path, limit: int) -> int:
     declared = response.content_length
     if declared is not None and declared > limit:
-        raise FetchError(f"The file is too large ({declared} bytes; the limit is {limit} bytes).")
+        raise DownloadTooLarge(f"The file is too large ({declared} bytes; the limit is {limit} bytes).")
     size = 0
     with dest.open("wb") as out:
         async for chunk in response.content.iter_chunked(_CHUNK):
             size += len(chunk)
             if size > limit:
-                raise FetchError(f"The file is too large (over the limit of {limit} bytes).")
+                raise DownloadTooLarge(f"The file is too large (over the limit of {limit} bytes).")
             out.write(chunk)
     return size
 

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from gateway.fetch import FetchError, PinnedResolver, fetch_to_file, refusal_reason
+from gateway.fetch import DownloadTooLarge, FetchError, PinnedResolver, fetch_to_file, refusal_reason
 from gateway.settings import Settings
 from gateway.stack import free_port
 
@@ -135,8 +135,10 @@ def _settings(tmp_path: Path, **changes: object) -> Settings:
     return base.with_overrides(**changes)
 
 
-async def _refused(url: str, settings: Settings, dest: Path, match: str, **kw: int) -> None:
-    with pytest.raises(FetchError, match=match):
+async def _refused(
+    url: str, settings: Settings, dest: Path, match: str, kind: type[FetchError] = FetchError, **kw: int
+) -> None:
+    with pytest.raises(kind, match=match):
         await fetch_to_file(url, dest, settings, **kw)
     assert not dest.exists(), "a failed download must leave no partial file"
 
@@ -191,13 +193,18 @@ async def test_redirect_limit(origin: Origin, tmp_path: Path) -> None:
 @pytest.mark.parametrize("path", ["/big", "/big-chunked"])
 async def test_byte_limit(origin: Origin, tmp_path: Path, path: str) -> None:
     await _refused(
-        f"{origin.url}{path}", _settings(tmp_path), tmp_path / "x", "too large", max_bytes=1_000_000
+        f"{origin.url}{path}",
+        _settings(tmp_path),
+        tmp_path / "x",
+        "too large",
+        DownloadTooLarge,
+        max_bytes=1_000_000,
     )
 
 
 async def test_settings_byte_limit_applies_by_default(origin: Origin, tmp_path: Path) -> None:
     settings = _settings(tmp_path, download_max_bytes=50_000)
-    await _refused(f"{origin.url}/file", settings, tmp_path / "x", "too large")
+    await _refused(f"{origin.url}/file", settings, tmp_path / "x", "too large", DownloadTooLarge)
 
 
 async def test_total_timeout(origin: Origin, tmp_path: Path) -> None:

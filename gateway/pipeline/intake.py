@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from gateway.fetch import FetchError, fetch_to_file
+from gateway.fetch import DownloadTooLarge, FetchError, fetch_to_file
 from gateway.pipeline.probe import MediaError, VideoInfo, probe
 from gateway.settings import Settings
 
@@ -21,7 +21,7 @@ async def fetch_and_probe(
     try:
         await fetch_to_file(url, dest, settings)
     except FetchError as exc:
-        status = 413 if "too large" in exc.reason else 400
+        status = 413 if isinstance(exc, DownloadTooLarge) else 400
         raise MediaError(status, "Video download failed", exc.reason) from None
     try:
         return await asyncio.to_thread(

@@ -24,7 +24,7 @@ from aiohttp.http_exceptions import BadHttpMessage
 from gateway.app import JOBS, SETTINGS, STORAGE, TRITON
 from gateway.auth import require_owner
 from gateway.errors import ApiError, BgApiError
-from gateway.fetch import FetchError, fetch_to_file
+from gateway.fetch import DownloadTooLarge, FetchError, fetch_to_file
 from gateway.images.decode import ImageTooLarge, InvalidImage, Limits, probe
 from gateway.images.generate import NotTransparent, generate_image
 from gateway.images.hd import INPUT_NAME, hd_limits
@@ -112,7 +112,7 @@ async def _receive(request: web.Request, staging: Path, limit: int) -> tuple[dic
     try:
         await fetch_to_file(url, image, request.app[SETTINGS], max_bytes=limit)
     except FetchError as exc:
-        if "too large" in exc.reason:
+        if isinstance(exc, DownloadTooLarge):
             raise _BodyTooLarge() from None
         raise BgApiError(400, {"detail": f"Failed to download image: {exc.reason}"}) from None
     return fields, image
