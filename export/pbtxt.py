@@ -99,32 +99,35 @@ def cpu_config(name: str, io: GraphIO, max_batch: int, threads: int = 2) -> mc.M
     """Python backend + onnxruntime (export/generic_runner.py), the way rvm and u2netp run here."""
     config = mc.ModelConfig(name=name, backend="python")
     _fill(config, io, max_batch)
-    group = config.instance_group.add()
-    group.kind = mc.ModelInstanceGroup.KIND_CPU
-    group.count = 1
+    _one_instance(config, mc.ModelInstanceGroup.KIND_CPU)
     config.parameters["intra_op_threads"].string_value = str(threads)
     config.parameters["inter_op_threads"].string_value = "1"
     return config
 
 
+def _one_instance(config: mc.ModelConfig, kind: int) -> None:
+    group = config.instance_group.add()
+    group.kind = kind
+    group.count = 1
+
+
+def _native_gpu_config(
+    name: str, io: GraphIO, max_batch: int, platform: str, filename: str
+) -> mc.ModelConfig:
+    config = mc.ModelConfig(name=name, platform=platform, default_model_filename=filename)
+    _fill(config, io, max_batch)
+    _one_instance(config, mc.ModelInstanceGroup.KIND_GPU)
+    return config
+
+
 def gpu_config(name: str, io: GraphIO, max_batch: int) -> mc.ModelConfig:
     """Triton's native onnxruntime backend on the same model.onnx (--model-config-name=gpu)."""
-    config = mc.ModelConfig(name=name, platform="onnxruntime_onnx", default_model_filename="model.onnx")
-    _fill(config, io, max_batch)
-    group = config.instance_group.add()
-    group.kind = mc.ModelInstanceGroup.KIND_GPU
-    group.count = 1
-    return config
+    return _native_gpu_config(name, io, max_batch, "onnxruntime_onnx", "model.onnx")
 
 
 def trt_config(name: str, io: GraphIO, max_batch: int) -> mc.ModelConfig:
     """Native TensorRT on model.plan (--model-config-name=trt)."""
-    config = mc.ModelConfig(name=name, platform="tensorrt_plan", default_model_filename="model.plan")
-    _fill(config, io, max_batch)
-    group = config.instance_group.add()
-    group.kind = mc.ModelInstanceGroup.KIND_GPU
-    group.count = 1
-    return config
+    return _native_gpu_config(name, io, max_batch, "tensorrt_plan", "model.plan")
 
 
 def render(config: mc.ModelConfig, header: str) -> str:
