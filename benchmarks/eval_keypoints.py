@@ -67,10 +67,14 @@ def write_clip(path: Path, frames: list[np.ndarray], fps: int = 24) -> None:
         out.mux(stream.encode())
 
 
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # one line per clip download would bury the table
+
+
 @contextmanager
 def serve(root: Path) -> Iterator[str]:
-    handler = partial(SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *a, **k: None  # type: ignore[attr-defined]
+    handler = partial(_QuietHandler, directory=str(root))
     server = ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
     Thread(target=server.serve_forever, daemon=True).start()
     try:
