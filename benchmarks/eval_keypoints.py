@@ -31,7 +31,7 @@ import numpy as np
 
 from benchmarks.keypoints_common import U2NetP, iou, load_sequence, prompt_from_mask, sequences
 from gateway.keypoints import KeypointTracker, Prompt
-from gateway.keypoints.tracker import SaliencyFn
+from gateway.keypoints.tracker import SaliencyFn, _bbox, _expand
 from gateway.stack import free_port
 
 
@@ -56,6 +56,20 @@ def in_process(
         for step, i in enumerate(order):
             out[i] = tracker.start(frames[i], _prompt(points, w, h)) if step == 0 else tracker.step(frames[i])
     return out
+
+
+def crop_bound(frames: list[np.ndarray], gts: list[np.ndarray], saliency: SaliencyFn) -> float:
+    """Mean J of saliency > 0.5 on a crop around each frame's ground-truth box, framed by the
+    tracker's own margin rule: how well the tracker could do if it always knew where the object is."""
+    scores = []
+    for rgb, gt in zip(frames, gts, strict=True):
+        h, w = gt.shape
+        pred = np.zeros((h, w), bool)
+        if gt.any():
+            x0, y0, x1, y1 = _expand(_bbox(gt), KeypointTracker.MARGIN, round(0.2 * min(h, w)), (h, w))
+            pred[y0:y1, x0:x1] = saliency(np.ascontiguousarray(rgb[y0:y1, x0:x1])) > 127
+        scores.append(iou(pred, gt))
+    return float(np.mean(scores))
 
 
 def write_clip(path: Path, frames: list[np.ndarray], fps: int = 24) -> None:
@@ -122,6 +136,12 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="first N frames of each sequence only")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads (in-process)")
     parser.add_argument("--skip-baselines", action="store_true", help="no per-frame U2-Net-p run")
+    parser.add_argument(
+        "--crop-bound",
+        action="store_true",
+        help="also print what U2-Net-p scores on a crop framed by the ground-truth box (the ceiling "
+        "of a saliency-in-a-crop tracker with a perfect box)",
+    )
     parser.add_argument("sequences", nargs="*")
     args = parser.parse_args()
     if not args.in_process and not args.gateway:
@@ -169,6 +189,8 @@ def main() -> None:
                 if args.skip_baselines
                 else np.mean([iou(net(f) > 127, g) for f, g in zip(frames, gts, strict=True)])
             )
+            if args.crop_bound:
+                print(f"{seq:16} crop-bound J {crop_bound(frames, gts, net):.3f}", flush=True)
             # in-process: the tracker's own time (saliency calls excluded, reported beside it);
             # through the API: the whole job's wall time.
             ms = 1000 * (elapsed - sal_s if args.in_process else elapsed) / walked
