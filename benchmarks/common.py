@@ -22,15 +22,7 @@ import onnxruntime as ort
 import psutil
 
 from gateway.settings import REPO_ROOT, Settings
-from gateway.stack import (
-    Service,
-    free_port,
-    gateway_service,
-    redis_service,
-    running,
-    triton_service,
-    worker_service,
-)
+from gateway.stack import Service, free_port, private_settings, running, stack_services
 
 DATA = REPO_ROOT.parent / "shared" / "data"
 OUT_DIR = REPO_ROOT / "bench_out"
@@ -251,15 +243,7 @@ def bench_stack(
     Only access limits are lifted (rate per token, jobs per token): the benchmark is one token
     doing the work of many users, and a 429 would measure the limiter, not the pipeline.
     """
-    redis_port = free_port()
-    settings = Settings(
-        gateway_port=free_port(),
-        triton_grpc_port=free_port(),
-        triton_http_port=free_port(),
-        triton_metrics_port=free_port(),
-        redis_url=f"redis://127.0.0.1:{redis_port}/0",
-        data_dir=data_dir,
-    )
+    settings = private_settings(data_dir)
     app_env = {
         "API_TOKENS": TOKEN,
         "ALLOW_LOOPBACK_URLS": "true",
@@ -268,13 +252,7 @@ def bench_stack(
         "WORKER_MAX_JOBS": str(worker_max_jobs),
         **(env or {}),
     }
-    logs = data_dir / "logs"
-    services = [
-        redis_service(redis_port, data_dir / "redis"),
-        triton_service(settings, logs / "tritonserver.log", data_dir / "backends"),
-        gateway_service(settings, logs / "gateway.log", app_env),
-        *(worker_service(settings, i, logs / f"worker-{i}.log", app_env) for i in range(workers)),
-    ]
+    services = stack_services(settings, workers, app_env)
     with running(services, timeout_s=600) as started:
         yield BenchStack(settings, started)
 

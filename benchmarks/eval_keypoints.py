@@ -18,21 +18,16 @@ import argparse
 import asyncio
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from threading import Thread
 from typing import Any
 
 import av
 import numpy as np
 
+from benchmarks.common import serve_directory
 from benchmarks.keypoints_common import U2NetP, iou, load_sequence, prompt_from_mask, sequences
 from gateway.keypoints import KeypointTracker, Prompt
 from gateway.keypoints.tracker import SaliencyFn, _bbox, _expand
-from gateway.stack import free_port
 
 
 def _prompt(points: list[dict[str, Any]], width: int, height: int) -> Prompt:
@@ -79,22 +74,6 @@ def write_clip(path: Path, frames: list[np.ndarray], fps: int = 24) -> None:
         for rgb in frames:
             out.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
         out.mux(stream.encode())
-
-
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # one line per clip download would bury the table
-
-
-@contextmanager
-def serve(root: Path) -> Iterator[str]:
-    handler = partial(_QuietHandler, directory=str(root))
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
-    Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
 
 
 async def via_api(
@@ -149,7 +128,7 @@ def main() -> None:
     net = U2NetP(threads=args.threads)
     rows = []
     nan = float("nan")
-    with tempfile.TemporaryDirectory(prefix="kp-eval-") as tmp_dir, serve(Path(tmp_dir)) as base:
+    with tempfile.TemporaryDirectory(prefix="kp-eval-") as tmp_dir, serve_directory(Path(tmp_dir)) as base:
         tmp = Path(tmp_dir)
         print(f"{'sequence':16} {'frames':>6} {'J fwd':>6} {'J mid':>6} {'copy':>6} {'u2netp':>6} "
               f"{'ms':>7} {'sal ms':>7} {'calls':>5}")  # fmt: skip
