@@ -27,7 +27,8 @@ import numpy as np
 from benchmarks.common import serve_directory
 from benchmarks.keypoints_common import U2NetP, iou, load_sequence, prompt_from_mask, sequences
 from gateway.keypoints import KeypointTracker, Prompt
-from gateway.keypoints.tracker import SaliencyFn, _bbox, _expand
+from gateway.keypoints.tracker import SaliencyFn
+from gateway.mask_geometry import bbox, expand
 
 
 def _prompt(points: list[dict[str, Any]], width: int, height: int) -> Prompt:
@@ -61,7 +62,7 @@ def crop_bound(frames: list[np.ndarray], gts: list[np.ndarray], saliency: Salien
         h, w = gt.shape
         pred = np.zeros((h, w), bool)
         if gt.any():
-            x0, y0, x1, y1 = _expand(_bbox(gt), KeypointTracker.MARGIN, round(0.2 * min(h, w)), (h, w))
+            x0, y0, x1, y1 = expand(bbox(gt), KeypointTracker.MARGIN, round(0.2 * min(h, w)), (h, w))
             pred[y0:y1, x0:x1] = saliency(np.ascontiguousarray(rgb[y0:y1, x0:x1])) > 127
         scores.append(iou(pred, gt))
     return float(np.mean(scores))

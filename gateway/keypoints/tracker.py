@@ -21,10 +21,10 @@ import numpy as np
 from gateway.keypoints.colour import ColourModel
 from gateway.keypoints.flow import FlowWarper
 from gateway.keypoints.prompt import Prompt
+from gateway.mask_geometry import Box, bbox, dilate, ellipse, expand, groups, iou
 
 # RGB uint8 [h,w,3] -> saliency uint8 [h,w] (0..255): U2-Net-p through Triton BLS or onnxruntime.
 SaliencyFn = Callable[[np.ndarray], np.ndarray]
-Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive), work-size pixels
 
 
 def _disc(shape: tuple[int, int], centres: np.ndarray, radius: int) -> np.ndarray:
@@ -32,44 +32,6 @@ def _disc(shape: tuple[int, int], centres: np.ndarray, radius: int) -> np.ndarra
     for x, y in centres:
         cv2.circle(out, (int(round(x)), int(round(y))), radius, 1, -1)
     return out.astype(bool)
-
-
-def _ellipse(size: int) -> np.ndarray:
-    size = max(1, size)
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * size + 1, 2 * size + 1))
-
-
-def _dilate(mask: np.ndarray, size: int) -> np.ndarray:
-    return cv2.dilate(mask.astype(np.uint8), _ellipse(size)).astype(bool)
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 0.0
-
-
-def _expand(box: Box, margin: float, min_side: int, shape: tuple[int, int]) -> Box:
-    """`box` grown by `margin` x its longer side on every side, at least `min_side` wide and
-    tall, and never thinner than half its length (U2-Net-p squashes its input to a square, so a
-    sliver crop would distort the object), clipped to the frame."""
-    x0, y0, x1, y1 = box
-    h, w = shape
-    side = max(x1 - x0, y1 - y0)
-    pad = margin * side
-    cw = max(min_side, x1 - x0 + 2 * pad, 0.5 * (side + 2 * pad))
-    ch = max(min_side, y1 - y0 + 2 * pad, 0.5 * (side + 2 * pad))
-    cx, cy = 0.5 * (x0 + x1), 0.5 * (y0 + y1)
-    nx0, nx1 = int(max(0, cx - cw / 2)), int(min(w, cx + cw / 2 + 1))
-    ny0, ny1 = int(max(0, cy - ch / 2)), int(min(h, cy + ch / 2 + 1))
-    return nx0, ny0, nx1, ny1
-
-
-def _groups(mask: np.ndarray, gap: int) -> tuple[int, np.ndarray]:
-    """Connected components of `mask` that count parts less than about `gap` px apart as one:
-    a fence post or a lamp pole in front of a dog cuts its saliency in two."""
-    n, labels = cv2.connectedComponents(_dilate(mask, gap).astype(np.uint8), connectivity=8)
-    labels[~mask] = 0
-    return n, labels
 
 
 def _touches_inner_edge(mask: np.ndarray, box: Box, shape: tuple[int, int]) -> bool:
@@ -107,11 +69,6 @@ def _means(labels: np.ndarray, n: int, values: np.ndarray) -> np.ndarray:
     """The mean of `values` over each label 0..n-1."""
     sums = np.bincount(labels.ravel(), weights=values.ravel(), minlength=n)
     return sums / np.maximum(np.bincount(labels.ravel(), minlength=n), 1)
-
-
-def _bbox(mask: np.ndarray) -> Box:
-    x, y, bw, bh = cv2.boundingRect(mask.astype(np.uint8))
-    return x, y, x + bw, y + bh
 
 
 class KeypointTracker:
@@ -196,7 +153,7 @@ class KeypointTracker:
         a negative point than any positive one go (two people in one salient blob)."""
         h, w = sal.shape
         loose = sal > self.LOOSE
-        _, comps = _groups(loose, self._gap)
+        _, comps = groups(loose, self._gap)
         hit = np.unique(comps[_disc((h, w), pos, radius) & loose])
         hit = hit[hit != 0]
         return _nearer_positive(np.isin(comps, hit) & (sal > self.SURE), pos, neg)
@@ -208,11 +165,11 @@ class KeypointTracker:
         tell it apart or the region floods the square (the background shares them)."""
         h, w = small.shape[:2]
         seed = _disc((h, w), pos, radius)
-        box = _expand(_bbox(seed), 0.0, round(0.5 * min(h, w)), (h, w))
+        box = expand(bbox(seed), 0.0, round(0.5 * min(h, w)), (h, w))
         near = _box_mask(box, (h, w))
         model = ColourModel(small, seed, near & ~_disc((h, w), pos, 4 * radius))
         like = near & (model.prob(small) > self.COLOUR_SURE)
-        like = cv2.morphologyEx(like.astype(np.uint8), cv2.MORPH_OPEN, _ellipse(1)).astype(bool)
+        like = cv2.morphologyEx(like.astype(np.uint8), cv2.MORPH_OPEN, ellipse(1)).astype(bool)
         _, comps = cv2.connectedComponents(like.astype(np.uint8), connectivity=8)
         hit = np.unique(comps[seed & like])
         found = _nearer_positive(np.isin(comps, hit[hit != 0]), pos, neg)
@@ -236,8 +193,8 @@ class KeypointTracker:
         core = np.isin(comps, hit[hit != 0])
         if not core.any():
             return mask
-        crop = _box_mask(_expand(_bbox(mask), self.MARGIN, self._min_side, (h, w)), (h, w))
-        model = ColourModel(small, core, crop & ~_dilate(mask, self._gap))
+        crop = _box_mask(expand(bbox(mask), self.MARGIN, self._min_side, (h, w)), (h, w))
+        model = ColourModel(small, core, crop & ~dilate(mask, self._gap))
         if model.separation < self.COLOUR_TRUST:
             return mask  # colours do not tell the object from its surroundings: no evidence
         return core | (mask & (_means(comps, n, model.prob(small))[comps] > 0.5))
@@ -245,7 +202,7 @@ class KeypointTracker:
     def _fit_colour(self, small: np.ndarray, mask: np.ndarray) -> None:
         """The object's colours against the rest of its crop, kept only if they tell it apart."""
         assert self._box is not None
-        bg = _box_mask(self._box, mask.shape) & ~_dilate(mask, self._gap)
+        bg = _box_mask(self._box, mask.shape) & ~dilate(mask, self._gap)
         model = ColourModel(small, mask, bg)
         self._colour = model if mask.any() and model.separation >= self.COLOUR_TRUST else None
 
@@ -262,11 +219,11 @@ class KeypointTracker:
 
         # Whole frame first: it says how big the object is, so the crop can frame it.
         whole = self._select(self._crop_saliency((0, 0, w, h)), pos, neg, radius)
-        pts_box = _bbox(_disc((h, w), pos, radius))
+        pts_box = bbox(_disc((h, w), pos, radius))
         if whole.any() and whole.sum() < 0.6 * h * w:
-            x0, y0, x1, y1 = _bbox(whole)
+            x0, y0, x1, y1 = bbox(whole)
             px0, py0, px1, py1 = pts_box
-            box = _expand((min(x0, px0), min(y0, py0), max(x1, px1), max(y1, py1)), self.MARGIN,
+            box = expand((min(x0, px0), min(y0, py0), max(x1, px1), max(y1, py1)), self.MARGIN,
                           self._min_side, (h, w))  # fmt: skip
             mask = self._select(self._crop_saliency(box), pos, neg, radius)
         else:
@@ -275,7 +232,7 @@ class KeypointTracker:
             # crop that cuts the object leaves saliency nothing whole to find).
             mask = np.zeros((h, w), bool)
             for share in (0.5, 0.8, 1.1):
-                box = _expand(pts_box, 0.0, round(share * min(h, w)), (h, w))
+                box = expand(pts_box, 0.0, round(share * min(h, w)), (h, w))
                 found = self._select(self._crop_saliency(box), pos, neg, radius)
                 if found.any():
                     mask = found
@@ -290,7 +247,7 @@ class KeypointTracker:
             mask = self._colour_seed(small, pos, neg, radius)
             if not mask.any():
                 mask = _disc((h, w), pos, 3 * radius)
-        self._box = _expand(_bbox(mask), self.MARGIN, self._min_side, (h, w))
+        self._box = expand(bbox(mask), self.MARGIN, self._min_side, (h, w))
         self._fit_colour(small, mask)
         self._area = float(mask.sum())
         return self._commit(mask.astype(np.float32))
@@ -307,7 +264,7 @@ class KeypointTracker:
             self._negatives = moved
         prior = warped > 0.5
         box = (
-            self._steady(_expand(_bbox(prior), self.MARGIN, self._min_side, (h, w)))
+            self._steady(expand(bbox(prior), self.MARGIN, self._min_side, (h, w)))
             if prior.any()
             else self._box
         )
@@ -319,7 +276,7 @@ class KeypointTracker:
         cand = self._attached(loose, prior, self._gap)
         salient = cand & (sal > self.SURE)
 
-        agree = _iou(salient, prior) if prior.any() else 1.0
+        agree = iou(salient, prior) if prior.any() else 1.0
         # Confidence-weighted update of a soft mask: saliency that agrees with the flow redraws
         # the edges; saliency that disagrees (an occluder, a neighbour, a blurred frame) only
         # nudges the flow; on its own it still adds an attached part it is sure of (legs the
@@ -340,7 +297,7 @@ class KeypointTracker:
         # touching it (a pole in front of the dog) would otherwise be swallowed whole and taken
         # for the object from then on.
         reach = max(2, round(0.1 * np.sqrt(prior.sum())))
-        fused[~_dilate(prior, reach)] = 0.0
+        fused[~dilate(prior, reach)] = 0.0
         size = float((fused > 0.5).sum())
         if col is not None and size < self.LOST * self._area:
             found = self._redetect(col, box)
@@ -357,7 +314,7 @@ class KeypointTracker:
         """The parts of `region` that are (mostly) the warped object `prior`; components holding
         a (flow-moved) negative point are not."""
         h, w = region.shape
-        n, comps = _groups(region, gap)
+        n, comps = groups(region, gap)
         area = np.bincount(comps.ravel(), minlength=n)
         inside = np.bincount(comps[prior], minlength=n)
         keep = (inside >= 0.3 * area) | (inside >= 0.25 * max(1, prior.sum()))
@@ -372,7 +329,7 @@ class KeypointTracker:
         a crop twice as wide as the last one, the salient component of about the object's size
         whose colours are most the object's. One extra saliency call, only on lost frames."""
         h, w = col.shape
-        sal = self._crop_saliency(_expand(box, 0.5, self._min_side, (h, w)))
+        sal = self._crop_saliency(expand(box, 0.5, self._min_side, (h, w)))
         sure = (sal > self.SURE).astype(np.uint8)
         n, comps, stats, _ = cv2.connectedComponentsWithStats(sure, connectivity=8)
         if n <= 1:
@@ -410,6 +367,6 @@ class KeypointTracker:
     def _commit(self, soft: np.ndarray) -> np.ndarray:
         """Output the mask (soft > 0.5, specks removed) and keep the soft values under it as the
         state the next frame warps."""
-        mask = cv2.morphologyEx((soft > 0.5).astype(np.uint8), cv2.MORPH_OPEN, _ellipse(1)).astype(bool)
+        mask = cv2.morphologyEx((soft > 0.5).astype(np.uint8), cv2.MORPH_OPEN, ellipse(1)).astype(bool)
         self._prev_mask = np.where(mask, soft, 0.0).astype(np.float32)
         return self._to_full(mask)
