@@ -206,6 +206,7 @@ async def test_run_video_one_frame_and_vfr(
                 preset=PRESETS["mp4_h264"],
                 render=lambda r: mask_frame(r.alpha),
                 foreground=False,
+                model="auto",
                 frames_in_flight=4,
                 timeout_s=60,
                 progress=progress,

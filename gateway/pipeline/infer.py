@@ -1,4 +1,7 @@
-"""Stream one video's frames through the stateful `rvm` model over one gRPC bidirectional stream.
+"""Stream one video's frames through a stateful foreground model over one gRPC bidirectional stream.
+
+`model=rvm` talks to the `rvm` model itself (no extra hop); `auto` and `salient` talk to the
+`foreground` model, which is told the choice on the sequence's first request.
 
 One stream per video keeps the frames in order on the wire, which the recurrent state needs (unary
 calls racing each other could reach the sequence batcher out of order). At most
@@ -20,10 +23,14 @@ import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from gateway.foreground import ForegroundModel
 from gateway.pipeline.decode import DecodedFrame
 from gateway.triton import InferenceFailed, Triton, TritonUnavailable
 
-MODEL = "rvm"
+
+def triton_model(model: str) -> str:
+    """The Triton model that serves a `model` choice of the video endpoints."""
+    return "rvm" if model == ForegroundModel.RVM else "foreground"
 
 
 @dataclass(frozen=True)
@@ -34,14 +41,20 @@ class FrameResult:
 
 
 def _request(
-    frame: DecodedFrame, sequence_id: int, start: bool, end: bool, outputs: tuple[str, ...]
+    model: str, frame: DecodedFrame, sequence_id: int, start: bool, end: bool, outputs: tuple[str, ...]
 ) -> dict[str, Any]:
     batch = np.ascontiguousarray(frame.rgb, dtype=np.uint8)[None, ...]
     item = grpcclient.InferInput("frame", list(batch.shape), "UINT8")
     item.set_data_from_numpy(batch)
+    inputs = [item]
+    name = triton_model(model)
+    if start and name == "foreground":
+        choice = grpcclient.InferInput("model", [1, 1], "BYTES")
+        choice.set_data_from_numpy(np.array([[model.encode()]], dtype=np.object_))
+        inputs.append(choice)
     return {
-        "model_name": MODEL,
-        "inputs": [item],
+        "model_name": name,
+        "inputs": inputs,
         "outputs": [grpcclient.InferRequestedOutput(n) for n in outputs],
         "request_id": str(frame.index),
         "sequence_id": sequence_id,
@@ -57,8 +70,13 @@ async def infer_frames(
     frames_in_flight: int,
     timeout_s: float,
     foreground: bool = False,
+    model: str = ForegroundModel.AUTO,
 ) -> AsyncIterator[FrameResult]:
-    """Results in frame order. Exceptions from `frames` (decode errors) are re-raised here."""
+    """Results in frame order. Exceptions from `frames` (decode errors) are re-raised here.
+
+    `model`: auto, rvm or salient (ForegroundModel); `foreground` asks for the colour output too.
+    """
+    name = triton_model(model)
     outputs = ("alpha", "foreground") if foreground else ("alpha",)
     sequence_id = Triton.new_sequence_id()
     window = asyncio.Semaphore(max(1, frames_in_flight))
@@ -75,7 +93,7 @@ async def infer_frames(
                 following = await anext(frames, None)
                 await window.acquire()
                 pending.append(current)
-                yield _request(current, sequence_id, first, following is None, outputs)
+                yield _request(model, current, sequence_id, first, following is None, outputs)
                 sent.set()
                 first = False
                 current = following
@@ -98,33 +116,33 @@ async def infer_frames(
             try:
                 result, error = await asyncio.wait_for(anext(stream), timeout_s)
             except TimeoutError:
-                raise TritonUnavailable(f"{MODEL}: no answer within {timeout_s:g}s") from None
+                raise TritonUnavailable(f"{name}: no answer within {timeout_s:g}s") from None
             except StopAsyncIteration:
-                raise TritonUnavailable(f"{MODEL}: the stream closed before every frame came back") from None
+                raise TritonUnavailable(f"{name}: the stream closed before every frame came back") from None
             except grpc.aio.AioRpcError as exc:
-                raise _rpc_error(exc) from None
+                raise _rpc_error(name, exc) from None
             except InferenceServerException as exc:
-                raise TritonUnavailable(f"{MODEL}: {exc.message()}") from None
+                raise TritonUnavailable(f"{name}: {exc.message()}") from None
             frame = pending.popleft()
             window.release()
             if error is not None:
-                raise InferenceFailed(f"{MODEL}: {error.message()}")
+                raise InferenceFailed(f"{name}: {error.message()}")
             if result.get_response().id != str(frame.index):
                 raise InferenceFailed(
-                    f"{MODEL}: answer for frame {result.get_response().id} came out of order"
+                    f"{name}: answer for frame {result.get_response().id} came out of order"
                 )
             alpha = result.as_numpy("alpha")
             fg = result.as_numpy("foreground") if foreground else None
             if alpha is None or (foreground and fg is None):
-                raise InferenceFailed(f"{MODEL}: an output is missing from the response")
+                raise InferenceFailed(f"{name}: an output is missing from the response")
             yield FrameResult(frame, alpha[0], fg[0] if fg is not None else None)
     finally:
         stream.cancel()
 
 
-def _rpc_error(exc: grpc.aio.AioRpcError) -> Exception:
+def _rpc_error(name: str, exc: grpc.aio.AioRpcError) -> Exception:
     code = exc.code()
-    message = f"{MODEL}: {code.name}: {exc.details()}"
+    message = f"{name}: {code.name}: {exc.details()}"
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED):
         return TritonUnavailable(message)
     return InferenceFailed(message, code.name)

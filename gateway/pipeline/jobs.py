@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
+from gateway.foreground import ForegroundModel
 from gateway.jobs import JobRecord, JobStore
 from gateway.pipeline.compose import Background, composite, fit_background, mask_frame
 from gateway.pipeline.encode import preset_by_name
@@ -94,6 +95,7 @@ async def _run(ctx: dict[str, Any], record: JobRecord, *, matte: bool) -> None:
             preset=preset,
             render=render,
             foreground=matte,
+            model=params.get("model", ForegroundModel.AUTO.value),
             frames_in_flight=settings.frames_in_flight,
             timeout_s=settings.triton_timeout_s,
             max_duration_s=max_duration_s,

@@ -55,6 +55,7 @@ async def run_video(
     preset: Preset,
     render: RenderFn,
     foreground: bool,
+    model: str,
     frames_in_flight: int,
     timeout_s: float,
     max_duration_s: float | None = None,
@@ -77,6 +78,7 @@ async def run_video(
             frames_in_flight=frames_in_flight,
             timeout_s=timeout_s,
             foreground=foreground,
+            model=model,
         )
         async for result in results:
             frame = await asyncio.to_thread(render, result)

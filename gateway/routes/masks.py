@@ -18,6 +18,7 @@ from aiohttp import web
 from gateway.app import JOBS, SETTINGS, STORAGE
 from gateway.auth import require_owner
 from gateway.errors import MaskApiError
+from gateway.foreground import ForegroundModel
 from gateway.jobs import JobRecord
 from gateway.limits import check_capacity, check_rate, start_job
 from gateway.pipeline.encode import DEFAULT_PRESET, PRESETS
@@ -95,6 +96,16 @@ def output_preset(body: dict[str, Any]) -> str:
     return preset
 
 
+def foreground_model(body: dict[str, Any]) -> str:
+    """The optional `model` field: auto (default), rvm or salient (docs/video.md)."""
+    model = body.get("model", ForegroundModel.AUTO.value)
+    if model is None:
+        return ForegroundModel.AUTO.value
+    if not isinstance(model, str) or model not in {m.value for m in ForegroundModel}:
+        raise _invalid(f"Field 'model' must be one of: {', '.join(m.value for m in ForegroundModel)}.")
+    return model
+
+
 @routes.post("/foreground_mask")
 async def foreground_mask(request: web.Request) -> web.Response:
     owner = require_owner(request, "mask")
@@ -102,13 +113,14 @@ async def foreground_mask(request: web.Request) -> web.Response:
     body = await json_object(request)
     url = video_url(body)
     preset = output_preset(body)
+    model = foreground_model(body)
     await check_capacity(request, owner, "mask")
     settings = request.app[SETTINGS]
     return await accept_video_job(
         request,
         owner,
         "foreground_mask",
-        {"preset": preset, "source_url": url},
+        {"preset": preset, "model": model, "source_url": url},
         url,
         max_duration_s=settings.video_max_duration_s,
     )

@@ -27,6 +27,7 @@ from gateway.app import JOBS, SETTINGS, STORAGE
 from gateway.auth import require_owner
 from gateway.errors import ApiError, BgApiError
 from gateway.fetch import FetchError, fetch_to_file
+from gateway.foreground import ForegroundModel
 from gateway.jobs import JobRecord
 from gateway.limits import check_capacity, check_rate, start_job
 from gateway.pipeline.encode import TRANSPARENT_PRESETS
@@ -85,6 +86,7 @@ class _Form:
     bg_image: Path | None = None
     bg_image_url: str | None = None
     output_format: str | None = None
+    model: str | None = None
 
 
 async def _read_form(request: web.Request, staging: Path, settings: Settings) -> _Form:
@@ -115,7 +117,7 @@ async def _read_parts(request: web.Request, staging: Path, settings: Settings) -
         elif name == "bg_image" and part.filename and form.bg_image is None:
             form.bg_image = staging / "bg_image"
             await _save_part(part, form.bg_image, settings.max_request_bytes, "bg_image")
-        elif name in ("bg_color", "bg_image_url", "output_format"):
+        elif name in ("bg_color", "bg_image_url", "output_format", "model"):
             value = (await part.text()).strip()
             if name == "bg_color" and value:
                 form.bg_color = value
@@ -123,6 +125,8 @@ async def _read_parts(request: web.Request, staging: Path, settings: Settings) -
                 form.bg_image_url = value
             elif name == "output_format" and value:
                 form.output_format = value.lower()
+            elif name == "model" and value:
+                form.model = value.lower()
         else:
             await part.release()
     return form
@@ -172,6 +176,16 @@ def _preset_for(form: _Form, transparent: bool) -> str:
     return {"webm": "webm_vp9", "mov": "mov_proresks"}.get(fmt or "", "mp4_h264")
 
 
+def _model(form: _Form) -> str:
+    """The optional `model` field: auto (default), rvm or salient, as on /foreground_mask."""
+    choices = [m.value for m in ForegroundModel]
+    if form.model is None:
+        return ForegroundModel.AUTO.value
+    if form.model not in choices:
+        raise _detail(400, f"model must be one of: {', '.join(choices)}")
+    return form.model
+
+
 def _seconds(value: float) -> str:
     return f"{value:.2f}s"
 
@@ -189,6 +203,7 @@ async def submit_video(request: web.Request) -> web.Response:
         form = await _read_form(request, staging, settings)
         if form.video is None:
             raise _detail(400, "File must be a video")
+        model = _model(form)
         try:
             info = await asyncio.to_thread(probe, form.video, max_side=settings.video_max_side)
         except MediaError as exc:
@@ -199,6 +214,7 @@ async def submit_video(request: web.Request) -> web.Response:
         params: dict[str, Any] = {
             **background,
             "preset": _preset_for(form, not background),
+            "model": model,
             "original_duration_s": info.duration_s,
             "max_duration_s": trim_s if trimmed else None,
             "trim_s": trim_s,

@@ -1,0 +1,200 @@
+"""The `auto` foreground of a video: people by RVM, any other subject by salient-object
+segmentation, both where both see the subject, stable from frame to frame.
+
+Why this shape (figures: docs/video.md, `python -m benchmarks.eval_foreground`):
+- RVM only knows people, and on a crowd it marks the whole crowd; U2-Net-p marks whatever stands
+  out, people included, but with coarse edges. So an RVM component counts as the subject only
+  where saliency agrees (`VALIDATED`), and a hysteresis gate on how much of the salient subject
+  such people cover decides, per video and as it goes, whether people are the subject.
+- U2-Net-p on a crop framed around the subject is much sharper than on the whole frame (the
+  subject fills its input); the crop is framed by this frame's main salient components (or the
+  people) and by the previous frame's subject carried over by optical flow, so the framing does
+  not jump when saliency flickers.
+- With people as the subject, the salient parts attached to them (a horse under its rider, a
+  bike) join them; everything else in the crop is someone else's business.
+- The matte keeps RVM's own full-resolution alpha for people (its hair and motion blur) and the
+  upsampled soft saliency elsewhere.
+All analysis happens at a reduced size (`work_long_side`); crops are cut from the full frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+import cv2
+import numpy as np
+
+from gateway.keypoints.flow import FlowWarper
+from gateway.mask_geometry import bbox, dilate, expand, touching
+
+# RGB uint8 [h,w,3] -> saliency uint8 [h,w] (0..255): U2-Net-p through Triton BLS or onnxruntime.
+SaliencyFn = Callable[[np.ndarray], np.ndarray]
+
+
+class ForegroundModel(StrEnum):
+    """The `model` field of the video endpoints."""
+
+    AUTO = "auto"  # people by RVM, anything else by saliency, decided as the clip goes
+    RVM = "rvm"  # Robust Video Matting alone: people only
+    SALIENT = "salient"  # salient-object segmentation alone, whatever the subject
+
+
+@dataclass
+class PersonGate:
+    """Whether people are the subject, with hysteresis so the choice does not flicker.
+
+    `update(share)` takes this frame's share of the salient subject that validated people cover
+    (0 none, ~1 the subject is a person, more when RVM is larger than saliency's blob); an
+    exponential average of it must rise above ON to switch on and fall below OFF to switch off.
+    """
+
+    ON: float = 0.08
+    OFF: float = 0.03
+    SMOOTHING: float = 0.8  # weight of the past in the average: about 5 frames
+    score: float = 0.0
+    active: bool = False
+
+    def update(self, share: float) -> bool:
+        self.score = self.SMOOTHING * self.score + (1.0 - self.SMOOTHING) * share
+        if self.active and self.score < self.OFF:
+            self.active = False
+        elif not self.active and self.score > self.ON:
+            self.active = True
+        return self.active
+
+
+@dataclass(frozen=True)
+class ForegroundFrame:
+    """One frame's result: `alpha` uint8 [H,W] (full size) and `person` float32 [H,W] in 0..1,
+    the share of each pixel's alpha that comes from RVM (where its foreground colour applies)."""
+
+    alpha: np.ndarray
+    person: np.ndarray
+    people_are_subject: bool
+
+
+class ForegroundTracker:
+    """One video's foreground, frame by frame: `step(frame, person_alpha)` in display order."""
+
+    MARGIN = 0.5  # crop margin around the subject, share of its longer side (as the key-point tracker)
+    MAIN = 0.5  # salient components at least this share of the largest one frame the crop
+    VALIDATED = 0.3  # an RVM component is a subject when at least this share of it is salient
+    SURE = 0.5  # saliency / alpha above which a pixel belongs to a component
+    MAX_CROP_SIDE = 1024  # a crop is reduced to this before U2-Net-p (which works at 320 px)
+
+    def __init__(self, saliency: SaliencyFn, work_long_side: int = 512) -> None:
+        self.saliency = saliency
+        self.work_long_side = work_long_side
+        self.gate = PersonGate()
+        self._flow = FlowWarper()
+        self._prev: np.ndarray | None = None  # float32 work-size soft mask of the last frame
+
+    def step(self, frame: np.ndarray, person_alpha: np.ndarray | None) -> ForegroundFrame:
+        """frame RGB uint8 [H,W,3]; person_alpha RVM's alpha uint8 [H,W] for this frame, or None
+        for saliency alone. Raises ValueError on a frame smaller than 8 px a side."""
+        full_h, full_w = frame.shape[:2]
+        if min(full_h, full_w) < 8:
+            raise ValueError(f"frame of {full_w}x{full_h} pixels is too small (8 px a side at least)")
+        scale = min(1.0, self.work_long_side / max(full_h, full_w))
+        size = (max(8, round(full_w * scale)), max(8, round(full_h * scale)))
+        small = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+        h, w = small.shape[:2]
+        whole = self.saliency(np.ascontiguousarray(small)).astype(np.float32) / 255.0
+        salient = whole > self.SURE
+
+        prior = np.zeros((h, w), bool)
+        if self._prev is None or self._prev.shape != (h, w):
+            self._flow.reset(small)
+        else:
+            prior = self._flow.warp(small, self._prev)[0] > 0.5
+
+        people = np.zeros((h, w), bool)
+        person_small: np.ndarray | None = None
+        if person_alpha is not None:
+            person_small = (
+                cv2.resize(person_alpha, size, interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+            )
+            people = self._validated_people(person_small > self.SURE, salient)
+        people_subject = self.gate.update(people.sum() / max(1, salient.sum())) and people.any()
+
+        gap = max(2, round(0.006 * max(h, w)))
+        # With people as the subject the crop frames them and what they are attached to (the
+        # horse under a rider): a crop of the rider alone would cut the horse out for good.
+        framing = people | touching(salient, people, gap) if people_subject else self._main(salient)
+        if not framing.any():
+            framing = prior  # saliency blinked: keep looking where the subject just was
+        if not framing.any():
+            self._prev = np.zeros((h, w), np.float32)
+            return ForegroundFrame(np.zeros((full_h, full_w), np.uint8), np.zeros((full_h, full_w), np.float32),
+                                   people_subject)  # fmt: skip
+        box = expand(bbox(framing), self.MARGIN, max(16, round(0.2 * min(h, w))), (h, w))
+        crop = self._crop_saliency(frame, box, (h, w)) if framing.sum() < 0.5 * h * w else whole
+
+        if people_subject:
+            assert person_small is not None
+            # Salient parts attached to the people (a horse, a bike), if the whole frame also
+            # sees them as salient: a crop alone makes a wall beside a runner stand out.
+            joined = touching(crop > self.SURE, people, gap) & salient
+            sal_soft = np.where(joined, crop, 0.0)
+            person_region = dilate(people, 2)
+        else:
+            sal_soft = crop
+            person_region = np.zeros((h, w), bool)
+        self._prev = np.maximum(sal_soft, np.where(person_region, person_small, 0.0) if people_subject
+                                else 0.0).astype(np.float32)  # fmt: skip
+
+        sal_full = cv2.resize(sal_soft.astype(np.float32), (full_w, full_h), interpolation=cv2.INTER_LINEAR)
+        if people_subject:
+            assert person_alpha is not None
+            region_full = cv2.resize(person_region.astype(np.uint8), (full_w, full_h),
+                                     interpolation=cv2.INTER_NEAREST).astype(bool)  # fmt: skip
+            rvm_full = np.where(region_full, person_alpha.astype(np.float32) / 255.0, 0.0)
+        else:
+            rvm_full = np.zeros((full_h, full_w), np.float32)
+        alpha = np.maximum(sal_full, rvm_full)
+        person = np.where(alpha > 0, (rvm_full >= sal_full).astype(np.float32), 0.0)
+        return ForegroundFrame(np.clip(alpha * 255.0 + 0.5, 0, 255).astype(np.uint8), person, people_subject)
+
+    def _validated_people(self, people: np.ndarray, salient: np.ndarray) -> np.ndarray:
+        """RVM components that saliency agrees are a subject: not a crowd behind a dancer."""
+        n, labels = cv2.connectedComponents(people.astype(np.uint8), connectivity=8)
+        if n <= 1:
+            return np.zeros_like(people)
+        area = np.bincount(labels.ravel(), minlength=n)
+        seen = np.bincount(labels[salient], minlength=n)
+        keep = seen >= self.VALIDATED * area
+        keep[0] = False
+        return keep[labels]
+
+    def _main(self, salient: np.ndarray) -> np.ndarray:
+        """Salient components at least MAIN x the largest one's size: the subject, not its specks."""
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(salient.astype(np.uint8), connectivity=8)
+        if n <= 2:
+            return salient
+        areas = stats[1:, cv2.CC_STAT_AREA]
+        keep = np.r_[False, areas >= self.MAIN * areas.max()]
+        return keep[labels]
+
+    def _crop_saliency(
+        self, frame: np.ndarray, box: tuple[int, int, int, int], work: tuple[int, int]
+    ) -> np.ndarray:
+        """Saliency of the full-resolution crop under `box` (work-size coordinates), as a
+        work-size float32 map in 0..1 (0 outside the box)."""
+        h, w = work
+        out = np.zeros((h, w), np.float32)
+        x0, y0, x1, y1 = box
+        fy, fx = frame.shape[0] / h, frame.shape[1] / w
+        crop = frame[round(y0 * fy) : round(y1 * fy), round(x0 * fx) : round(x1 * fx)]
+        if min(crop.shape[:2]) < 8:
+            return out
+        long_side = max(crop.shape[:2])
+        if long_side > self.MAX_CROP_SIDE:
+            s = self.MAX_CROP_SIDE / long_side
+            crop = cv2.resize(
+                crop, (round(crop.shape[1] * s), round(crop.shape[0] * s)), interpolation=cv2.INTER_AREA
+            )
+        sal = self.saliency(np.ascontiguousarray(crop)).astype(np.float32) / 255.0
+        out[y0:y1, x0:x1] = cv2.resize(sal, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
+        return out
