@@ -3,6 +3,7 @@
 `MaskWriter` keeps the input's resolution, sample aspect ratio, display rotation, average frame
 rate and each frame's own timestamp (so VFR stays VFR), and carries the audio: stream-copied
 when the target container can hold the codec, re-encoded otherwise (table in docs/video.md).
+Frames arrive upright (as the input displays); how they are stored is geometry.py's choice.
 Encoding runs on its own thread behind a bounded queue so it overlaps inference.
 """
 
@@ -18,6 +19,7 @@ import av
 import av.error
 import numpy as np
 
+from gateway.pipeline.geometry import output_geometry
 from gateway.pipeline.probe import VideoInfo
 
 
@@ -178,8 +180,9 @@ class _AudioCarrier:
 
 
 class MaskWriter:
-    """`write(frame, pts)` queues a frame (HxW uint8 mask, HxWx3 RGB or HxWx4 RGBA); `close()`
-    flushes and raises what the encoder thread hit. `abort()` stops without flushing."""
+    """`write(frame, pts)` queues a frame (HxW uint8 mask, HxWx3 RGB or HxWx4 RGBA, upright: the
+    input's display size); `close()` flushes and raises what the encoder thread hit. `abort()`
+    stops without flushing."""
 
     def __init__(
         self,
@@ -194,6 +197,7 @@ class MaskWriter:
         self.preset = preset
         self.info = info
         self.max_duration_s = max_duration_s
+        self.geometry = output_geometry(preset.format, info)
         self.frames_written = 0
         self._queue: queue.Queue[object] = queue.Queue(maxsize=max(1, queue_size))
         self._error: BaseException | None = None
@@ -213,23 +217,23 @@ class MaskWriter:
         self._thread.start()
 
     def _add_video_stream(self) -> av.video.stream.VideoStream:
-        p, info = self.preset, self.info
+        p, info, geo = self.preset, self.info, self.geometry
         # Timestamps are written as the input has them, so the codec works in the input's time base.
         rate = info.fps if info.fps > 0 else Fraction(25)
         stream = self._container.add_stream(p.codec, rate=rate, options=dict(p.options))
         ctx = stream.codec_context
-        ctx.width, ctx.height = info.width, info.height
+        ctx.width, ctx.height = geo.width, geo.height
         ctx.pix_fmt = p.pix_fmt
         ctx.time_base = p.time_base or info.time_base
         stream.time_base = p.time_base or info.time_base
-        if info.sample_aspect_ratio != 1:
-            ctx.sample_aspect_ratio = info.sample_aspect_ratio
+        if geo.sample_aspect_ratio != 1:
+            ctx.sample_aspect_ratio = geo.sample_aspect_ratio
         if p.codec_tag:
             ctx.codec_tag = p.codec_tag
         if p.format != "gif":
             ctx.color_range = 1  # limited ("tv") range: what players assume for YUV video
-        if info.rotation and p.format != "gif":
-            stream.set_display_rotation(info.rotation)
+        if geo.rotation:
+            stream.set_display_rotation(geo.rotation)
         return stream
 
     def write(self, frame: np.ndarray, pts: int) -> None:
@@ -256,6 +260,7 @@ class MaskWriter:
         self._thread.join(timeout=30)
 
     def _to_video_frame(self, array: np.ndarray) -> av.VideoFrame:
+        array = self.geometry.from_display(array)
         if array.ndim == 2:
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="gray")
         elif array.shape[2] == 4:

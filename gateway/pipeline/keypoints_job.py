@@ -5,6 +5,7 @@ the 5 s clip is at 750p; walk two `keypoint_mask` sequences on Triton from the p
 (forward to the end, backward to frame 0) writing masks into a second memmap; then encode them
 in input order with the video pipeline's MaskWriter (timestamps, frame rate, audio kept).
 Both memmaps live in the job's temp dir, which the worker wrapper removes whatever happens.
+Frames are upright (display orientation), so key points are display coordinates.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def trim_length(info: VideoInfo, limit_s: float) -> float | None:
 
 @dataclass
 class DecodedClip:
-    frames: np.memmap  # uint8 [N,H,W,3]
+    frames: np.memmap  # uint8 [N,H,W,3], upright: H x W is the display size
     pts: list[int]
     processed_duration_s: float
 
@@ -49,9 +50,11 @@ def decode_to_memmap(source: Path, info: VideoInfo, work: Path, max_duration_s: 
     """Frames appended to one raw file, then mapped: no Python list of frames, no size guess."""
     raw = work / "frames.u8"
     pts: list[int] = []
+    shape: tuple[int, ...] = ()
     last_s = 0.0
     with raw.open("wb") as out, iter_frames(source, max_duration_s=max_duration_s) as reader:
         for frame in reader:
+            shape = shape or frame.rgb.shape  # upright: stored width and height swap for 90/270
             out.write(np.ascontiguousarray(frame.rgb, dtype=np.uint8).tobytes())
             pts.append(frame.pts)
             last_s = frame.time_s - info.start_pts * float(info.time_base)
@@ -60,7 +63,7 @@ def decode_to_memmap(source: Path, info: VideoInfo, work: Path, max_duration_s: 
     span = last_s + (1.0 / float(info.fps) if info.fps else 0.0)
     if max_duration_s is not None:
         span = min(span, max_duration_s)
-    frames = np.memmap(raw, dtype=np.uint8, mode="r", shape=(len(pts), info.height, info.width, 3))
+    frames = np.memmap(raw, dtype=np.uint8, mode="r", shape=(len(pts), *shape))
     return DecodedClip(frames, pts, span)
 
 
@@ -160,7 +163,7 @@ async def _run(ctx: dict[str, Any], record: JobRecord) -> None:
                 f"frame_index {frame_index} is beyond the last frame ({n - 1}) of the video.",
             )
             return
-        masks = np.memmap(work / "masks.u8", dtype=np.uint8, mode="w+", shape=(n, info.height, info.width))
+        masks = np.memmap(work / "masks.u8", dtype=np.uint8, mode="w+", shape=clip.frames.shape[:3])
         done = 0
 
         async def progress(count: int) -> None:
