@@ -3,8 +3,9 @@
 `MaskWriter` keeps the input's resolution, sample aspect ratio, display rotation, average frame
 rate and each frame's own timestamp (so VFR stays VFR), and carries the audio: stream-copied
 when the target container can hold the codec, re-encoded otherwise (table in docs/video.md).
-Frames arrive upright (as the input displays); how they are stored is geometry.py's choice.
-Encoding runs on its own thread behind a bounded queue so it overlaps inference.
+Frames arrive upright (as the input displays); how they are stored, and in which pixel format
+an odd size fits, is geometry.py's choice. Encoding runs on its own thread behind a bounded
+queue so it overlaps inference.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import av
 import av.error
 import numpy as np
 
-from gateway.pipeline.geometry import output_geometry
-from gateway.pipeline.probe import VideoInfo
+from gateway.pipeline.geometry import encoder_pix_fmt, encoder_refuses, output_geometry
+from gateway.pipeline.probe import MediaError, VideoInfo
 
 
 @dataclass(frozen=True)
@@ -223,7 +224,8 @@ class MaskWriter:
         stream = self._container.add_stream(p.codec, rate=rate, options=dict(p.options))
         ctx = stream.codec_context
         ctx.width, ctx.height = geo.width, geo.height
-        ctx.pix_fmt = p.pix_fmt
+        # colour until the first frame says it is a mask (_set_pix_fmt): the codec opens at it
+        ctx.pix_fmt = encoder_pix_fmt(p.codec, p.pix_fmt, geo.width, geo.height, mono=False)
         ctx.time_base = p.time_base or info.time_base
         stream.time_base = p.time_base or info.time_base
         if geo.sample_aspect_ratio != 1:
@@ -235,6 +237,18 @@ class MaskWriter:
         if geo.rotation:
             stream.set_display_rotation(geo.rotation)
         return stream
+
+    def _set_pix_fmt(self, first: np.ndarray) -> None:
+        """Masks (2-D frames) at odd sizes are written 4:0:0; known only once the first frame comes."""
+        p, geo, ctx = self.preset, self.geometry, self._stream.codec_context
+        if ctx.is_open:
+            return
+        ctx.pix_fmt = encoder_pix_fmt(p.codec, p.pix_fmt, geo.width, geo.height, mono=first.ndim == 2)
+        if ctx.pix_fmt == "gray" and p.format != "gif":
+            # Full range, flagged: FFmpeg converts grey as full range whatever the flag says (a
+            # limited mask would show 16..235), and a player assuming limited still shows 0 and
+            # 255 as black and white.
+            ctx.color_range = 2
 
     def write(self, frame: np.ndarray, pts: int) -> None:
         """Queue one frame; `pts` is in the input's time base. Blocks while the queue is full."""
@@ -267,9 +281,10 @@ class MaskWriter:
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgba")
         else:
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
-        if self.preset.format == "gif":
-            return vf.reformat(format=self.preset.pix_fmt)
-        return vf.reformat(format=self.preset.pix_fmt, dst_color_range=1)
+        ctx = self._stream.codec_context
+        if ctx.pix_fmt == "gray":  # GIF's grey, or a 4:0:0 mask: full range as it comes
+            return vf.reformat(format="gray")
+        return vf.reformat(format=ctx.pix_fmt, dst_color_range=1)
 
     def _run(self) -> None:
         container = self._container
@@ -289,6 +304,7 @@ class MaskWriter:
                 array, pts = item  # type: ignore[misc]
                 if start_pts is None:
                     start_pts = pts
+                    self._set_pix_fmt(array)
                 rel = Fraction(pts - start_pts) * self.info.time_base
                 if self.max_duration_s is not None and rel >= self.max_duration_s:
                     continue
@@ -318,6 +334,26 @@ class MaskWriter:
                     self._error = exc
             if self._audio is not None and self._error is not None:
                 self._audio.inp.close()
+
+
+def check_output_size(preset: Preset, info: VideoInfo) -> None:
+    """Refuse, before any work, an input the preset's encoder cannot write at its exact size.
+
+    Raises MediaError(422) naming the presets that can.
+    """
+    geo = output_geometry(preset.format, info)
+    width, height = geo.width, geo.height
+    minimum = encoder_refuses(preset.codec, width, height)
+    if minimum is None:
+        return
+    fits = [p.name for p in PRESETS.values() if encoder_refuses(p.codec, width, height) is None]
+    raise MediaError(
+        422,
+        "Output not possible for this input",
+        f"Preset '{preset.name}' ({preset.codec}) cannot encode frames smaller than "
+        f"{minimum}x{minimum} pixels, and this video is {width}x{height}; "
+        f"choose one of: {', '.join(fits)}.",
+    )
 
 
 def preset_by_name(name: str) -> Preset:

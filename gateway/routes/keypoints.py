@@ -2,9 +2,9 @@
 
 Validated in two rounds before anything is queued, so every 4xx comes back on the request: the
 body first (no download for a malformed request), then, after fetch + probe, what needs the
-video itself (duration vs auto_trim, 750p, frame_index range, points inside the frame). Sizes
-and points are in display orientation: a phone video stored 360x640 with a 90-degree rotation
-tag is a 640x360 frame here, as players show it.
+video itself (duration vs auto_trim, 750p, frame_index range, points inside the frame, a frame
+size the preset's encoder can write). Sizes and points are in display orientation: a phone
+video stored 360x640 with a 90-degree rotation tag is a 640x360 frame here, as players show it.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from gateway.app import SETTINGS
 from gateway.auth import require_owner
 from gateway.errors import MaskApiError
 from gateway.limits import check_capacity, check_rate
+from gateway.pipeline.encode import check_output_size, preset_by_name
 from gateway.pipeline.geometry import display_size
 from gateway.pipeline.keypoints_job import trim_length
 from gateway.pipeline.probe import VideoInfo
@@ -77,9 +78,16 @@ def parse_options(body: dict[str, Any]) -> tuple[int, bool]:
 
 
 def check_video(
-    info: VideoInfo, settings: Settings, frame_index: int, points: list[list[int]], auto_trim: bool
+    info: VideoInfo,
+    settings: Settings,
+    frame_index: int,
+    points: list[list[int]],
+    auto_trim: bool,
+    preset: str,
 ) -> float | None:
-    """What only the probed video can tell; returns the trim length (None: not trimmed)."""
+    """What only the probed video can tell; returns the trim length (None: not trimmed).
+
+    Raises MaskApiError(422) or MediaError(422) (an output size the preset cannot encode)."""
     limit_s = settings.keypoints_max_duration_s
     max_duration_s = trim_length(info, limit_s)
     if max_duration_s is not None and not auto_trim:
@@ -107,6 +115,7 @@ def check_video(
                 f"key_points[{i}] ({x}, {y}) lies outside the {width}x{height} frame as displayed "
                 f"(x in 0..{width - 1}, y in 0..{height - 1})."
             )
+    check_output_size(preset_by_name(preset), info)
     return max_duration_s
 
 
@@ -138,5 +147,5 @@ async def mask_by_key_points(request: web.Request) -> web.Response:
         params,
         url,
         max_duration_s=None,
-        check=lambda info: check_video(info, settings, frame_index, points, auto_trim),
+        check=lambda info: check_video(info, settings, frame_index, points, auto_trim, preset),
     )
