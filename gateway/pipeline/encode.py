@@ -20,7 +20,7 @@ import av
 import av.error
 import numpy as np
 
-from gateway.pipeline.geometry import encoder_pix_fmt, encoder_refuses, output_geometry
+from gateway.pipeline.geometry import encoder_options, encoder_pix_fmt, encoder_refuses, output_geometry
 from gateway.pipeline.probe import MediaError, VideoInfo
 
 
@@ -221,7 +221,8 @@ class MaskWriter:
         p, info, geo = self.preset, self.info, self.geometry
         # Timestamps are written as the input has them, so the codec works in the input's time base.
         rate = info.fps if info.fps > 0 else Fraction(25)
-        stream = self._container.add_stream(p.codec, rate=rate, options=dict(p.options))
+        options = encoder_options(p.codec, p.options, geo.width, info.frame_count)
+        stream = self._container.add_stream(p.codec, rate=rate, options=options)
         ctx = stream.codec_context
         ctx.width, ctx.height = geo.width, geo.height
         # colour until the first frame says it is a mask (_set_pix_fmt): the codec opens at it
