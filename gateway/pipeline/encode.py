@@ -10,6 +10,7 @@ queue so it overlaps inference.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from dataclasses import dataclass, field
@@ -21,7 +22,10 @@ import av.error
 import numpy as np
 
 from gateway.pipeline.geometry import encoder_options, encoder_pix_fmt, encoder_refuses, output_geometry
+from gateway.pipeline.matroska import MatroskaPatchError, set_display_size
 from gateway.pipeline.probe import MediaError, VideoInfo
+
+log = logging.getLogger("gateway.pipeline.encode")
 
 
 @dataclass(frozen=True)
@@ -268,7 +272,20 @@ class MaskWriter:
         self._thread.join()
         if self._error is not None:
             raise EncodeError(f"encoder failed: {self._error}") from self._error
+        self._write_display_size()
         return self.frames_written
+
+    def _write_display_size(self) -> None:
+        """Matroska states a SAR only as a display size, which PyAV cannot hand its muxer."""
+        geo = self.geometry
+        if self.preset.format not in ("matroska", "webm") or geo.sample_aspect_ratio == 1:
+            return
+        display_width = max(1, round(geo.width * geo.sample_aspect_ratio))
+        try:
+            set_display_size(self.out_path, display_width, geo.height)
+        except (MatroskaPatchError, OSError) as exc:
+            # the pixels are all there; only the aspect is lost, which is no reason to fail the job
+            log.warning("sample aspect ratio not written to %s: %s", self.out_path.name, exc)
 
     def abort(self) -> None:
         self._abort.set()
