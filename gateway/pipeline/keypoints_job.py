@@ -5,7 +5,8 @@ the 5 s clip is at 750p; walk two `keypoint_mask` sequences on Triton from the p
 (forward to the end, backward to frame 0) writing masks into a second memmap; then encode them
 in input order with the video pipeline's MaskWriter (timestamps, frame rate, audio kept).
 Both memmaps live in the job's temp dir, which the worker wrapper removes whatever happens.
-Frames are upright (display orientation), so key points are display coordinates.
+Frames are upright (display orientation), so key points are display coordinates; frames under
+keypoint_mask's minimum are padded (bottom/right, points unmoved) in `walk` and the masks cropped.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from gateway.jobs import JobRecord, JobStore
 from gateway.pipeline.compose import mask_frame
 from gateway.pipeline.decode import iter_frames
 from gateway.pipeline.encode import MaskWriter, preset_by_name
+from gateway.pipeline.geometry import crop_to, keypoint_min_size, pad_to
 from gateway.pipeline.jobs import input_path
 from gateway.pipeline.outcome import input_available, store_and_complete, user_facing_errors
 from gateway.pipeline.probe import MediaError, VideoInfo, probe
@@ -86,8 +88,11 @@ async def walk(
     """One keypoint_mask sequence over `order` (prompt frame first); masks land in `masks`."""
     sequence_id = triton.new_sequence_id()
     last = len(order) - 1
+    height, width = frames.shape[1:3]
+    size = keypoint_min_size(height, width)
     for step, index in enumerate(order):
-        inputs: dict[str, np.ndarray] = {"frame": np.ascontiguousarray(frames[index])[None]}
+        frame = pad_to(np.ascontiguousarray(frames[index]), *size)
+        inputs: dict[str, np.ndarray] = {"frame": frame[None]}
         if step == 0:
             inputs.update(points=points, labels=labels)
         out = await triton.infer(
@@ -95,7 +100,7 @@ async def walk(
         )
         if step == 0 and skip_first:
             continue  # the other direction already wrote the prompt frame's mask
-        masks[index] = out["mask"][0]
+        masks[index] = crop_to(out["mask"][0], height, width)
         await progress(1)
 
 
