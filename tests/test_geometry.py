@@ -200,7 +200,7 @@ def geo_clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("geo-clips")
     dog = VIDEOS / "01_dog.mp4"
     specs = [
-        # odd both ways with non-square pixels (H.264 4:4:4: MP4 carries the SAR, WebM would not)
+        # odd both ways with non-square pixels (H.264 4:4:4 in MP4: its muxer takes the SAR from PyAV)
         ClipSpec("odd.mp4", "libx264", pix_fmt="yuv444p", width=165, height=91, duration_s=0.5,
                  sar=Fraction(16, 15)),
         ClipSpec("one_px.gif", "gif", pix_fmt="rgb8", width=1, height=1, duration_s=0.3),
@@ -500,7 +500,7 @@ async def test_thin_frames_video_and_images_never_5xx(
     for size in ((2048, 2), (2, 2048), (1, 1)):
         data = io.BytesIO()
         Image.fromarray(np.full((size[1], size[0], 3), 200, np.uint8)).save(data, "PNG")
-        for model in ("rvm", "blend", "auto"):
+        for model in ("rvm", "blend", "u2netp", "auto"):
             form = aiohttp.FormData()
             form.add_field("file", data.getvalue(), filename="thin.png", content_type="image/png")
             form.add_field("model", model)
