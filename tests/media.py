@@ -32,7 +32,9 @@ class ClipSpec:
     height: int = 180
     duration_s: float = 1.0
     audio: str | None = None  # audio encoder, or None for no audio
-    rotation: int = 0
+    rotation: int = 0  # display-matrix tag (counter-clockwise degrees)
+    upright: bool = False  # width x height is the display size: frames are stored turned by -rotation
+    sar: Fraction | None = None  # sample aspect ratio written into the stream
     vfr: bool = False  # alternate 1x and 2x frame intervals
     max_frames: int | None = None
     options: dict[str, str] | None = None
@@ -50,9 +52,13 @@ def make_clip(src: Path, dest_dir: Path, spec: ClipSpec) -> Path:
         if spec.codec == "gif":
             rate = Fraction(10)  # GIF's centisecond clock holds 10 fps exactly
         vout = out.add_stream(spec.codec, rate=rate, options=spec.options or {})
-        vout.width, vout.height, vout.pix_fmt = spec.width, spec.height, spec.pix_fmt
+        turns = spec.rotation // 90 if spec.upright else 0
+        vout.width, vout.height = (spec.height, spec.width) if turns % 2 else (spec.width, spec.height)
+        vout.pix_fmt = spec.pix_fmt
         tb = Fraction(1, 1000) if spec.vfr else 1 / rate
         vout.codec_context.time_base = tb
+        if spec.sar is not None:
+            vout.codec_context.sample_aspect_ratio = spec.sar
         if spec.rotation:
             vout.set_display_rotation(spec.rotation)
         aout = None
@@ -72,6 +78,9 @@ def make_clip(src: Path, dest_dir: Path, spec: ClipSpec) -> Path:
                     continue
                 bucket = int(t * 10)
             small = frame.reformat(width=spec.width, height=spec.height, format=spec.pix_fmt)
+            if spec.upright:  # what a phone does: upright scene, sensor-oriented pixels, a tag to turn them
+                turned = np.ascontiguousarray(np.rot90(small.to_ndarray(format="rgb24"), -turns))
+                small = av.VideoFrame.from_ndarray(turned, format="rgb24").reformat(format=spec.pix_fmt)
             small.pts = pts if spec.vfr else n
             small.time_base = tb
             for packet in vout.encode(small):
@@ -112,6 +121,7 @@ class MediaFacts:
     audio_duration_s: float | None
     alpha_mean: float | None  # mean alpha of the middle frame, when the stream has alpha
     luma_mean: float
+    sar: Fraction | None  # the stream's sample aspect ratio as players read it (container, else codec)
 
 
 def inspect(path: Path) -> MediaFacts:
@@ -162,7 +172,44 @@ def inspect(path: Path) -> MediaFacts:
             audio_duration_s=adur,
             alpha_mean=alpha_mean,
             luma_mean=luma_mean,
+            sar=v.sample_aspect_ratio,
         )
+
+
+def apply_display_matrix(pixels: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Stored pixels [H,W,...] -> what a player shows, straight from the display matrix's
+    definition (libavutil/display.h: x' = a*x + c*y, y' = b*x + d*y), not from PyAV's rotation
+    getter or the service's own code: the independent reference the orientation tests check."""
+    a, b, c, d = (float(matrix[i]) / 65536 for i in (0, 1, 3, 4))
+    h, w = pixels.shape[:2]
+    ys, xs = np.mgrid[0:h, 0:w]
+    dx = np.rint(a * xs + c * ys).astype(np.int64)
+    dy = np.rint(b * xs + d * ys).astype(np.int64)
+    dx -= dx.min()
+    dy -= dy.min()
+    shown = np.zeros((int(dy.max()) + 1, int(dx.max()) + 1, *pixels.shape[2:]), pixels.dtype)
+    shown[dy, dx] = pixels
+    return shown
+
+
+def displayed(path: Path, fmt: str = "rgb24", count: int = 1) -> list[np.ndarray]:
+    """The first `count` frames as a player shows them (display matrix applied when present)."""
+    shown: list[np.ndarray] = []
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        codec = v.codec_context.name
+        alpha = v.metadata.get("alpha_mode") == "1" or v.metadata.get("ALPHA_MODE") == "1"
+        decoder = av.codec.CodecContext.create("libvpx-vp9", "r") if codec == "vp9" and alpha else None
+        for packet in c.demux(v):
+            for f in decoder.decode(packet) if decoder is not None else packet.decode():
+                pixels = f.to_ndarray(format=fmt)
+                matrices = [sd for sd in f.side_data if sd.type.name == "DISPLAYMATRIX"]
+                if matrices:
+                    pixels = apply_display_matrix(pixels, np.frombuffer(bytes(matrices[0]), "<i4"))
+                shown.append(pixels)
+                if len(shown) == count:
+                    return shown
+    return shown
 
 
 def first_frame_rgb(path: Path) -> np.ndarray:

@@ -10,6 +10,10 @@
 Large photos (HD) are matted on a copy whose long side is at most MODEL_MAX_SIDE: both models
 resize to a few hundred pixels inside their graphs anyway, so sending 100 MP over gRPC would buy
 nothing. The alpha is scaled back up and then follows the photo's edges (guided filter).
+
+Thin photos (2048x2, 1x1) work with every model: u2netp always sees 320x320; rvm sees the photo
+padded to the smallest size its graph runs on (gateway.pipeline.geometry.rvm_min_size) and the
+alpha is cropped back, in `_rvm`, the one place this path calls it.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from gateway.images.params import ModelChoice
+from gateway.pipeline.geometry import crop_to, pad_to, rvm_min_size
 from gateway.triton import Triton
 
 MODEL_MAX_SIDE = 2048
@@ -49,9 +54,11 @@ async def _u2netp(triton: Triton, rgb: np.ndarray) -> np.ndarray:
 
 
 async def _rvm(triton: Triton, rgb: np.ndarray) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    padded = pad_to(rgb, *rvm_min_size(h, w))
     # A still photo is a sequence of one frame: start and end together reset and free the state.
-    out = await triton.rvm_frame(rgb, triton.new_sequence_id(), True, True, ("alpha",))
-    return out["alpha"].reshape(rgb.shape[:2])
+    out = await triton.rvm_frame(padded, triton.new_sequence_id(), True, True, ("alpha",))
+    return np.ascontiguousarray(crop_to(out["alpha"].reshape(padded.shape[:2]), h, w))
 
 
 async def _model_alpha(triton: Triton, rgb: np.ndarray, model: ModelChoice) -> np.ndarray:

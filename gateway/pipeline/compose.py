@@ -8,6 +8,7 @@ throughout: exact, and several times cheaper than float on a 720p frame.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 
 import cv2
 import numpy as np
@@ -29,15 +30,21 @@ def rgba(foreground: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return np.dstack([foreground, alpha])
 
 
-def fit_background(image_rgb: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Scale and centre-crop a background image to cover the frame (no letterbox, no distortion)."""
+def fit_background(image_rgb: np.ndarray, width: int, height: int, sar: Fraction = Fraction(1)) -> np.ndarray:
+    """Scale and centre-crop a background image to cover the frame (no letterbox, no distortion).
+
+    `sar` is the frame's pixel width:height: the image (square pixels) covers the frame as it is
+    displayed, width * sar by height, and is then stored at width x height pixels.
+    """
     h, w = image_rgb.shape[:2]
-    scale = max(width / w, height / h)
-    new_w, new_h = max(width, round(w * scale)), max(height, round(h * scale))
+    shown_width = width * float(sar)
+    scale = max(shown_width / w, height / h)
+    # the part of the image that shows, centred, then resampled onto the frame's pixels
+    crop_w, crop_h = min(w, max(1, round(shown_width / scale))), min(h, max(1, round(height / scale)))
+    x, y = (w - crop_w) // 2, (h - crop_h) // 2
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    resized = cv2.resize(image_rgb, (new_w, new_h), interpolation=interp)
-    x, y = (new_w - width) // 2, (new_h - height) // 2
-    return np.ascontiguousarray(resized[y : y + height, x : x + width])
+    part = image_rgb[y : y + crop_h, x : x + crop_w]
+    return np.ascontiguousarray(cv2.resize(part, (width, height), interpolation=interp))
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 The queue bound is what keeps memory flat whatever the length: the decoder stops when the
 consumer (inference) falls behind. Closing the iterator early stops the thread and the file.
+Frames come out upright (the display rotation applied, as a player shows them): the models are
+trained on upright scenes, and key points and backgrounds are given in display orientation.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import av
 import av.error
 import numpy as np
 
+from gateway.pipeline.geometry import to_display
 from gateway.pipeline.probe import MediaError
 
 _DONE = object()
@@ -23,7 +26,7 @@ _DONE = object()
 
 @dataclass(frozen=True)
 class DecodedFrame:
-    rgb: np.ndarray  # uint8 HxWx3, coded orientation
+    rgb: np.ndarray  # uint8 HxWx3, display orientation (geometry.to_display of the stored frame)
     pts: int  # in time_base, as the container stores it (VFR kept)
     time_base: Fraction
     index: int
@@ -44,6 +47,7 @@ def _decode_into(
             start: int | None = None
             last_pts: int | None = None
             index = 0
+            rotation: int | None = None
             for frame in container.decode(stream):
                 if stop.is_set():
                     return
@@ -55,7 +59,10 @@ def _decode_into(
                 if max_duration_s is not None and float((pts - start) * time_base) >= max_duration_s - 1e-6:
                     break
                 last_pts = pts
-                item = DecodedFrame(frame.to_ndarray(format="rgb24"), pts, time_base, index)
+                if rotation is None:  # the first frame's, as probe reads it: one turn for the whole file
+                    rotation = int(round(frame.rotation or 0))
+                rgb = to_display(frame.to_ndarray(format="rgb24"), rotation)
+                item = DecodedFrame(rgb, pts, time_base, index)
                 index += 1
                 while not stop.is_set():
                     try:

@@ -3,11 +3,14 @@
 `MaskWriter` keeps the input's resolution, sample aspect ratio, display rotation, average frame
 rate and each frame's own timestamp (so VFR stays VFR), and carries the audio: stream-copied
 when the target container can hold the codec, re-encoded otherwise (table in docs/video.md).
-Encoding runs on its own thread behind a bounded queue so it overlaps inference.
+Frames arrive upright (as the input displays); how they are stored, and in which pixel format
+an odd size fits, is geometry.py's choice. Encoding runs on its own thread behind a bounded
+queue so it overlaps inference.
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from dataclasses import dataclass, field
@@ -18,7 +21,11 @@ import av
 import av.error
 import numpy as np
 
-from gateway.pipeline.probe import VideoInfo
+from gateway.pipeline.geometry import encoder_options, encoder_pix_fmt, encoder_refuses, output_geometry
+from gateway.pipeline.matroska import MatroskaPatchError, set_display_size
+from gateway.pipeline.probe import MediaError, VideoInfo
+
+log = logging.getLogger("gateway.pipeline.encode")
 
 
 @dataclass(frozen=True)
@@ -178,8 +185,9 @@ class _AudioCarrier:
 
 
 class MaskWriter:
-    """`write(frame, pts)` queues a frame (HxW uint8 mask, HxWx3 RGB or HxWx4 RGBA); `close()`
-    flushes and raises what the encoder thread hit. `abort()` stops without flushing."""
+    """`write(frame, pts)` queues a frame (HxW uint8 mask, HxWx3 RGB or HxWx4 RGBA, upright: the
+    input's display size); `close()` flushes and raises what the encoder thread hit. `abort()`
+    stops without flushing."""
 
     def __init__(
         self,
@@ -194,6 +202,7 @@ class MaskWriter:
         self.preset = preset
         self.info = info
         self.max_duration_s = max_duration_s
+        self.geometry = output_geometry(preset.format, info)
         self.frames_written = 0
         self._queue: queue.Queue[object] = queue.Queue(maxsize=max(1, queue_size))
         self._error: BaseException | None = None
@@ -213,24 +222,38 @@ class MaskWriter:
         self._thread.start()
 
     def _add_video_stream(self) -> av.video.stream.VideoStream:
-        p, info = self.preset, self.info
+        p, info, geo = self.preset, self.info, self.geometry
         # Timestamps are written as the input has them, so the codec works in the input's time base.
         rate = info.fps if info.fps > 0 else Fraction(25)
-        stream = self._container.add_stream(p.codec, rate=rate, options=dict(p.options))
+        options = encoder_options(p.codec, p.options, geo.width, info.frame_count)
+        stream = self._container.add_stream(p.codec, rate=rate, options=options)
         ctx = stream.codec_context
-        ctx.width, ctx.height = info.width, info.height
-        ctx.pix_fmt = p.pix_fmt
+        ctx.width, ctx.height = geo.width, geo.height
+        # colour until the first frame says it is a mask (_set_pix_fmt): the codec opens at it
+        ctx.pix_fmt = encoder_pix_fmt(p.codec, p.pix_fmt, geo.width, geo.height, mono=False)
         ctx.time_base = p.time_base or info.time_base
         stream.time_base = p.time_base or info.time_base
-        if info.sample_aspect_ratio != 1:
-            ctx.sample_aspect_ratio = info.sample_aspect_ratio
+        if geo.sample_aspect_ratio != 1:
+            ctx.sample_aspect_ratio = geo.sample_aspect_ratio
         if p.codec_tag:
             ctx.codec_tag = p.codec_tag
         if p.format != "gif":
             ctx.color_range = 1  # limited ("tv") range: what players assume for YUV video
-        if info.rotation and p.format != "gif":
-            stream.set_display_rotation(info.rotation)
+        if geo.rotation:
+            stream.set_display_rotation(geo.rotation)
         return stream
+
+    def _set_pix_fmt(self, first: np.ndarray) -> None:
+        """Masks (2-D frames) at odd sizes are written 4:0:0; known only once the first frame comes."""
+        p, geo, ctx = self.preset, self.geometry, self._stream.codec_context
+        if ctx.is_open:
+            return
+        ctx.pix_fmt = encoder_pix_fmt(p.codec, p.pix_fmt, geo.width, geo.height, mono=first.ndim == 2)
+        if ctx.pix_fmt == "gray" and p.format != "gif":
+            # Full range, flagged: FFmpeg converts grey as full range whatever the flag says (a
+            # limited mask would show 16..235), and a player assuming limited still shows 0 and
+            # 255 as black and white.
+            ctx.color_range = 2
 
     def write(self, frame: np.ndarray, pts: int) -> None:
         """Queue one frame; `pts` is in the input's time base. Blocks while the queue is full."""
@@ -249,22 +272,37 @@ class MaskWriter:
         self._thread.join()
         if self._error is not None:
             raise EncodeError(f"encoder failed: {self._error}") from self._error
+        self._write_display_size()
         return self.frames_written
+
+    def _write_display_size(self) -> None:
+        """Matroska states a SAR only as a display size, which PyAV cannot hand its muxer."""
+        geo = self.geometry
+        if self.preset.format not in ("matroska", "webm") or geo.sample_aspect_ratio == 1:
+            return
+        display_width = max(1, round(geo.width * geo.sample_aspect_ratio))
+        try:
+            set_display_size(self.out_path, display_width, geo.height)
+        except (MatroskaPatchError, OSError) as exc:
+            # the pixels are all there; only the aspect is lost, which is no reason to fail the job
+            log.warning("sample aspect ratio not written to %s: %s", self.out_path.name, exc)
 
     def abort(self) -> None:
         self._abort.set()
         self._thread.join(timeout=30)
 
     def _to_video_frame(self, array: np.ndarray) -> av.VideoFrame:
+        array = self.geometry.from_display(array)
         if array.ndim == 2:
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="gray")
         elif array.shape[2] == 4:
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgba")
         else:
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
-        if self.preset.format == "gif":
-            return vf.reformat(format=self.preset.pix_fmt)
-        return vf.reformat(format=self.preset.pix_fmt, dst_color_range=1)
+        ctx = self._stream.codec_context
+        if ctx.pix_fmt == "gray":  # GIF's grey, or a 4:0:0 mask: full range as it comes
+            return vf.reformat(format="gray")
+        return vf.reformat(format=ctx.pix_fmt, dst_color_range=1)
 
     def _run(self) -> None:
         container = self._container
@@ -284,6 +322,7 @@ class MaskWriter:
                 array, pts = item  # type: ignore[misc]
                 if start_pts is None:
                     start_pts = pts
+                    self._set_pix_fmt(array)
                 rel = Fraction(pts - start_pts) * self.info.time_base
                 if self.max_duration_s is not None and rel >= self.max_duration_s:
                     continue
@@ -313,6 +352,26 @@ class MaskWriter:
                     self._error = exc
             if self._audio is not None and self._error is not None:
                 self._audio.inp.close()
+
+
+def check_output_size(preset: Preset, info: VideoInfo) -> None:
+    """Refuse, before any work, an input the preset's encoder cannot write at its exact size.
+
+    Raises MediaError(422) naming the presets that can.
+    """
+    geo = output_geometry(preset.format, info)
+    width, height = geo.width, geo.height
+    minimum = encoder_refuses(preset.codec, width, height)
+    if minimum is None:
+        return
+    fits = [p.name for p in PRESETS.values() if encoder_refuses(p.codec, width, height) is None]
+    raise MediaError(
+        422,
+        "Output not possible for this input",
+        f"Preset '{preset.name}' ({preset.codec}) cannot encode frames smaller than "
+        f"{minimum}x{minimum} pixels, and this video is {width}x{height}; "
+        f"choose one of: {', '.join(fits)}.",
+    )
 
 
 def preset_by_name(name: str) -> Preset:

@@ -20,6 +20,7 @@ from gateway.foreground import ForegroundModel
 from gateway.jobs import JobRecord, JobStore
 from gateway.pipeline.compose import Background, composite, fit_background, mask_frame
 from gateway.pipeline.encode import preset_by_name
+from gateway.pipeline.geometry import display_sar, display_size
 from gateway.pipeline.infer import FrameResult
 from gateway.pipeline.outcome import input_available, store_and_complete, user_facing_errors
 from gateway.pipeline.probe import VideoInfo, probe
@@ -49,7 +50,10 @@ def _load_background(params: dict[str, Any], info: VideoInfo, image: Path) -> Ba
     if params.get("bg_image"):
         with Image.open(image) as img:
             rgb = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
-        return Background(image=fit_background(rgb, info.width, info.height))
+        # frames are composed upright, so the image covers the frame as it is displayed
+        width, height = display_size(info.width, info.height, info.rotation)
+        sar = display_sar(info.sample_aspect_ratio, info.rotation)
+        return Background(image=fit_background(rgb, width, height, sar))
     return Background()
 
 

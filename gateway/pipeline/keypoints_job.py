@@ -5,6 +5,8 @@ the 5 s clip is at 750p; walk two `keypoint_mask` sequences on Triton from the p
 (forward to the end, backward to frame 0) writing masks into a second memmap; then encode them
 in input order with the video pipeline's MaskWriter (timestamps, frame rate, audio kept).
 Both memmaps live in the job's temp dir, which the worker wrapper removes whatever happens.
+Frames are upright (display orientation), so key points are display coordinates; frames under
+keypoint_mask's minimum are padded (bottom/right, points unmoved) in `walk` and the masks cropped.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from gateway.jobs import JobRecord, JobStore
 from gateway.pipeline.compose import mask_frame
 from gateway.pipeline.decode import iter_frames
 from gateway.pipeline.encode import MaskWriter, preset_by_name
+from gateway.pipeline.geometry import crop_to, keypoint_min_size, pad_to
 from gateway.pipeline.jobs import input_path
 from gateway.pipeline.outcome import input_available, store_and_complete, user_facing_errors
 from gateway.pipeline.probe import MediaError, VideoInfo, probe
@@ -40,7 +43,7 @@ def trim_length(info: VideoInfo, limit_s: float) -> float | None:
 
 @dataclass
 class DecodedClip:
-    frames: np.memmap  # uint8 [N,H,W,3]
+    frames: np.memmap  # uint8 [N,H,W,3], upright: H x W is the display size
     pts: list[int]
     processed_duration_s: float
 
@@ -49,9 +52,11 @@ def decode_to_memmap(source: Path, info: VideoInfo, work: Path, max_duration_s: 
     """Frames appended to one raw file, then mapped: no Python list of frames, no size guess."""
     raw = work / "frames.u8"
     pts: list[int] = []
+    shape: tuple[int, ...] = ()
     last_s = 0.0
     with raw.open("wb") as out, iter_frames(source, max_duration_s=max_duration_s) as reader:
         for frame in reader:
+            shape = shape or frame.rgb.shape  # upright: stored width and height swap for 90/270
             out.write(np.ascontiguousarray(frame.rgb, dtype=np.uint8).tobytes())
             pts.append(frame.pts)
             last_s = frame.time_s - info.start_pts * float(info.time_base)
@@ -60,7 +65,7 @@ def decode_to_memmap(source: Path, info: VideoInfo, work: Path, max_duration_s: 
     span = last_s + (1.0 / float(info.fps) if info.fps else 0.0)
     if max_duration_s is not None:
         span = min(span, max_duration_s)
-    frames = np.memmap(raw, dtype=np.uint8, mode="r", shape=(len(pts), info.height, info.width, 3))
+    frames = np.memmap(raw, dtype=np.uint8, mode="r", shape=(len(pts), *shape))
     return DecodedClip(frames, pts, span)
 
 
@@ -83,8 +88,11 @@ async def walk(
     """One keypoint_mask sequence over `order` (prompt frame first); masks land in `masks`."""
     sequence_id = triton.new_sequence_id()
     last = len(order) - 1
+    height, width = frames.shape[1:3]
+    size = keypoint_min_size(height, width)
     for step, index in enumerate(order):
-        inputs: dict[str, np.ndarray] = {"frame": np.ascontiguousarray(frames[index])[None]}
+        frame = pad_to(np.ascontiguousarray(frames[index]), *size)
+        inputs: dict[str, np.ndarray] = {"frame": frame[None]}
         if step == 0:
             inputs.update(points=points, labels=labels)
         out = await triton.infer(
@@ -92,7 +100,7 @@ async def walk(
         )
         if step == 0 and skip_first:
             continue  # the other direction already wrote the prompt frame's mask
-        masks[index] = out["mask"][0]
+        masks[index] = crop_to(out["mask"][0], height, width)
         await progress(1)
 
 
@@ -160,7 +168,7 @@ async def _run(ctx: dict[str, Any], record: JobRecord) -> None:
                 f"frame_index {frame_index} is beyond the last frame ({n - 1}) of the video.",
             )
             return
-        masks = np.memmap(work / "masks.u8", dtype=np.uint8, mode="w+", shape=(n, info.height, info.width))
+        masks = np.memmap(work / "masks.u8", dtype=np.uint8, mode="w+", shape=clip.frames.shape[:3])
         done = 0
 
         async def progress(count: int) -> None:

@@ -2,6 +2,8 @@
 
 Each stage runs on its own thread or task and hands over through a bounded queue (decode queue,
 frames in flight at Triton, encode queue), so memory does not grow with the video's length.
+Frames smaller than the model takes (a 1280x2 strip, a 1x1 GIF) are padded on the way in and
+the answers cropped on the way out, here and nowhere else on this path.
 A failed run removes its partial output; the caller owns the temp dir around it.
 """
 
@@ -10,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from gateway.pipeline.decode import DecodedFrame, FrameReader, iter_frames
 from gateway.pipeline.encode import MaskWriter, Preset
+from gateway.pipeline.geometry import crop_to, display_size, pad_to, rvm_min_size
 from gateway.pipeline.infer import FrameResult, infer_frames
 from gateway.pipeline.probe import VideoInfo
 from gateway.triton import Triton
@@ -43,7 +46,23 @@ async def _frames(reader: FrameReader) -> AsyncIterator[DecodedFrame]:
         frame = await asyncio.to_thread(next, reader, None)
         if frame is None:
             return
-        yield frame
+        yield _padded(frame)
+
+
+def _padded(frame: DecodedFrame) -> DecodedFrame:
+    """The frame grown (edge rows/columns repeated) to the smallest size rvm runs on."""
+    h, w = frame.rgb.shape[:2]
+    size = rvm_min_size(h, w)
+    return frame if size == (h, w) else replace(frame, rgb=pad_to(frame.rgb, *size))
+
+
+def _cropped(result: FrameResult, height: int, width: int) -> FrameResult:
+    """The answer for the frame's own height x width (the padding dropped)."""
+    if result.alpha.shape[:2] == (height, width):
+        return result
+    fg = crop_to(result.foreground, height, width) if result.foreground is not None else None
+    frame = replace(result.frame, rgb=crop_to(result.frame.rgb, height, width))
+    return FrameResult(frame, crop_to(result.alpha, height, width), fg)
 
 
 async def run_video(
@@ -80,7 +99,9 @@ async def run_video(
             foreground=foreground,
             model=model,
         )
+        width, height = display_size(info.width, info.height, info.rotation)  # the decoder's frames
         async for result in results:
+            result = _cropped(result, height, width)
             frame = await asyncio.to_thread(render, result)
             await asyncio.to_thread(writer.write, frame, result.frame.pts)
             done += 1

@@ -2,7 +2,9 @@
 
 Validated in two rounds before anything is queued, so every 4xx comes back on the request: the
 body first (no download for a malformed request), then, after fetch + probe, what needs the
-video itself (duration vs auto_trim, 750p, frame_index range, points inside the frame).
+video itself (duration vs auto_trim, 750p, frame_index range, points inside the frame, a frame
+size the preset's encoder can write). Sizes and points are in display orientation: a phone
+video stored 360x640 with a 90-degree rotation tag is a 640x360 frame here, as players show it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from gateway.app import SETTINGS
 from gateway.auth import require_owner
 from gateway.errors import MaskApiError
 from gateway.limits import check_capacity, check_rate
+from gateway.pipeline.encode import check_output_size, preset_by_name
+from gateway.pipeline.geometry import display_size
 from gateway.pipeline.keypoints_job import trim_length
 from gateway.pipeline.probe import VideoInfo
 from gateway.pipeline.run import expected_frames
@@ -74,9 +78,16 @@ def parse_options(body: dict[str, Any]) -> tuple[int, bool]:
 
 
 def check_video(
-    info: VideoInfo, settings: Settings, frame_index: int, points: list[list[int]], auto_trim: bool
+    info: VideoInfo,
+    settings: Settings,
+    frame_index: int,
+    points: list[list[int]],
+    auto_trim: bool,
+    preset: str,
 ) -> float | None:
-    """What only the probed video can tell; returns the trim length (None: not trimmed)."""
+    """What only the probed video can tell; returns the trim length (None: not trimmed).
+
+    Raises MaskApiError(422) or MediaError(422) (an output size the preset cannot encode)."""
     limit_s = settings.keypoints_max_duration_s
     max_duration_s = trim_length(info, limit_s)
     if max_duration_s is not None and not auto_trim:
@@ -85,10 +96,11 @@ def check_video(
             f"set auto_trim to true to process the first {limit_s:g}s, "
             "or trim the video and submit it again."
         )
-    short_side, limit_px = min(info.width, info.height), settings.keypoints_max_short_side
+    width, height = display_size(info.width, info.height, info.rotation)
+    short_side, limit_px = min(width, height), settings.keypoints_max_short_side
     if short_side > limit_px:
         raise _invalid(
-            f"Input resolution {info.width}x{info.height} exceeds the {limit_px}p limit "
+            f"Input resolution {width}x{height} exceeds the {limit_px}p limit "
             f"(the shorter side may be at most {limit_px} pixels)."
         )
     frames = expected_frames(info, max_duration_s)
@@ -98,11 +110,12 @@ def check_video(
             f"{'trimmed ' if max_duration_s else ''}video (frames 0..{frames - 1})."
         )
     for i, (x, y, _) in enumerate(points):
-        if not (0 <= x < info.width and 0 <= y < info.height):
+        if not (0 <= x < width and 0 <= y < height):
             raise _invalid(
-                f"key_points[{i}] ({x}, {y}) lies outside the {info.width}x{info.height} frame "
-                f"(x in 0..{info.width - 1}, y in 0..{info.height - 1})."
+                f"key_points[{i}] ({x}, {y}) lies outside the {width}x{height} frame as displayed "
+                f"(x in 0..{width - 1}, y in 0..{height - 1})."
             )
+    check_output_size(preset_by_name(preset), info)
     return max_duration_s
 
 
@@ -134,5 +147,5 @@ async def mask_by_key_points(request: web.Request) -> web.Response:
         params,
         url,
         max_duration_s=None,
-        check=lambda info: check_video(info, settings, frame_index, points, auto_trim),
+        check=lambda info: check_video(info, settings, frame_index, points, auto_trim, preset),
     )

@@ -21,7 +21,7 @@ from gateway.errors import MaskApiError
 from gateway.foreground import ForegroundModel
 from gateway.jobs import JobRecord
 from gateway.limits import check_capacity, check_rate, start_job
-from gateway.pipeline.encode import DEFAULT_PRESET, PRESETS
+from gateway.pipeline.encode import DEFAULT_PRESET, PRESETS, check_output_size
 from gateway.pipeline.intake import fetch_and_probe
 from gateway.pipeline.jobs import input_path
 from gateway.pipeline.probe import MediaError, VideoInfo
@@ -123,6 +123,7 @@ async def foreground_mask(request: web.Request) -> web.Response:
         {"preset": preset, "model": model, "source_url": url},
         url,
         max_duration_s=settings.video_max_duration_s,
+        check=lambda info: check_output_size(PRESETS[preset], info),
     )
 
 
