@@ -23,7 +23,7 @@ from gateway.foreground import ForegroundTracker, PersonGate
 from gateway.mask_geometry import iou
 from gateway.settings import REPO_ROOT
 
-SMALL = (427, 240)  # DAVIS frames halved: quick on two cores, big enough for both networks
+SMALL = (428, 240)  # DAVIS frames about halved (even: the clip is yuv420p H.264): quick on two cores, big enough for both networks
 
 
 def _davis(seq: str, count: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -111,13 +111,13 @@ def test_people_keep_rvm_matte_and_join_what_they_ride(onnx_models: OnnxModels) 
     frames, gts = _davis("horsejump-high", 10)
     people = onnx_models.people(frames)
     results = _track(onnx_models, frames, people)
-    assert all(r.people_are_subject for r in results[2:])
+    assert all(r.people_are_subject for r in results[4:]), "people switch on within a few frames"
     j_auto = np.mean([iou(r.alpha > 127, g) for r, g in zip(results, gts, strict=True)])
     j_rvm = np.mean([iou(p > 127, g) for p, g in zip(people, gts, strict=True)])
     assert j_auto > j_rvm + 0.15, (j_auto, j_rvm)
     last, rider = results[-1], people[-1] > 127
-    assert (last.person[rider] > 0.5).mean() > 0.9, "people's pixels carry RVM's alpha"
-    assert np.array_equal(last.alpha[rider], np.maximum(people[-1], last.alpha)[rider])
+    assert (last.person[rider] > 0.5).mean() > 0.9, "people's pixels take RVM's alpha and colour"
+    assert (last.alpha[rider] >= people[-1][rider]).all(), "never less of a person than RVM sees"
 
 
 def test_tiny_frame_is_refused(onnx_models: OnnxModels) -> None:

@@ -127,8 +127,8 @@ class ForegroundTracker:
             framing = prior  # saliency blinked: keep looking where the subject just was
         if not framing.any():
             self._prev = np.zeros((h, w), np.float32)
-            return ForegroundFrame(np.zeros((full_h, full_w), np.uint8), np.zeros((full_h, full_w), np.float32),
-                                   people_subject)  # fmt: skip
+            empty = np.zeros((full_h, full_w), np.uint8)
+            return ForegroundFrame(empty, empty.astype(np.float32), people_subject)
         box = expand(bbox(framing), self.MARGIN, max(16, round(0.2 * min(h, w))), (h, w))
         crop = self._crop_saliency(frame, box, (h, w)) if framing.sum() < 0.5 * h * w else whole
 
@@ -154,7 +154,7 @@ class ForegroundTracker:
         else:
             rvm_full = np.zeros((full_h, full_w), np.float32)
         alpha = np.maximum(sal_full, rvm_full)
-        person = np.where(alpha > 0, (rvm_full >= sal_full).astype(np.float32), 0.0)
+        person = np.divide(rvm_full, alpha, out=np.zeros_like(alpha), where=alpha > 0)
         return ForegroundFrame(np.clip(alpha * 255.0 + 0.5, 0, 255).astype(np.uint8), person, people_subject)
 
     def _validated_people(self, people: np.ndarray, salient: np.ndarray) -> np.ndarray:

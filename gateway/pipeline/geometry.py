@@ -34,6 +34,7 @@ RVM_DOWNSAMPLE_BASE = 512
 RVM_MIN_SIDE = 2
 # keypoint_mask refuses frames under 8x8 (model_repository/keypoint_mask/1/model.py).
 KEYPOINT_MIN_SIDE = 8
+FOREGROUND_MIN_SIDE = 8  # the `foreground` model's tracker works on 8 px a side at least
 
 # Encoders that refuse small frames whatever the pixel format (measured with PyAV: libx265
 # opens at 16x16 and 17x17 and refuses 15x15, 8x64 and 1280x8). Nothing else here has one:
@@ -155,6 +156,15 @@ def rvm_min_size(height: int, width: int) -> tuple[int, int]:
     if long_side > RVM_DOWNSAMPLE_BASE:
         least = max(least, long_side // RVM_DOWNSAMPLE_BASE + 1)
     return max(height, least), max(width, least)
+
+
+def foreground_min_size(model: str, height: int, width: int) -> tuple[int, int]:
+    """The smallest (height, width) >= the frame's that the video foreground `model` runs on:
+    rvm's own minimum, and for `auto`/`salient` (the `foreground` model) 8 px a side too."""
+    h, w = rvm_min_size(height, width)
+    if model == "rvm":
+        return h, w
+    return max(h, FOREGROUND_MIN_SIDE), max(w, FOREGROUND_MIN_SIDE)
 
 
 def keypoint_min_size(height: int, width: int) -> tuple[int, int]:

@@ -19,7 +19,7 @@ import numpy as np
 
 from gateway.pipeline.decode import DecodedFrame, FrameReader, iter_frames
 from gateway.pipeline.encode import MaskWriter, Preset
-from gateway.pipeline.geometry import crop_to, display_size, pad_to, rvm_min_size
+from gateway.pipeline.geometry import crop_to, display_size, foreground_min_size, pad_to
 from gateway.pipeline.infer import FrameResult, infer_frames
 from gateway.pipeline.probe import VideoInfo
 from gateway.triton import Triton
@@ -41,18 +41,18 @@ def expected_frames(info: VideoInfo, max_duration_s: float | None) -> int:
     return max(1, min(info.frame_count, math.ceil(max_duration_s * info.fps - 1e-6)))
 
 
-async def _frames(reader: FrameReader) -> AsyncIterator[DecodedFrame]:
+async def _frames(reader: FrameReader, model: str) -> AsyncIterator[DecodedFrame]:
     while True:
         frame = await asyncio.to_thread(next, reader, None)
         if frame is None:
             return
-        yield _padded(frame)
+        yield _padded(frame, model)
 
 
-def _padded(frame: DecodedFrame) -> DecodedFrame:
-    """The frame grown (edge rows/columns repeated) to the smallest size rvm runs on."""
+def _padded(frame: DecodedFrame, model: str) -> DecodedFrame:
+    """The frame grown (edge rows/columns repeated) to the smallest size `model` runs on."""
     h, w = frame.rgb.shape[:2]
-    size = rvm_min_size(h, w)
+    size = foreground_min_size(model, h, w)
     return frame if size == (h, w) else replace(frame, rgb=pad_to(frame.rgb, *size))
 
 
@@ -93,7 +93,7 @@ async def run_video(
         last_time = 0.0
         results = infer_frames(
             triton,
-            _frames(reader),
+            _frames(reader, model),
             frames_in_flight=frames_in_flight,
             timeout_s=timeout_s,
             foreground=foreground,
