@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 
 import aiohttp
+import cv2
 import numpy as np
 import pytest
 from conftest import IMAGES, Stack, gone
@@ -16,6 +17,7 @@ from PIL import Image
 
 PHOTO = IMAGES / "sod_bsds300" / "images" / "100098.jpg"
 MASK = IMAGES / "sod_bsds300" / "masks" / "100098.png"
+GT01 = IMAGES / "alphamatting_gt01"
 TOO_LARGE = {"message": "Image too large for regular processing. Use HD endpoint."}
 INVALID = {"detail": "Invalid image file"}
 NOT_TRANSPARENT = "The input image must have a transparent background."
@@ -76,6 +78,22 @@ async def test_matte_segments_the_subject(http: aiohttp.ClientSession, stack: St
     assert (alpha & truth).sum() / (alpha | truth).sum() > 0.5
     assert len(np.unique(np.asarray(out.getchannel("A")))) > 10  # soft alpha kept
     assert _tmp_entries(stack) <= before  # the request's staging dir is gone
+
+
+async def test_matte_opaque_subject_is_exactly_opaque(http: aiohttp.ClientSession, stack: Stack) -> None:
+    """The alpha levels curve: 255 inside the subject (it was 254 almost everywhere before), 0 in
+    the background, the soft edge kept. Regions: GT01's true alpha, eroded 7 px off its edges."""
+    data = (GT01 / "GT01_image.png").read_bytes()
+    status, _, body = await _post(http, stack, "/image/matte/v1", _form(data, "image/png"))
+    assert status == 200, body[:300]
+    alpha = np.asarray(_png(body).getchannel("A"))
+    truth = np.asarray(Image.open(GT01 / "GT01_alpha.png").convert("L"))
+    kernel = np.ones((15, 15), np.uint8)
+    inside = cv2.erode((truth == 255).astype(np.uint8), kernel) > 0
+    outside = cv2.erode((truth == 0).astype(np.uint8), kernel) > 0
+    assert np.mean(alpha[inside] == 255) > 0.97
+    assert np.mean(alpha[outside] == 0) > 0.99
+    assert np.count_nonzero((alpha > 0) & (alpha < 255)) > 5000  # soft edges, not a hard cut-out
 
 
 @pytest.mark.parametrize(
