@@ -11,9 +11,10 @@ from collections.abc import AsyncIterator
 import aiohttp
 import cv2
 import numpy as np
+import pillow_heif
 import pytest
-from conftest import IMAGES, Stack, gone
-from PIL import Image
+from conftest import IMAGES, SHARED, Stack, gone
+from PIL import Image, features
 
 PHOTO = IMAGES / "sod_bsds300" / "images" / "100098.jpg"
 MASK = IMAGES / "sod_bsds300" / "masks" / "100098.png"
@@ -210,9 +211,57 @@ async def test_generate(http: aiohttp.ClientSession, stack: Stack) -> None:
     prompted = await _post(http, stack, "/image/generate/v1",
                            _form(_bytes(cutout, "PNG"), "image/png", prompt="dark blue"))  # fmt: skip
     assert prompted[0] == 200 and np.asarray(_png(prompted[2]), dtype=int).mean() < pixels.mean()
-    for data in (_bytes(im, "PNG"), _bytes(im.convert("RGBA"), "PNG"), _bytes(cutout, "WEBP")):
+    for data in (_bytes(im, "PNG"), _bytes(im.convert("RGBA"), "PNG"), _bytes(im, "JPEG")):
         status, _, body = await _post(http, stack, "/image/generate/v1", _form(data, "image/png"))
         assert (status, _json(body)) == (400, {"message": NOT_TRANSPARENT})
+
+
+def _transparent_variants() -> dict[str, bytes]:
+    """One small cut-out (left third clear) in every mode and format that carries transparency."""
+    pillow_heif.register_heif_opener()  # the writer as well as the reader
+    rgb = _photo().resize((160, 107), Image.Resampling.LANCZOS)
+    alpha = np.full((107, 160), 255, np.uint8)
+    alpha[:, :53] = 0
+    rgba = rgb.copy()
+    rgba.putalpha(Image.fromarray(alpha))
+    palette = rgb.quantize(colors=64)
+    indices = np.asarray(palette).copy()
+    indices[alpha == 0] = 255  # a palette entry no pixel of the quantised photo uses
+    trns = Image.fromarray(indices, "P")
+    colours = palette.getpalette() or []
+    trns.putpalette(colours + [0] * (768 - len(colours)))  # all 256 entries, 255 among them
+    out = {
+        "webp-lossy": _bytes(rgba, "WEBP", quality=80),
+        "webp-lossless": _bytes(rgba, "WEBP", lossless=True),
+        "png-palette-trns": _bytes(trns, "PNG", transparency=255),
+        "png-la": _bytes(rgba.convert("LA"), "PNG"),
+        "tiff-rgba": _bytes(rgba, "TIFF"),
+        "gif-transparent": _bytes(trns, "GIF", transparency=255),
+        "heif-alpha": _bytes(rgba, "HEIF"),
+    }
+    if features.check("avif"):
+        out["avif-alpha"] = _bytes(rgba, "AVIF")
+    return out
+
+
+async def test_generate_accepts_every_format_with_transparency(
+    http: aiohttp.ClientSession, stack: Stack
+) -> None:
+    for name, data in _transparent_variants().items():
+        status, _, body = await _post(
+            http, stack, "/image/generate/v1", _form(data, "application/octet-stream")
+        )
+        assert status == 200, (name, body[:300])
+        assert _png(body).size == (160, 107), name
+    # a field input: a real WebP with real alpha, which used to be refused as "not transparent"
+    webp = SHARED / "hunt" / "rgba.webp"
+    status, _, body = await _post(http, stack, "/image/generate/v1", _form(webp.read_bytes(), "image/webp"))
+    assert status == 200, body[:300]
+    source = Image.open(webp)
+    assert source.format == "WEBP" and source.mode == "RGBA"
+    out = np.asarray(_png(body).convert("RGB"), dtype=int)
+    opaque = np.asarray(source.getchannel("A")) == 255
+    assert np.abs(out[opaque] - np.asarray(source.convert("RGB"), dtype=int)[opaque]).mean() < 3
 
 
 async def _result(http: aiohttp.ClientSession, stack: Stack, job: str, token: str | None = None,
