@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 from conftest import VIDEOS, Stack, gone, mask_error
-from media import MediaFacts, inspect, serve
+from media import MediaFacts, SyncFacts, SyncSpec, inspect, make_sync_clip, measure_sync, serve
 
 from gateway.pipeline.encode import PRESETS
 from gateway.pipeline.probe import probe
@@ -65,9 +65,10 @@ async def _wait_status(
     raise AssertionError(f"job {request_id} did not finish in {timeout_s}s")
 
 
-async def _mask_of(
+async def _mask_file(
     http: aiohttp.ClientSession, stack: Stack, clip_url: str, name: str, preset: str, tmp: Path
-) -> tuple[dict, MediaFacts]:
+) -> tuple[dict, Path]:
+    """Submit a clip to /foreground_mask, wait, download the mask video; (status, its path)."""
     request_id = await _submit_mask(http, stack, f"{clip_url}/{name}", preset)
     status = await _wait_status(http, stack, request_id)
     assert status["status"] == "completed", status
@@ -76,6 +77,13 @@ async def _mask_of(
         assert r.headers["Content-Type"] == PRESETS[preset].media_type
         out = tmp / f"{request_id}.{PRESETS[preset].extension}"
         out.write_bytes(await r.read())
+    return status, out
+
+
+async def _mask_of(
+    http: aiohttp.ClientSession, stack: Stack, clip_url: str, name: str, preset: str, tmp: Path
+) -> tuple[dict, MediaFacts]:
+    status, out = await _mask_file(http, stack, clip_url, name, preset, tmp)
     return status, inspect(out)
 
 
@@ -122,6 +130,84 @@ async def test_foreground_mask_every_input(
     assert (facts.audio is not None) == (source.audio is not None)
     if name == "vfr.mp4":
         assert facts.intervals_ms == source.intervals_ms
+
+
+_VP9 = {"deadline": "realtime", "cpu-used": "8"}
+SYNC_CLIPS = {
+    spec.name: spec
+    for spec in (
+        SyncSpec("audio_late.mp4", "libx264", "aac", audio_start_s=0.5),
+        SyncSpec("video_late.webm", "libvpx-vp9", "libopus", video_start_s=0.5, flash_s=0.8, options=_VP9),
+        # MP4 edit lists twice over: the video's first 0.2 s are cut by one, AAC priming by another
+        SyncSpec("negative_start.mp4", "libx264", "aac", video_start_s=-0.2),
+        SyncSpec("trim.mp4", "libx264", "aac", audio_start_s=0.3, flash_s=3.6, duration_s=4.6),
+    )
+}
+
+
+@pytest.fixture(scope="session")
+def sync_clips(api_clips: Path) -> dict[str, Path]:
+    person = VIDEOS / "05_default_juggle.mp4"
+    return {name: make_sync_clip(person, api_clips, spec) for name, spec in SYNC_CLIPS.items()}
+
+
+def _assert_in_sync(got: SyncFacts, want: SyncFacts) -> None:
+    """The output presents audio and video as the input did: the click on the flash frame, within
+    3 ms (one codec's onset blur and MP4's millisecond edit lists); the first frame as far from
+    the first sample as it was, within one audio frame (Matroska keeps AAC priming as samples)."""
+    assert got.click_s - got.flash_s == pytest.approx(want.click_s - want.flash_s, abs=0.003)
+    assert got.flash_s - got.video_start_s == pytest.approx(want.flash_s - want.video_start_s, abs=0.001)
+    assert got.audio_start_s - got.video_start_s == pytest.approx(
+        want.audio_start_s - want.video_start_s, abs=0.025
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "preset"),
+    [
+        ("audio_late.mp4", "mp4_h264"),  # AAC copied: MP4 audio edit list starts it at 0.5 s
+        ("audio_late.mp4", "webm_vp9"),  # re-encoded to Opus, placed at 0.5 s
+        ("video_late.webm", "mp4_h264"),  # Opus copied; the video gets an empty edit of 0.48 s
+        ("video_late.webm", "mov_proresks"),  # Opus re-encoded to AAC
+        ("negative_start.mp4", "mkv_h264"),
+        ("negative_start.mp4", "webm_vp9"),
+    ],
+)
+async def test_foreground_mask_keeps_audio_sync_and_tags(
+    stack: Stack,
+    http: aiohttp.ClientSession,
+    clip_url: str,
+    sync_clips: dict[str, Path],
+    tmp_path: Path,
+    name: str,
+    preset: str,
+) -> None:
+    _, out = await _mask_file(http, stack, clip_url, name, preset, tmp_path)
+    got, want = measure_sync(out), measure_sync(sync_clips[name])
+    _assert_in_sync(got, want)
+    assert got.audio_tags == want.audio_tags == {"language": "fra", "title": "Commentaire"}
+
+
+@pytest.mark.parametrize("output_format", ["mp4", "webm"])
+async def test_video_submit_trim_cuts_audio_and_video_at_one_instant(
+    stack: Stack, http: aiohttp.ClientSession, sync_clips: dict[str, Path], tmp_path: Path, output_format: str
+) -> None:
+    """4.6 s, audio from 0.3 s: both end 4 s after the first frame; sync and tags kept."""
+    src = sync_clips["trim.mp4"]
+    status, body, _ = await _submit_video(http, stack, src, bg_color="0,0,0", output_format=output_format)
+    assert status == 202 and body["processed_duration"] == "4s"
+    r = await _wait_result(http, stack, body["uuid"])
+    assert r.status == 200
+    out = tmp_path / f"trim.{output_format}"
+    out.write_bytes(await r.read())
+    got, want = measure_sync(out), measure_sync(src)
+    _assert_in_sync(got, want)
+    assert got.audio_tags == want.audio_tags
+    assert got.video_end_s - got.video_start_s == pytest.approx(4.0, abs=0.001)  # 25 fps: 100 frames
+    # AAC copied: the packet holding the cut is kept whole (1024 samples); Opus re-encoded: exact
+    # to the sample, and WebM's millisecond clock
+    over = 1024 / 48000 if output_format == "mp4" else 0.001
+    assert -0.001 <= got.audio_end_s - got.video_end_s <= over
 
 
 async def test_status_lifecycle_and_owner_isolation(
