@@ -19,6 +19,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from PIL import Image
 
 from gateway.stack import free_port
 
@@ -282,6 +283,78 @@ def measure_sync(path: Path) -> SyncFacts:
         audio_end_s=chunks[-1][0] + len(chunks[-1][1]) / chunks[-1][2],
         audio_tags=tags,
     )
+
+
+# Input transparency of the alpha clips: columns [0, CLEAR_TO) clear, [CLEAR_TO, HALF_TO) half
+# transparent (128; GIF has no half: clear there too), the rest opaque. The person of the source
+# clip stands in columns ~147-210, so the half band crosses it.
+CLEAR_TO, HALF_TO = 128, 160
+
+
+def input_alpha(width: int = 320, height: int = 180, binary: bool = False) -> np.ndarray:
+    alpha = np.full((height, width), 255, np.uint8)
+    alpha[:, :HALF_TO] = 0 if binary else 128
+    alpha[:, :CLEAR_TO] = 0
+    return alpha
+
+
+ALPHA_CODECS = {  # clip name -> (encoder, pix_fmt, options); .gif is written by Pillow
+    "alpha_vp9.webm": (
+        "libvpx-vp9",
+        "yuva420p",
+        {"deadline": "realtime", "cpu-used": "8", "auto-alt-ref": "0"},
+    ),
+    "alpha_prores.mov": ("prores_ks", "yuva444p10le", {"profile": "4"}),
+    "alpha_png.mov": ("png", "rgba", {}),
+    "alpha.gif": ("gif", "", {}),
+}
+
+
+def make_alpha_clip(person: Path, dest_dir: Path, name: str, frames: int = 10) -> Path:
+    """The first `frames` frames of a real clip at 320x180 with `input_alpha` as their own alpha
+    (25 fps; GIF: 10 fps), in one of ALPHA_CODECS. What the clear pixels store is the scene."""
+    dest = dest_dir / name
+    if dest.exists():
+        return dest
+    with av.open(str(person)) as c:
+        rgb = [
+            f.reformat(width=320, height=180, format="rgb24").to_ndarray()
+            for _, f in zip(range(frames), c.decode(video=0), strict=False)
+        ]
+    tmp = dest.with_name("tmp-" + dest.name)
+    codec, pix_fmt, options = ALPHA_CODECS[name]
+    if codec == "gif":
+        alpha = input_alpha(binary=True)
+        images = [Image.fromarray(np.dstack([f, alpha]), "RGBA") for f in rgb]
+        images[0].save(tmp, "GIF", save_all=True, append_images=images[1:], duration=100, loop=0, disposal=2)
+    else:
+        alpha = input_alpha()
+        with av.open(str(tmp), mode="w", format=dest.suffix[1:]) as out:
+            v = out.add_stream(codec, rate=25, options=options)
+            v.width, v.height, v.pix_fmt = 320, 180, pix_fmt
+            v.codec_context.time_base = Fraction(1, 25)
+            for i, f in enumerate(rgb):
+                frame = av.VideoFrame.from_ndarray(np.dstack([f, alpha]), format="rgba").reformat(
+                    format=pix_fmt
+                )
+                frame.pts, frame.time_base = i, Fraction(1, 25)
+                for packet in v.encode(frame):
+                    out.mux(packet)
+            for packet in v.encode(None):
+                out.mux(packet)
+    tmp.rename(dest)
+    return dest
+
+
+def decode_rgba(path: Path) -> list[np.ndarray]:
+    """Every frame as uint8 [H,W,4] (opaque formats: alpha 255), VP9 alpha through libvpx."""
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        tagged = {k.lower(): x for k, x in v.metadata.items()}.get("alpha_mode") == "1"
+        if v.codec_context.name == "vp9" and tagged:
+            decoder = av.codec.CodecContext.create("libvpx-vp9", "r")
+            return [f.to_ndarray(format="rgba") for p in c.demux(v) for f in decoder.decode(p)]
+        return [f.to_ndarray(format="rgba") for f in c.decode(v)]
 
 
 def first_frame_rgb(path: Path) -> np.ndarray:

@@ -11,9 +11,26 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import cv2
+import numpy as np
 import pytest
-from conftest import VIDEOS, Stack, gone, mask_error
-from media import MediaFacts, SyncFacts, SyncSpec, inspect, make_sync_clip, measure_sync, serve
+from conftest import SHARED, VIDEOS, Stack, gone, mask_error
+from media import (
+    ALPHA_CODECS,
+    CLEAR_TO,
+    HALF_TO,
+    ClipSpec,
+    MediaFacts,
+    SyncFacts,
+    SyncSpec,
+    decode_rgba,
+    inspect,
+    make_alpha_clip,
+    make_clip,
+    make_sync_clip,
+    measure_sync,
+    serve,
+)
 
 from gateway.pipeline.encode import PRESETS
 from gateway.pipeline.probe import probe
@@ -359,3 +376,100 @@ async def test_real_720p_clip_end_to_end(stack: Stack, http: aiohttp.ClientSessi
     facts = inspect(out)
     assert (facts.width, facts.height) == (1280, 720)
     assert facts.frames == 96 and facts.rate == Fraction(24) and facts.audio == "aac"
+
+
+PERSON = VIDEOS / "05_default_juggle.mp4"
+HUNT = SHARED / "hunt"
+
+
+@pytest.fixture(scope="session")
+def alpha_clips(api_clips: Path) -> dict[str, Path]:
+    return {name: make_alpha_clip(PERSON, api_clips, name) for name in ALPHA_CODECS}
+
+
+@pytest.fixture(scope="session")
+def hunt_url() -> Iterator[str]:
+    with serve(HUNT) as url:
+        yield url
+
+
+async def _submit_and_fetch(
+    http: aiohttp.ClientSession, stack: Stack, path: Path, out: Path, **fields: str
+) -> list[np.ndarray]:
+    """/video/submit/v1 -> every frame of the result as uint8 [H,W,4]."""
+    status, body, _ = await _submit_video(http, stack, path, **fields)
+    assert status == 202, body
+    r = await _wait_result(http, stack, body["uuid"])
+    assert r.status == 200
+    out.write_bytes(await r.read())
+    return decode_rgba(out)
+
+
+def _assert_input_alpha_kept(planes: list[np.ndarray], lossy: bool, half: bool = True) -> None:
+    """Alpha (or mask) planes [H,W] of a result of the alpha clips: what the input made clear is
+    clear; the half-transparent band crosses the subject, so there it is the product, about half
+    (not 0, not opaque); the subject in the opaque part is opaque. `lossy`: a VP9 or H.264 plane,
+    whose codec rings by some levels next to the band's sharp edges (ProRes: one level)."""
+    band_slack = 16 if lossy else 2
+    for plane in planes:
+        assert plane[:, :CLEAR_TO].max() <= (2 if lossy else 0)
+        assert plane[:, CLEAR_TO:HALF_TO].max() <= 128 + band_slack
+    if half:
+        assert max(int(p[:, CLEAR_TO:HALF_TO].max()) for p in planes) >= 128 - band_slack
+    assert max(int(p[:, HALF_TO:].max()) for p in planes) >= (250 if lossy else 255)
+
+
+@pytest.mark.parametrize("name", sorted(ALPHA_CODECS))
+async def test_video_submit_keeps_the_input_alpha(
+    stack: Stack, http: aiohttp.ClientSession, alpha_clips: dict[str, Path], tmp_path: Path, name: str
+) -> None:
+    """VP9 alpha, ProRes 4444, PNG in MOV, GIF: the transparent WebM's alpha is the input's
+    alpha times the mask."""
+    frames = await _submit_and_fetch(http, stack, alpha_clips[name], tmp_path / "out.webm")
+    assert len(frames) == 10
+    _assert_input_alpha_kept([f[..., 3] for f in frames], lossy=True, half=name != "alpha.gif")
+
+
+async def test_input_alpha_in_mov_mask_and_composite(
+    stack: Stack, http: aiohttp.ClientSession, clip_url: str, alpha_clips: dict[str, Path], tmp_path: Path
+) -> None:
+    prores = await _submit_and_fetch(
+        http, stack, alpha_clips["alpha_prores.mov"], tmp_path / "out.mov", output_format="mov"
+    )
+    _assert_input_alpha_kept([f[..., 3] for f in prores], lossy=False)
+    green = await _submit_and_fetch(
+        http, stack, alpha_clips["alpha_vp9.webm"], tmp_path / "green.mp4", bg_color="0,255,0"
+    )
+    for f in green:  # the new background shows wherever the input was clear
+        assert np.abs(f[:, :CLEAR_TO, :3].astype(int) - (0, 255, 0)).max() <= 6
+    _, mask = await _mask_file(http, stack, clip_url, "alpha_png.mov", "mkv_h264", tmp_path)
+    _assert_input_alpha_kept([f[..., 0] for f in decode_rgba(mask)], lossy=True)
+
+
+async def test_hunt_vp9_alpha_comes_back_transparent(
+    stack: Stack, http: aiohttp.ClientSession, hunt_url: str, tmp_path: Path
+) -> None:
+    """hunt/vp9alpha.webm: its right part (x >= 380 of 640) is transparent; it stays so."""
+    src = HUNT / "vp9alpha.webm"
+    clear = decode_rgba(src)[0][..., 3] == 0
+    assert clear[:, 380:].all() and not clear[:, :380].any()
+    frames = await _submit_and_fetch(http, stack, src, tmp_path / "out.webm")
+    assert len(frames) == 24 and max(int(f[..., 3][clear].max()) for f in frames) <= 2
+    _, mask = await _mask_file(http, stack, hunt_url, "vp9alpha.webm", "mp4_h264", tmp_path)
+    assert max(int(f[..., 0][clear].max()) for f in decode_rgba(mask)) <= 2
+
+
+async def test_video_matte_opaque_subject_is_exactly_opaque(
+    stack: Stack, http: aiohttp.ClientSession, api_clips: Path, tmp_path: Path
+) -> None:
+    """The alpha levels curve on video: a person's interior is 255, the background 0, the soft
+    edge kept (ProRes alpha is lossless, so these are the model's levels)."""
+    clip = make_clip(PERSON, api_clips, ClipSpec("person.mp4", "libx264", duration_s=0.4))
+    frames = await _submit_and_fetch(http, stack, clip, tmp_path / "out.mov", output_format="mov")
+    alpha = frames[-1][..., 3]
+    kernel = np.ones((5, 5), np.uint8)
+    inside = cv2.erode((alpha >= 128).astype(np.uint8), kernel) > 0
+    outside = cv2.erode((alpha < 128).astype(np.uint8), kernel) > 0
+    assert inside.sum() > 1000
+    assert np.mean(alpha[inside] == 255) > 0.9 and np.mean(alpha[outside] == 0) > 0.995
+    assert np.count_nonzero((alpha > 0) & (alpha < 255)) > 200

@@ -2,12 +2,14 @@
 
 The queue bound is what keeps memory flat whatever the length: the decoder stops when the
 consumer (inference) falls behind. Closing the iterator early stops the thread and the file.
+An input's own transparency comes along with each frame (gateway/pipeline/alpha.py).
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -16,6 +18,7 @@ import av
 import av.error
 import numpy as np
 
+from gateway.pipeline import alpha as input_alpha
 from gateway.pipeline.probe import MediaError
 
 _DONE = object()
@@ -23,10 +26,12 @@ _DONE = object()
 
 @dataclass(frozen=True)
 class DecodedFrame:
-    rgb: np.ndarray  # uint8 HxWx3, coded orientation
+    rgb: np.ndarray  # uint8 HxWx3, coded orientation; over white where the input is transparent
     pts: int  # in time_base, as the container stores it (VFR kept)
     time_base: Fraction
     index: int
+    alpha: np.ndarray | None = None  # uint8 HxW, the input's own alpha; None: opaque
+    colour: np.ndarray | None = None  # uint8 HxWx3 straight colour under `alpha` (None with it)
 
     @property
     def time_s(self) -> float:
@@ -44,7 +49,8 @@ def _decode_into(
             start: int | None = None
             last_pts: int | None = None
             index = 0
-            for frame in container.decode(stream):
+            may_have_alpha: bool | None = None
+            for frame in _frames(container, stream):
                 if stop.is_set():
                     return
                 pts = frame.pts if frame.pts is not None else (last_pts + 1 if last_pts is not None else 0)
@@ -55,7 +61,10 @@ def _decode_into(
                 if max_duration_s is not None and float((pts - start) * time_base) >= max_duration_s - 1e-6:
                     break
                 last_pts = pts
-                item = DecodedFrame(frame.to_ndarray(format="rgb24"), pts, time_base, index)
+                if may_have_alpha is None:
+                    may_have_alpha = input_alpha.stream_has_alpha(stream, frame.format.name)
+                rgb, alpha, colour = input_alpha.split(frame, may_have_alpha)
+                item = DecodedFrame(rgb, pts, time_base, index, alpha, colour)
                 index += 1
                 while not stop.is_set():
                     try:
@@ -76,6 +85,18 @@ def _decode_into(
         )
     except BaseException as exc:
         _put_final(out, stop, exc)
+
+
+def _frames(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream
+) -> Iterator[av.VideoFrame]:
+    """The stream's frames, through libvpx-vp9 when it is VP9 with alpha (see alpha.py)."""
+    decoder = input_alpha.alpha_decoder(stream)
+    if decoder is None:
+        yield from container.decode(stream)
+        return
+    for packet in container.demux(stream):
+        yield from decoder.decode(packet)
 
 
 def _put_final(out: queue.Queue[object], stop: threading.Event, item: object) -> None:
