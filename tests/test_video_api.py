@@ -158,6 +158,7 @@ SYNC_CLIPS = {
         # MP4 edit lists twice over: the video's first 0.2 s are cut by one, AAC priming by another
         SyncSpec("negative_start.mp4", "libx264", "aac", video_start_s=-0.2),
         SyncSpec("trim.mp4", "libx264", "aac", audio_start_s=0.3, flash_s=3.6, duration_s=4.6),
+        SyncSpec("kp_trim.mp4", "libx264", "aac", audio_start_s=0.3, flash_s=2.0, duration_s=5.5, fps=8),
     )
 }
 
@@ -473,3 +474,54 @@ async def test_video_matte_opaque_subject_is_exactly_opaque(
     assert inside.sum() > 1000
     assert np.mean(alpha[inside] == 255) > 0.9 and np.mean(alpha[outside] == 0) > 0.995
     assert np.count_nonzero((alpha > 0) & (alpha < 255)) > 200
+
+
+async def _key_points_mask(
+    http: aiohttp.ClientSession, stack: Stack, body: dict[str, Any], tmp: Path
+) -> tuple[dict, Path]:
+    """/mask_by_key_points -> (final status, the downloaded mask video)."""
+    async with http.post(
+        f"{stack.url}/mask_by_key_points", json=body, headers={"api_token": stack.token}
+    ) as r:
+        payload = await r.json()
+        assert r.status == 202, payload
+    status = await _wait_status(http, stack, payload["request_id"])
+    assert status["status"] == "completed", status
+    async with http.get(status["mask_url"]) as r:
+        assert r.status == 200
+        out = tmp / f"kp.{PRESETS[body.get('output_container_and_codec', 'mp4_h264')].extension}"
+        out.write_bytes(await r.read())
+    return status, out
+
+
+async def test_key_points_mask_keeps_input_alpha(
+    stack: Stack, http: aiohttp.ClientSession, clip_url: str, alpha_clips: dict[str, Path], tmp_path: Path
+) -> None:
+    point = {"x": 180, "y": 90, "type": "positive"}  # on the person, in the opaque part
+    # ProRes: H.264 rings by up to ~20 levels beside a 0/255 mask's edge where it crosses the band
+    body = {
+        "video": f"{clip_url}/alpha_png.mov",
+        "key_points": [point],
+        "output_container_and_codec": "mov_proresks",
+    }
+    _, out = await _key_points_mask(http, stack, body, tmp_path)
+    planes = [f[..., 0] for f in decode_rgba(out)]
+    assert len(planes) == 10
+    _assert_input_alpha_kept(planes, lossy=True)
+
+
+async def test_key_points_auto_trim_cuts_audio_and_video_at_one_instant(
+    stack: Stack, http: aiohttp.ClientSession, clip_url: str, sync_clips: dict[str, Path], tmp_path: Path
+) -> None:
+    """5.5 s at 8 fps, audio from 0.3 s: auto_trim keeps 5 s of both, from the first frame."""
+    body = {"video": f"{clip_url}/kp_trim.mp4", "key_points": [{"x": 160, "y": 90, "type": "positive"}],
+            "frame_index": 16, "auto_trim": True}  # fmt: skip
+    status, out = await _key_points_mask(http, stack, body, tmp_path)
+    assert "trimmed" in status["warning"]
+    got, want = measure_sync(out), measure_sync(sync_clips["kp_trim.mp4"])
+    assert got.video_end_s - got.video_start_s == pytest.approx(5.0, abs=0.001)  # 40 frames
+    assert -0.001 <= got.audio_end_s - got.video_end_s <= 1024 / 48000  # AAC copied: the cut's packet
+    assert got.audio_start_s - got.video_start_s == pytest.approx(
+        want.audio_start_s - want.video_start_s, abs=0.001
+    )
+    assert got.audio_tags == want.audio_tags
