@@ -75,11 +75,12 @@ def score(name: str, alpha_of: Alpha, pairs: list[tuple[Path, Path]]) -> dict[st
 def raw_rows() -> list[Callable[[], tuple[str, Alpha]]]:
     def u2() -> tuple[str, Alpha]:
         session = raw_session(RAW_U2NETP)
-        return "raw U2-Net-p (rembg u2netp.onnx)", lambda p: u2netp_alpha(session, _rgb(p))
+        return "raw U2-Net-p (rembg u2netp.onnx)", lambda p: u2netp_alpha(session, _rgb(p), levels=False)
 
     def rvm() -> tuple[str, Alpha]:
         session = raw_session(RAW_RVM)
-        return "raw RVM (rvm_mobilenetv3_fp32.onnx)", lambda p: next(rvm_sequence(session, [_rgb(p)]))[0]
+        name = "raw RVM (rvm_mobilenetv3_fp32.onnx)"
+        return name, lambda p: next(rvm_sequence(session, [_rgb(p)], levels=False))[0]
 
     return [u2, rvm]
 

@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from export.wrap import IMAGENET_MEAN, IMAGENET_STD, RVM_DOWNSAMPLE_BASE, U2NET_SIZE
+from export.wrap import ALPHA_HI, ALPHA_LO, IMAGENET_MEAN, IMAGENET_STD, RVM_DOWNSAMPLE_BASE, U2NET_SIZE
 
 
 def raw_session(path: Path) -> ort.InferenceSession:
@@ -19,8 +19,20 @@ def raw_session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def u2netp_alpha(session: ort.InferenceSession, rgb: np.ndarray) -> np.ndarray:
-    """rembg's SimpleSession.predict, step for step (rembg/session_simple.py, session_base.py)."""
+def alpha_levels(alpha: np.ndarray) -> np.ndarray:
+    """The exported graphs' alpha levels curve (export.wrap.ALPHA_LO/HI) in their float32 arithmetic.
+
+    alpha: float32 in 0..1, any shape -> float32 in 0..1, same shape.
+    """
+    lo, span = np.float32(ALPHA_LO), np.float32(ALPHA_HI - ALPHA_LO)
+    return np.clip((alpha.astype(np.float32) - lo) / span, np.float32(0), np.float32(1))
+
+
+def u2netp_alpha(session: ort.InferenceSession, rgb: np.ndarray, levels: bool = True) -> np.ndarray:
+    """rembg's SimpleSession.predict, step for step (rembg/session_simple.py, session_base.py),
+    plus the exported graph's alpha levels curve unless `levels` is False (rembg's own output).
+
+    rgb: uint8 [H,W,3] -> alpha uint8 [H,W]."""
     image = Image.fromarray(rgb, "RGB")
     small = np.array(image.resize((U2NET_SIZE, U2NET_SIZE), Image.LANCZOS))
     unit = small / max(float(np.max(small)), 1e-6)
@@ -29,6 +41,8 @@ def u2netp_alpha(session: ort.InferenceSession, rgb: np.ndarray) -> np.ndarray:
     pred = session.run(None, feed)[0][:, 0, :, :]
     lo, hi = float(np.min(pred)), float(np.max(pred))
     pred = np.squeeze((pred - lo) / max(hi - lo, 1e-6))
+    if levels:
+        pred = alpha_levels(pred)
     mask = Image.fromarray((pred * 255).astype(np.uint8), "L").resize(image.size, Image.LANCZOS)
     return np.asarray(mask)
 
@@ -42,13 +56,18 @@ def _to_u8(x: np.ndarray) -> np.ndarray:
 
 
 def rvm_sequence(
-    session: ort.InferenceSession, frames: Iterable[np.ndarray], base: float = RVM_DOWNSAMPLE_BASE
+    session: ort.InferenceSession,
+    frames: Iterable[np.ndarray],
+    base: float = RVM_DOWNSAMPLE_BASE,
+    levels: bool = True,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """RVM's recurrent loop over uint8 [H,W,3] frames: yields (alpha [H,W], foreground [H,W,3]) uint8."""
+    """RVM's recurrent loop over uint8 [H,W,3] frames: yields (alpha [H,W], foreground [H,W,3]) uint8;
+    alpha through the exported graph's levels curve unless `levels` is False (RVM's own output)."""
     state = [np.zeros((1, 1, 1, 1), np.float32)] * 4
     for frame in frames:
         src = (frame.astype(np.float32) / np.float32(255)).transpose(2, 0, 1)[None]
         ratio = rvm_downsample_ratio(frame.shape[0], frame.shape[1], base)
         feed = {"src": src, "downsample_ratio": ratio, **{f"r{k + 1}i": s for k, s in enumerate(state)}}
         fgr, pha, *state = session.run(["fgr", "pha", "r1o", "r2o", "r3o", "r4o"], feed)
-        yield _to_u8(pha[0, 0]), _to_u8(fgr[0].transpose(1, 2, 0))
+        alpha = alpha_levels(pha[0, 0]) if levels else pha[0, 0]
+        yield _to_u8(alpha), _to_u8(fgr[0].transpose(1, 2, 0))

@@ -15,7 +15,7 @@ import onnx.version_converter
 from onnx import TensorProto, helper, numpy_helper
 
 # Bump when the grafted front/back ends change, so `export models` rewrites the files.
-WRAPPER_VERSION = 2
+WRAPPER_VERSION = 3
 OPSET = 18
 IR_VERSION = 8  # the oldest IR that carries opset 18: loadable by older onnxruntime builds too
 
@@ -25,6 +25,16 @@ U2NET_SIZE = 320
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _EPS = 1e-6
+
+# Alpha levels curve, applied to both models' float alpha before it becomes uint8:
+#     alpha' = clip((alpha - ALPHA_LO) / (ALPHA_HI - ALPHA_LO), 0, 1)
+# u2netp's min-max normalisation reaches 1.0 at one pixel only and rembg truncates, so an opaque
+# subject's interior came out 254, not 255; RVM leaves a few near-0/near-1 levels too. With 1 %
+# margins the interior is 255 and the background 0 while soft edges keep their ramp (stretched
+# by 1/0.98). Symmetric margins keep 0.5 where it was, so IoU at 0.5 does not move; figures for
+# the choice in docs/images.md ("Alpha levels").
+ALPHA_LO = 0.01
+ALPHA_HI = 0.99
 
 
 def _const(name: str, value: np.ndarray | float | list[int]) -> onnx.TensorProto:
@@ -57,8 +67,24 @@ def _to_u8(prefix: str, src: str, dst: str, scale: bool) -> list[onnx.NodeProto]
     return nodes
 
 
+def _levels(prefix: str, src: str, dst: str) -> list[onnx.NodeProto]:
+    """The alpha levels curve (ALPHA_LO, ALPHA_HI) on a float alpha in 0..1; output in 0..1."""
+    return [
+        helper.make_node("Sub", [src, "c/alpha_lo"], [f"{prefix}/shifted"]),
+        helper.make_node("Div", [f"{prefix}/shifted", "c/alpha_span"], [f"{prefix}/stretched"]),
+        helper.make_node("Clip", [f"{prefix}/stretched", "c/0", "c/1"], [dst]),
+    ]
+
+
 def _common_initializers() -> list[onnx.TensorProto]:
-    return [_const("c/0", 0.0), _const("c/1", 1.0), _const("c/255", 255.0), _const("c/eps", _EPS)]
+    return [
+        _const("c/0", 0.0),
+        _const("c/1", 1.0),
+        _const("c/255", 255.0),
+        _const("c/eps", _EPS),
+        _const("c/alpha_lo", ALPHA_LO),
+        _const("c/alpha_span", ALPHA_HI - ALPHA_LO),
+    ]
 
 
 def _finish(graph: onnx.GraphProto, doc: str) -> onnx.ModelProto:
@@ -93,7 +119,8 @@ def wrap_rvm(raw: onnx.ModelProto, downsample_base: float = RVM_DOWNSAMPLE_BASE)
     ]
     post = [
         helper.make_node("Squeeze", ["raw/pha", "c/i1"], ["post/pha"]),
-        *_to_u8("post/alpha", "post/pha", "alpha", scale=True),
+        *_levels("post/curve", "post/pha", "post/pha_levels"),
+        *_to_u8("post/alpha", "post/pha_levels", "alpha", scale=True),
         helper.make_node("Transpose", ["raw/fgr"], ["post/fgr_nhwc"], perm=[0, 2, 3, 1]),
         *_to_u8("post/fg", "post/fgr_nhwc", "foreground", scale=True),
     ]
@@ -227,8 +254,9 @@ def wrap_u2netp(raw: onnx.ModelProto) -> onnx.ModelProto:
         helper.make_node("Sub", ["post/hi", "post/lo"], ["post/span"]),
         helper.make_node("Max", ["post/span", "c/eps"], ["post/span_safe"]),
         helper.make_node("Div", ["post/shifted", "post/span_safe"], ["post/norm"]),
+        *_levels("post/curve", "post/norm", "post/norm_levels"),
         # rembg truncates to uint8 before resizing back
-        helper.make_node("Mul", ["post/norm", "c/255"], ["post/levels"]),
+        helper.make_node("Mul", ["post/norm_levels", "c/255"], ["post/levels"]),
         helper.make_node("Floor", ["post/levels"], ["post/levels_u8"]),
         helper.make_node("Reshape", ["post/levels_u8", "c/net_hw"], ["post/mask_hw"]),
     ]

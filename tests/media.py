@@ -19,6 +19,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from PIL import Image
 
 from gateway.stack import free_port
 
@@ -210,6 +211,197 @@ def displayed(path: Path, fmt: str = "rgb24", count: int = 1) -> list[np.ndarray
                 if len(shown) == count:
                     return shown
     return shown
+
+
+@dataclass(frozen=True)
+class SyncSpec:
+    """A clip whose sync can be measured: black frames but one (a person, which the matting model
+    sees, so the flash survives into masks and composites) and a 10 ms 1 kHz click in silent audio
+    at the same input instant `flash_s`. `video_start_s`/`audio_start_s` offset each stream; a
+    negative start in MP4 becomes an edit list that hides the frames before 0."""
+
+    name: str
+    vcodec: str
+    acodec: str
+    video_start_s: float = 0.0
+    audio_start_s: float = 0.0
+    flash_s: float = 0.6
+    duration_s: float = 1.2
+    fps: int = 25
+    tags: tuple[tuple[str, str], ...] = (("language", "fra"), ("title", "Commentaire"))
+    options: dict[str, str] | None = None
+
+
+def make_sync_clip(person: Path, dest_dir: Path, spec: SyncSpec) -> Path:
+    """Mux `spec` (320x180, mono 48 kHz) with PyAV; `person` is a real clip with a person in it."""
+    dest = dest_dir / spec.name
+    if dest.exists():
+        return dest
+    with av.open(str(person)) as c:
+        for i, f in enumerate(c.decode(video=0)):
+            if i == 20:
+                flash = f.reformat(width=320, height=180, format="rgb24").to_ndarray()
+                break
+    rate = 48000
+    tmp = dest.with_name("tmp-" + dest.name)
+    with av.open(str(tmp), mode="w") as out:
+        v = out.add_stream(spec.vcodec, rate=spec.fps, options=spec.options or {})
+        v.width, v.height, v.pix_fmt = 320, 180, "yuv420p"
+        v.codec_context.time_base = Fraction(1, spec.fps)
+        a = out.add_stream(spec.acodec, rate=rate)
+        a.codec_context.layout = "mono"
+        for key, value in spec.tags:
+            a.metadata[key] = value
+        first = round(spec.video_start_s * spec.fps)
+        black = np.zeros((180, 320, 3), np.uint8)
+        for i in range(round(spec.duration_s * spec.fps)):
+            pts = first + i
+            rgb = flash if pts == round(spec.flash_s * spec.fps) else black
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts, frame.time_base = pts, Fraction(1, spec.fps)
+            for packet in v.encode(frame):
+                out.mux(packet)
+        for packet in v.encode(None):
+            out.mux(packet)
+        samples = np.zeros(round(spec.duration_s * rate), np.float32)
+        click = round((spec.flash_s - spec.audio_start_s) * rate)
+        samples[click : click + 480] = 0.8 * np.sin(2 * np.pi * 1000 * np.arange(480) / rate)
+        fmt = a.codec_context.codec.audio_formats[0].name
+        resampler = av.AudioResampler(format=fmt, layout="mono", rate=rate)
+        start = round(spec.audio_start_s * rate)
+        for offset in range(0, len(samples), 960):
+            chunk = av.AudioFrame.from_ndarray(
+                samples[None, offset : offset + 960], format="flt", layout="mono"
+            )
+            chunk.sample_rate, chunk.pts, chunk.time_base = rate, start + offset, Fraction(1, rate)
+            for r in resampler.resample(chunk):
+                for packet in a.encode(r):
+                    out.mux(packet)
+        for packet in a.encode(None):
+            out.mux(packet)
+    tmp.rename(dest)
+    return dest
+
+
+@dataclass(frozen=True)
+class SyncFacts:
+    """What a player presents, in seconds of the file's own timeline (edit lists, priming applied)."""
+
+    video_start_s: float  # first decoded frame
+    audio_start_s: float  # first decoded sample
+    flash_s: float  # brightest frame
+    click_s: float  # first sample at half the click's peak
+    video_end_s: float  # last frame + one frame interval
+    audio_end_s: float  # end of the last decoded sample
+    audio_tags: dict[str, str]
+
+
+def measure_sync(path: Path) -> SyncFacts:
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        times, brightness = [], []
+        for frame in c.decode(stream):
+            times.append(float(frame.pts * frame.time_base))
+            brightness.append(float(frame.to_ndarray(format="gray").mean()))
+        interval = 1 / float(stream.average_rate or 25)
+    with av.open(str(path)) as c:
+        audio = c.streams.audio[0]
+        meta = dict(audio.metadata)
+        chunks: list[tuple[float, np.ndarray, int]] = []
+        for frame in c.decode(audio):
+            data = np.abs(frame.to_ndarray().astype(np.float64))
+            envelope = (
+                data.max(axis=0)
+                if frame.format.is_planar
+                else data.reshape(-1, frame.layout.nb_channels).max(axis=1)
+            )
+            chunks.append((float(frame.pts * frame.time_base), envelope, frame.sample_rate))
+    peak = max(float(e.max()) for _, e, _ in chunks)
+    click = next(t + int(np.argmax(e >= peak / 2)) / r for t, e, r in chunks if (e >= peak / 2).any())
+    tags = {k: meta[k] for k in ("language", "title") if k in meta}
+    if "title" not in tags and "name" in meta:  # MP4/MOV titles read back as "name"
+        tags["title"] = meta["name"]
+    return SyncFacts(
+        video_start_s=times[0],
+        audio_start_s=chunks[0][0],
+        flash_s=times[int(np.argmax(brightness))],
+        click_s=click,
+        video_end_s=times[-1] + interval,
+        audio_end_s=chunks[-1][0] + len(chunks[-1][1]) / chunks[-1][2],
+        audio_tags=tags,
+    )
+
+
+# Input transparency of the alpha clips: columns [0, CLEAR_TO) clear, [CLEAR_TO, HALF_TO) half
+# transparent (128; GIF has no half: clear there too), the rest opaque. The person of the source
+# clip stands in columns ~147-210, so the half band crosses it.
+CLEAR_TO, HALF_TO = 128, 160
+
+
+def input_alpha(width: int = 320, height: int = 180, binary: bool = False) -> np.ndarray:
+    alpha = np.full((height, width), 255, np.uint8)
+    alpha[:, :HALF_TO] = 0 if binary else 128
+    alpha[:, :CLEAR_TO] = 0
+    return alpha
+
+
+ALPHA_CODECS = {  # clip name -> (encoder, pix_fmt, options); .gif is written by Pillow
+    "alpha_vp9.webm": (
+        "libvpx-vp9",
+        "yuva420p",
+        {"deadline": "realtime", "cpu-used": "8", "auto-alt-ref": "0"},
+    ),
+    "alpha_prores.mov": ("prores_ks", "yuva444p10le", {"profile": "4"}),
+    "alpha_png.mov": ("png", "rgba", {}),
+    "alpha.gif": ("gif", "", {}),
+}
+
+
+def make_alpha_clip(person: Path, dest_dir: Path, name: str, frames: int = 10) -> Path:
+    """The first `frames` frames of a real clip at 320x180 with `input_alpha` as their own alpha
+    (25 fps; GIF: 10 fps), in one of ALPHA_CODECS. What the clear pixels store is the scene."""
+    dest = dest_dir / name
+    if dest.exists():
+        return dest
+    with av.open(str(person)) as c:
+        rgb = [
+            f.reformat(width=320, height=180, format="rgb24").to_ndarray()
+            for _, f in zip(range(frames), c.decode(video=0), strict=False)
+        ]
+    tmp = dest.with_name("tmp-" + dest.name)
+    codec, pix_fmt, options = ALPHA_CODECS[name]
+    if codec == "gif":
+        alpha = input_alpha(binary=True)
+        images = [Image.fromarray(np.dstack([f, alpha]), "RGBA") for f in rgb]
+        images[0].save(tmp, "GIF", save_all=True, append_images=images[1:], duration=100, loop=0, disposal=2)
+    else:
+        alpha = input_alpha()
+        with av.open(str(tmp), mode="w", format=dest.suffix[1:]) as out:
+            v = out.add_stream(codec, rate=25, options=options)
+            v.width, v.height, v.pix_fmt = 320, 180, pix_fmt
+            v.codec_context.time_base = Fraction(1, 25)
+            for i, f in enumerate(rgb):
+                frame = av.VideoFrame.from_ndarray(np.dstack([f, alpha]), format="rgba").reformat(
+                    format=pix_fmt
+                )
+                frame.pts, frame.time_base = i, Fraction(1, 25)
+                for packet in v.encode(frame):
+                    out.mux(packet)
+            for packet in v.encode(None):
+                out.mux(packet)
+    tmp.rename(dest)
+    return dest
+
+
+def decode_rgba(path: Path) -> list[np.ndarray]:
+    """Every frame as uint8 [H,W,4] (opaque formats: alpha 255), VP9 alpha through libvpx."""
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        tagged = {k.lower(): x for k, x in v.metadata.items()}.get("alpha_mode") == "1"
+        if v.codec_context.name == "vp9" and tagged:
+            decoder = av.codec.CodecContext.create("libvpx-vp9", "r")
+            return [f.to_ndarray(format="rgba") for p in c.demux(v) for f in decoder.decode(p)]
+        return [f.to_ndarray(format="rgba") for f in c.decode(v)]
 
 
 def first_frame_rgb(path: Path) -> np.ndarray:

@@ -23,7 +23,8 @@ from gateway.foreground import ForegroundTracker, PersonGate
 from gateway.mask_geometry import iou
 from gateway.settings import REPO_ROOT
 
-SMALL = (428, 240)  # DAVIS frames about halved (even: the clip is yuv420p H.264): quick on two cores, big enough for both networks
+# DAVIS frames about halved: quick on two cores, big enough for both networks (even: H.264 4:2:0)
+SMALL = (428, 240)
 
 
 def _davis(seq: str, count: int) -> tuple[list[np.ndarray], list[np.ndarray]]:

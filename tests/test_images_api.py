@@ -9,13 +9,16 @@ import time
 from collections.abc import AsyncIterator
 
 import aiohttp
+import cv2
 import numpy as np
+import pillow_heif
 import pytest
-from conftest import IMAGES, Stack, gone
-from PIL import Image
+from conftest import IMAGES, SHARED, Stack, gone
+from PIL import Image, features
 
 PHOTO = IMAGES / "sod_bsds300" / "images" / "100098.jpg"
 MASK = IMAGES / "sod_bsds300" / "masks" / "100098.png"
+GT01 = IMAGES / "alphamatting_gt01"
 TOO_LARGE = {"message": "Image too large for regular processing. Use HD endpoint."}
 INVALID = {"detail": "Invalid image file"}
 NOT_TRANSPARENT = "The input image must have a transparent background."
@@ -76,6 +79,22 @@ async def test_matte_segments_the_subject(http: aiohttp.ClientSession, stack: St
     assert (alpha & truth).sum() / (alpha | truth).sum() > 0.5
     assert len(np.unique(np.asarray(out.getchannel("A")))) > 10  # soft alpha kept
     assert _tmp_entries(stack) <= before  # the request's staging dir is gone
+
+
+async def test_matte_opaque_subject_is_exactly_opaque(http: aiohttp.ClientSession, stack: Stack) -> None:
+    """The alpha levels curve: 255 inside the subject (it was 254 almost everywhere before), 0 in
+    the background, the soft edge kept. Regions: GT01's true alpha, eroded 7 px off its edges."""
+    data = (GT01 / "GT01_image.png").read_bytes()
+    status, _, body = await _post(http, stack, "/image/matte/v1", _form(data, "image/png"))
+    assert status == 200, body[:300]
+    alpha = np.asarray(_png(body).getchannel("A"))
+    truth = np.asarray(Image.open(GT01 / "GT01_alpha.png").convert("L"))
+    kernel = np.ones((15, 15), np.uint8)
+    inside = cv2.erode((truth == 255).astype(np.uint8), kernel) > 0
+    outside = cv2.erode((truth == 0).astype(np.uint8), kernel) > 0
+    assert np.mean(alpha[inside] == 255) > 0.97
+    assert np.mean(alpha[outside] == 0) > 0.99
+    assert np.count_nonzero((alpha > 0) & (alpha < 255)) > 5000  # soft edges, not a hard cut-out
 
 
 @pytest.mark.parametrize(
@@ -192,9 +211,57 @@ async def test_generate(http: aiohttp.ClientSession, stack: Stack) -> None:
     prompted = await _post(http, stack, "/image/generate/v1",
                            _form(_bytes(cutout, "PNG"), "image/png", prompt="dark blue"))  # fmt: skip
     assert prompted[0] == 200 and np.asarray(_png(prompted[2]), dtype=int).mean() < pixels.mean()
-    for data in (_bytes(im, "PNG"), _bytes(im.convert("RGBA"), "PNG"), _bytes(cutout, "WEBP")):
+    for data in (_bytes(im, "PNG"), _bytes(im.convert("RGBA"), "PNG"), _bytes(im, "JPEG")):
         status, _, body = await _post(http, stack, "/image/generate/v1", _form(data, "image/png"))
         assert (status, _json(body)) == (400, {"message": NOT_TRANSPARENT})
+
+
+def _transparent_variants() -> dict[str, bytes]:
+    """One small cut-out (left third clear) in every mode and format that carries transparency."""
+    pillow_heif.register_heif_opener()  # the writer as well as the reader
+    rgb = _photo().resize((160, 107), Image.Resampling.LANCZOS)
+    alpha = np.full((107, 160), 255, np.uint8)
+    alpha[:, :53] = 0
+    rgba = rgb.copy()
+    rgba.putalpha(Image.fromarray(alpha))
+    palette = rgb.quantize(colors=64)
+    indices = np.asarray(palette).copy()
+    indices[alpha == 0] = 255  # a palette entry no pixel of the quantised photo uses
+    trns = Image.fromarray(indices, "P")
+    colours = palette.getpalette() or []
+    trns.putpalette(colours + [0] * (768 - len(colours)))  # all 256 entries, 255 among them
+    out = {
+        "webp-lossy": _bytes(rgba, "WEBP", quality=80),
+        "webp-lossless": _bytes(rgba, "WEBP", lossless=True),
+        "png-palette-trns": _bytes(trns, "PNG", transparency=255),
+        "png-la": _bytes(rgba.convert("LA"), "PNG"),
+        "tiff-rgba": _bytes(rgba, "TIFF"),
+        "gif-transparent": _bytes(trns, "GIF", transparency=255),
+        "heif-alpha": _bytes(rgba, "HEIF"),
+    }
+    if features.check("avif"):
+        out["avif-alpha"] = _bytes(rgba, "AVIF")
+    return out
+
+
+async def test_generate_accepts_every_format_with_transparency(
+    http: aiohttp.ClientSession, stack: Stack
+) -> None:
+    for name, data in _transparent_variants().items():
+        status, _, body = await _post(
+            http, stack, "/image/generate/v1", _form(data, "application/octet-stream")
+        )
+        assert status == 200, (name, body[:300])
+        assert _png(body).size == (160, 107), name
+    # a field input: a real WebP with real alpha, which used to be refused as "not transparent"
+    webp = SHARED / "hunt" / "rgba.webp"
+    status, _, body = await _post(http, stack, "/image/generate/v1", _form(webp.read_bytes(), "image/webp"))
+    assert status == 200, body[:300]
+    source = Image.open(webp)
+    assert source.format == "WEBP" and source.mode == "RGBA"
+    out = np.asarray(_png(body).convert("RGB"), dtype=int)
+    opaque = np.asarray(source.getchannel("A")) == 255
+    assert np.abs(out[opaque] - np.asarray(source.convert("RGB"), dtype=int)[opaque]).mean() < 3
 
 
 async def _result(http: aiohttp.ClientSession, stack: Stack, job: str, token: str | None = None,

@@ -11,9 +11,26 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import cv2
+import numpy as np
 import pytest
-from conftest import VIDEOS, Stack, gone, mask_error
-from media import MediaFacts, inspect, serve
+from conftest import SHARED, VIDEOS, Stack, gone, mask_error
+from media import (
+    ALPHA_CODECS,
+    CLEAR_TO,
+    HALF_TO,
+    ClipSpec,
+    MediaFacts,
+    SyncFacts,
+    SyncSpec,
+    decode_rgba,
+    inspect,
+    make_alpha_clip,
+    make_clip,
+    make_sync_clip,
+    measure_sync,
+    serve,
+)
 
 from gateway.pipeline.encode import PRESETS
 from gateway.pipeline.probe import probe
@@ -65,9 +82,10 @@ async def _wait_status(
     raise AssertionError(f"job {request_id} did not finish in {timeout_s}s")
 
 
-async def _mask_of(
+async def _mask_file(
     http: aiohttp.ClientSession, stack: Stack, clip_url: str, name: str, preset: str, tmp: Path
-) -> tuple[dict, MediaFacts]:
+) -> tuple[dict, Path]:
+    """Submit a clip to /foreground_mask, wait, download the mask video; (status, its path)."""
     request_id = await _submit_mask(http, stack, f"{clip_url}/{name}", preset)
     status = await _wait_status(http, stack, request_id)
     assert status["status"] == "completed", status
@@ -76,6 +94,13 @@ async def _mask_of(
         assert r.headers["Content-Type"] == PRESETS[preset].media_type
         out = tmp / f"{request_id}.{PRESETS[preset].extension}"
         out.write_bytes(await r.read())
+    return status, out
+
+
+async def _mask_of(
+    http: aiohttp.ClientSession, stack: Stack, clip_url: str, name: str, preset: str, tmp: Path
+) -> tuple[dict, MediaFacts]:
+    status, out = await _mask_file(http, stack, clip_url, name, preset, tmp)
     return status, inspect(out)
 
 
@@ -122,6 +147,85 @@ async def test_foreground_mask_every_input(
     assert (facts.audio is not None) == (source.audio is not None)
     if name == "vfr.mp4":
         assert facts.intervals_ms == source.intervals_ms
+
+
+_VP9 = {"deadline": "realtime", "cpu-used": "8"}
+SYNC_CLIPS = {
+    spec.name: spec
+    for spec in (
+        SyncSpec("audio_late.mp4", "libx264", "aac", audio_start_s=0.5),
+        SyncSpec("video_late.webm", "libvpx-vp9", "libopus", video_start_s=0.5, flash_s=0.8, options=_VP9),
+        # MP4 edit lists twice over: the video's first 0.2 s are cut by one, AAC priming by another
+        SyncSpec("negative_start.mp4", "libx264", "aac", video_start_s=-0.2),
+        SyncSpec("trim.mp4", "libx264", "aac", audio_start_s=0.3, flash_s=3.6, duration_s=4.6),
+        SyncSpec("kp_trim.mp4", "libx264", "aac", audio_start_s=0.3, flash_s=2.0, duration_s=5.5, fps=8),
+    )
+}
+
+
+@pytest.fixture(scope="session")
+def sync_clips(api_clips: Path) -> dict[str, Path]:
+    person = VIDEOS / "05_default_juggle.mp4"
+    return {name: make_sync_clip(person, api_clips, spec) for name, spec in SYNC_CLIPS.items()}
+
+
+def _assert_in_sync(got: SyncFacts, want: SyncFacts) -> None:
+    """The output presents audio and video as the input did: the click on the flash frame, within
+    3 ms (one codec's onset blur and MP4's millisecond edit lists); the first frame as far from
+    the first sample as it was, within one audio frame (Matroska keeps AAC priming as samples)."""
+    assert got.click_s - got.flash_s == pytest.approx(want.click_s - want.flash_s, abs=0.003)
+    assert got.flash_s - got.video_start_s == pytest.approx(want.flash_s - want.video_start_s, abs=0.001)
+    assert got.audio_start_s - got.video_start_s == pytest.approx(
+        want.audio_start_s - want.video_start_s, abs=0.025
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "preset"),
+    [
+        ("audio_late.mp4", "mp4_h264"),  # AAC copied: MP4 audio edit list starts it at 0.5 s
+        ("audio_late.mp4", "webm_vp9"),  # re-encoded to Opus, placed at 0.5 s
+        ("video_late.webm", "mp4_h264"),  # Opus copied; the video gets an empty edit of 0.48 s
+        ("video_late.webm", "mov_proresks"),  # Opus re-encoded to AAC
+        ("negative_start.mp4", "mkv_h264"),
+        ("negative_start.mp4", "webm_vp9"),
+    ],
+)
+async def test_foreground_mask_keeps_audio_sync_and_tags(
+    stack: Stack,
+    http: aiohttp.ClientSession,
+    clip_url: str,
+    sync_clips: dict[str, Path],
+    tmp_path: Path,
+    name: str,
+    preset: str,
+) -> None:
+    _, out = await _mask_file(http, stack, clip_url, name, preset, tmp_path)
+    got, want = measure_sync(out), measure_sync(sync_clips[name])
+    _assert_in_sync(got, want)
+    assert got.audio_tags == want.audio_tags == {"language": "fra", "title": "Commentaire"}
+
+
+@pytest.mark.parametrize("output_format", ["mp4", "webm"])
+async def test_video_submit_trim_cuts_audio_and_video_at_one_instant(
+    stack: Stack, http: aiohttp.ClientSession, sync_clips: dict[str, Path], tmp_path: Path, output_format: str
+) -> None:
+    """4.6 s, audio from 0.3 s: both end 4 s after the first frame; sync and tags kept."""
+    src = sync_clips["trim.mp4"]
+    status, body, _ = await _submit_video(http, stack, src, bg_color="0,0,0", output_format=output_format)
+    assert status == 202 and body["processed_duration"] == "4s"
+    r = await _wait_result(http, stack, body["uuid"])
+    assert r.status == 200
+    out = tmp_path / f"trim.{output_format}"
+    out.write_bytes(await r.read())
+    got, want = measure_sync(out), measure_sync(src)
+    _assert_in_sync(got, want)
+    assert got.audio_tags == want.audio_tags
+    assert got.video_end_s - got.video_start_s == pytest.approx(4.0, abs=0.001)  # 25 fps: 100 frames
+    # AAC copied: the packet holding the cut is kept whole (1024 samples); Opus re-encoded: exact
+    # to the sample, and WebM's millisecond clock
+    over = 1024 / 48000 if output_format == "mp4" else 0.001
+    assert -0.001 <= got.audio_end_s - got.video_end_s <= over
 
 
 async def test_status_lifecycle_and_owner_isolation(
@@ -273,3 +377,151 @@ async def test_real_720p_clip_end_to_end(stack: Stack, http: aiohttp.ClientSessi
     facts = inspect(out)
     assert (facts.width, facts.height) == (1280, 720)
     assert facts.frames == 96 and facts.rate == Fraction(24) and facts.audio == "aac"
+
+
+PERSON = VIDEOS / "05_default_juggle.mp4"
+HUNT = SHARED / "hunt"
+
+
+@pytest.fixture(scope="session")
+def alpha_clips(api_clips: Path) -> dict[str, Path]:
+    return {name: make_alpha_clip(PERSON, api_clips, name) for name in ALPHA_CODECS}
+
+
+@pytest.fixture(scope="session")
+def hunt_url() -> Iterator[str]:
+    with serve(HUNT) as url:
+        yield url
+
+
+async def _submit_and_fetch(
+    http: aiohttp.ClientSession, stack: Stack, path: Path, out: Path, **fields: str
+) -> list[np.ndarray]:
+    """/video/submit/v1 -> every frame of the result as uint8 [H,W,4]."""
+    status, body, _ = await _submit_video(http, stack, path, **fields)
+    assert status == 202, body
+    r = await _wait_result(http, stack, body["uuid"])
+    assert r.status == 200
+    out.write_bytes(await r.read())
+    return decode_rgba(out)
+
+
+def _assert_input_alpha_kept(planes: list[np.ndarray], lossy: bool, half: bool = True) -> None:
+    """Alpha (or mask) planes [H,W] of a result of the alpha clips: what the input made clear is
+    clear; the half-transparent band crosses the subject, so there it is the product, about half
+    (not 0, not opaque); the subject in the opaque part is opaque. `lossy`: a VP9 or H.264 plane,
+    whose codec rings by some levels next to the band's sharp edges (ProRes: one level)."""
+    band_slack = 16 if lossy else 2
+    for plane in planes:
+        assert plane[:, :CLEAR_TO].max() <= (2 if lossy else 0)
+        assert plane[:, CLEAR_TO:HALF_TO].max() <= 128 + band_slack
+    if half:
+        assert max(int(p[:, CLEAR_TO:HALF_TO].max()) for p in planes) >= 128 - band_slack
+    assert max(int(p[:, HALF_TO:].max()) for p in planes) >= (250 if lossy else 255)
+
+
+@pytest.mark.parametrize("name", sorted(ALPHA_CODECS))
+async def test_video_submit_keeps_the_input_alpha(
+    stack: Stack, http: aiohttp.ClientSession, alpha_clips: dict[str, Path], tmp_path: Path, name: str
+) -> None:
+    """VP9 alpha, ProRes 4444, PNG in MOV, GIF: the transparent WebM's alpha is the input's
+    alpha times the mask."""
+    frames = await _submit_and_fetch(http, stack, alpha_clips[name], tmp_path / "out.webm")
+    assert len(frames) == 10
+    _assert_input_alpha_kept([f[..., 3] for f in frames], lossy=True, half=name != "alpha.gif")
+
+
+async def test_input_alpha_in_mov_mask_and_composite(
+    stack: Stack, http: aiohttp.ClientSession, clip_url: str, alpha_clips: dict[str, Path], tmp_path: Path
+) -> None:
+    prores = await _submit_and_fetch(
+        http, stack, alpha_clips["alpha_prores.mov"], tmp_path / "out.mov", output_format="mov"
+    )
+    _assert_input_alpha_kept([f[..., 3] for f in prores], lossy=False)
+    green = await _submit_and_fetch(
+        http, stack, alpha_clips["alpha_vp9.webm"], tmp_path / "green.mp4", bg_color="0,255,0"
+    )
+    for f in green:  # the new background shows wherever the input was clear
+        assert np.abs(f[:, :CLEAR_TO, :3].astype(int) - (0, 255, 0)).max() <= 6
+    _, mask = await _mask_file(http, stack, clip_url, "alpha_png.mov", "mkv_h264", tmp_path)
+    _assert_input_alpha_kept([f[..., 0] for f in decode_rgba(mask)], lossy=True)
+
+
+async def test_hunt_vp9_alpha_comes_back_transparent(
+    stack: Stack, http: aiohttp.ClientSession, hunt_url: str, tmp_path: Path
+) -> None:
+    """hunt/vp9alpha.webm: its right part (x >= 380 of 640) is transparent; it stays so."""
+    src = HUNT / "vp9alpha.webm"
+    clear = decode_rgba(src)[0][..., 3] == 0
+    assert clear[:, 380:].all() and not clear[:, :380].any()
+    frames = await _submit_and_fetch(http, stack, src, tmp_path / "out.webm")
+    assert len(frames) == 24 and max(int(f[..., 3][clear].max()) for f in frames) <= 2
+    _, mask = await _mask_file(http, stack, hunt_url, "vp9alpha.webm", "mp4_h264", tmp_path)
+    assert max(int(f[..., 0][clear].max()) for f in decode_rgba(mask)) <= 2
+
+
+async def test_video_matte_opaque_subject_is_exactly_opaque(
+    stack: Stack, http: aiohttp.ClientSession, api_clips: Path, tmp_path: Path
+) -> None:
+    """The alpha levels curve on video: a person's interior is 255, the background 0, the soft
+    edge kept (ProRes alpha is lossless, so these are the model's levels)."""
+    clip = make_clip(PERSON, api_clips, ClipSpec("person.mp4", "libx264", duration_s=0.4))
+    frames = await _submit_and_fetch(http, stack, clip, tmp_path / "out.mov", output_format="mov")
+    alpha = frames[-1][..., 3]
+    kernel = np.ones((5, 5), np.uint8)
+    inside = cv2.erode((alpha >= 128).astype(np.uint8), kernel) > 0
+    outside = cv2.erode((alpha < 128).astype(np.uint8), kernel) > 0
+    assert inside.sum() > 1000
+    assert np.mean(alpha[inside] == 255) > 0.9 and np.mean(alpha[outside] == 0) > 0.995
+    assert np.count_nonzero((alpha > 0) & (alpha < 255)) > 200
+
+
+async def _key_points_mask(
+    http: aiohttp.ClientSession, stack: Stack, body: dict[str, Any], tmp: Path
+) -> tuple[dict, Path]:
+    """/mask_by_key_points -> (final status, the downloaded mask video)."""
+    async with http.post(
+        f"{stack.url}/mask_by_key_points", json=body, headers={"api_token": stack.token}
+    ) as r:
+        payload = await r.json()
+        assert r.status == 202, payload
+    status = await _wait_status(http, stack, payload["request_id"])
+    assert status["status"] == "completed", status
+    async with http.get(status["mask_url"]) as r:
+        assert r.status == 200
+        out = tmp / f"kp.{PRESETS[body.get('output_container_and_codec', 'mp4_h264')].extension}"
+        out.write_bytes(await r.read())
+    return status, out
+
+
+async def test_key_points_mask_keeps_input_alpha(
+    stack: Stack, http: aiohttp.ClientSession, clip_url: str, alpha_clips: dict[str, Path], tmp_path: Path
+) -> None:
+    point = {"x": 180, "y": 90, "type": "positive"}  # on the person, in the opaque part
+    # ProRes: H.264 rings by up to ~20 levels beside a 0/255 mask's edge where it crosses the band
+    body = {
+        "video": f"{clip_url}/alpha_png.mov",
+        "key_points": [point],
+        "output_container_and_codec": "mov_proresks",
+    }
+    _, out = await _key_points_mask(http, stack, body, tmp_path)
+    planes = [f[..., 0] for f in decode_rgba(out)]
+    assert len(planes) == 10
+    _assert_input_alpha_kept(planes, lossy=True)
+
+
+async def test_key_points_auto_trim_cuts_audio_and_video_at_one_instant(
+    stack: Stack, http: aiohttp.ClientSession, clip_url: str, sync_clips: dict[str, Path], tmp_path: Path
+) -> None:
+    """5.5 s at 8 fps, audio from 0.3 s: auto_trim keeps 5 s of both, from the first frame."""
+    body = {"video": f"{clip_url}/kp_trim.mp4", "key_points": [{"x": 160, "y": 90, "type": "positive"}],
+            "frame_index": 16, "auto_trim": True}  # fmt: skip
+    status, out = await _key_points_mask(http, stack, body, tmp_path)
+    assert "trimmed" in status["warning"]
+    got, want = measure_sync(out), measure_sync(sync_clips["kp_trim.mp4"])
+    assert got.video_end_s - got.video_start_s == pytest.approx(5.0, abs=0.001)  # 40 frames
+    assert -0.001 <= got.audio_end_s - got.video_end_s <= 1024 / 48000  # AAC copied: the cut's packet
+    assert got.audio_start_s - got.video_start_s == pytest.approx(
+        want.audio_start_s - want.video_start_s, abs=0.001
+    )
+    assert got.audio_tags == want.audio_tags

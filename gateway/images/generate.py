@@ -1,4 +1,8 @@
-"""POST /image/generate/v1: a transparent PNG subject placed on a generated background.
+"""POST /image/generate/v1: a transparent subject placed on a generated background.
+
+Any accepted format that carries transparency is a subject (PNG with RGBA, LA or a palette with
+tRNS, WebP, TIFF, GIF, HEIF, AVIF): decode.py already separates the alpha whatever the mode holds
+it in, so what decides is the transparency itself, never the file format.
 
 The background comes from the Triton model `background_generator` (subject RGBA + optional prompt
 -> RGB of the same size). The shipped model is a non-AI studio-backdrop synthesiser; see
@@ -27,7 +31,7 @@ TRANSPARENT_BELOW = 16
 
 
 class NotTransparent(ValueError):
-    """The input is not a PNG with a transparent background."""
+    """The input has no transparent background (no alpha, or too little of it is transparent)."""
 
 
 def has_real_transparency(alpha: np.ndarray | None) -> bool:
@@ -48,7 +52,7 @@ async def generate_background(triton: Triton, rgba: np.ndarray, prompt: str) -> 
 
 async def generate_image(triton: Triton, source: bytes | Path, prompt: str, limits: Limits) -> bytes:
     img = await asyncio.to_thread(decode, source, limits)
-    if img.format != "PNG" or img.alpha is None or not has_real_transparency(img.alpha):
+    if img.alpha is None or not has_real_transparency(img.alpha):
         raise NotTransparent()
     rgba = np.dstack([img.rgb, img.alpha])
     background = await generate_background(triton, rgba, prompt)

@@ -4,12 +4,14 @@ The queue bound is what keeps memory flat whatever the length: the decoder stops
 consumer (inference) falls behind. Closing the iterator early stops the thread and the file.
 Frames come out upright (the display rotation applied, as a player shows them): the models are
 trained on upright scenes, and key points and backgrounds are given in display orientation.
+An input's own transparency comes along with each frame (gateway/pipeline/alpha.py), upright too.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -18,6 +20,7 @@ import av
 import av.error
 import numpy as np
 
+from gateway.pipeline import alpha as input_alpha
 from gateway.pipeline.geometry import to_display
 from gateway.pipeline.probe import MediaError
 
@@ -26,10 +29,12 @@ _DONE = object()
 
 @dataclass(frozen=True)
 class DecodedFrame:
-    rgb: np.ndarray  # uint8 HxWx3, display orientation (geometry.to_display of the stored frame)
+    rgb: np.ndarray  # uint8 HxWx3, display orientation; over white where the input is transparent
     pts: int  # in time_base, as the container stores it (VFR kept)
     time_base: Fraction
     index: int
+    alpha: np.ndarray | None = None  # uint8 HxW, the input's own alpha; None: opaque
+    colour: np.ndarray | None = None  # uint8 HxWx3 straight colour under `alpha` (None with it)
 
     @property
     def time_s(self) -> float:
@@ -48,7 +53,8 @@ def _decode_into(
             last_pts: int | None = None
             index = 0
             rotation: int | None = None
-            for frame in container.decode(stream):
+            may_have_alpha: bool | None = None
+            for frame in _frames(container, stream):
                 if stop.is_set():
                     return
                 pts = frame.pts if frame.pts is not None else (last_pts + 1 if last_pts is not None else 0)
@@ -61,8 +67,17 @@ def _decode_into(
                 last_pts = pts
                 if rotation is None:  # the first frame's, as probe reads it: one turn for the whole file
                     rotation = int(round(frame.rotation or 0))
-                rgb = to_display(frame.to_ndarray(format="rgb24"), rotation)
-                item = DecodedFrame(rgb, pts, time_base, index)
+                if may_have_alpha is None:
+                    may_have_alpha = input_alpha.stream_has_alpha(stream, frame.format.name)
+                rgb, alpha, colour = input_alpha.split(frame, may_have_alpha)
+                item = DecodedFrame(
+                    to_display(rgb, rotation),
+                    pts,
+                    time_base,
+                    index,
+                    None if alpha is None else to_display(alpha, rotation),
+                    None if colour is None else to_display(colour, rotation),
+                )
                 index += 1
                 while not stop.is_set():
                     try:
@@ -83,6 +98,18 @@ def _decode_into(
         )
     except BaseException as exc:
         _put_final(out, stop, exc)
+
+
+def _frames(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream
+) -> Iterator[av.VideoFrame]:
+    """The stream's frames, through libvpx-vp9 when it is VP9 with alpha (see alpha.py)."""
+    decoder = input_alpha.alpha_decoder(stream)
+    if decoder is None:
+        yield from container.decode(stream)
+        return
+    for packet in container.demux(stream):
+        yield from decoder.decode(packet)
 
 
 def _put_final(out: queue.Queue[object], stop: threading.Event, item: object) -> None:

@@ -6,6 +6,11 @@ when the target container can hold the codec, re-encoded otherwise (table in doc
 Frames arrive upright (as the input displays); how they are stored, and in which pixel format
 an odd size fits, is geometry.py's choice. Encoding runs on its own thread behind a bounded
 queue so it overlaps inference.
+
+One timeline for both streams: the output's 0 is the input instant where the first of them is
+presented (the first video frame, or the first audio sample a player plays, priming cut), and
+every timestamp keeps its distance from it, so an offset between audio and video, an edit list
+or a negative start comes out as it went in. A trim ends both streams at the same input instant.
 """
 
 from __future__ import annotations
@@ -105,17 +110,79 @@ class EncodeError(Exception):
 
 
 _STOP = object()
+# Audio track tags players show (language menu, track name). Each muxer writes them its own way:
+# MP4/MOV keep the language in mdhd and the title in a udta "name" box (read back as "name"),
+# Matroska/WebM as Language and Name elements; handler_name is MP4/MOV's hdlr track name.
+_AUDIO_TAGS = ("language", "title", "handler_name")
+# Demuxed packets read before giving up on decoding the first audio frame (then: first packet).
+_FIRST_AUDIO_PACKETS = 64
+
+
+def audio_tags(stream: av.audio.stream.AudioStream) -> dict[str, str]:
+    """The input audio stream's language, title and handler name, where it has them."""
+    meta = dict(stream.metadata)
+    if "title" not in meta and "name" in meta:  # what FFmpeg reads MP4/MOV's udta title as
+        meta["title"] = meta["name"]
+    return {key: meta[key] for key in _AUDIO_TAGS if meta.get(key)}
+
+
+def first_audio_time(path: Path) -> Fraction | None:
+    """Input-timeline seconds of the first audio sample a player presents, or None without audio.
+
+    The first decoded frame's timestamp: the decoder has already dropped encoder priming (MP4
+    edit lists, Matroska/Opus pre-skip), which the first packet's timestamp still includes. Falls
+    back to the first packet's timestamp when nothing decodes within a few packets.
+    """
+    first_packet: Fraction | None = None
+    with av.open(str(path), mode="r", metadata_errors="ignore") as container:
+        if not container.streams.audio:
+            return None
+        stream = container.streams.audio[0]
+        try:
+            for count, packet in enumerate(container.demux(stream)):
+                if packet.pts is not None and first_packet is None:
+                    first_packet = Fraction(packet.pts) * packet.time_base
+                for frame in packet.decode():
+                    if frame.pts is not None:
+                        return Fraction(frame.pts) * frame.time_base
+                if count >= _FIRST_AUDIO_PACKETS:
+                    break
+        except (av.error.FFmpegError, ValueError):
+            pass
+    return first_packet
+
+
+def _head(frame: av.AudioFrame, samples: int) -> av.AudioFrame:
+    """The first `samples` samples of a decoded frame (same format, layout, rate and pts)."""
+    data = frame.to_ndarray()
+    width = samples if frame.format.is_planar else samples * frame.layout.nb_channels
+    head = av.AudioFrame.from_ndarray(
+        np.ascontiguousarray(data[:, :width]), format=frame.format.name, layout=frame.layout.name
+    )
+    head.sample_rate = frame.sample_rate
+    head.pts = frame.pts
+    head.time_base = frame.time_base
+    return head
 
 
 class _AudioCarrier:
-    """Copies or re-encodes the input's first audio stream, interleaved with the video as it goes."""
+    """Copies or re-encodes the input's first audio stream, interleaved with the video as it goes.
 
-    def __init__(
-        self, out: av.container.OutputContainer, src: Path, preset: Preset, max_s: float | None
-    ) -> None:
+    Times are input-timeline seconds. Nothing is written before `start(origin, cut)`: `origin` is
+    the input instant that becomes 0 in the output (shared with the video), `cut` the instant the
+    kept span ends (None: the whole stream). Copied packets keep their own pts/dts, both moved by
+    the same origin, so priming packets keep their negative times and the muxer its edit list.
+    Re-encoded audio starts at its first decoded sample's place and then counts samples, so
+    container timestamp rounding (Matroska: 1 ms) does not jitter the encoder's packets.
+    """
+
+    def __init__(self, out: av.container.OutputContainer, src: Path, preset: Preset) -> None:
+        self.first_s = first_audio_time(src)
         self.inp = av.open(str(src), mode="r", metadata_errors="ignore")
         self.ain = self.inp.streams.audio[0]
-        self.max_s = max_s
+        self.origin = Fraction(0)
+        self.cut: Fraction | None = None
+        self.clock: int | None = None  # next output sample (re-encoding), in 1/rate
         self.copy = self.ain.codec_context.name in preset.audio_copy
         if self.copy:
             self.aout = out.add_stream_from_template(self.ain)
@@ -132,32 +199,63 @@ class _AudioCarrier:
                 self.aout.codec_context.layout = "stereo"
             fmt = self.aout.codec_context.codec.audio_formats[0].name
             self.resampler = av.AudioResampler(format=fmt, layout=self.aout.codec_context.layout, rate=rate)
+            self.rate = rate
+        for key, value in audio_tags(self.ain).items():
+            self.aout.metadata[key] = value
         self.packets = self.inp.demux(self.ain)
-        self.start: float | None = None
         self.done = False
         self.out = out
+
+    def start(self, origin: Fraction, cut: Fraction | None) -> None:
+        self.origin, self.cut = origin, cut
 
     def _emit(self, packet: av.Packet) -> bool:
         """Mux or transcode one input packet; False once past the end of the kept span."""
         if packet.pts is None or packet.size == 0:
             return True
-        t = float(packet.pts * packet.time_base)
-        if self.start is None:
-            self.start = t
-        if self.max_s is not None and t - self.start >= self.max_s:
+        if self.cut is not None and packet.pts * packet.time_base >= self.cut:
             return False
         if self.copy:
+            shift = round(self.origin / packet.time_base)
+            packet.pts -= shift
+            if packet.dts is not None:
+                packet.dts -= shift
             packet.stream = self.aout
             self.out.mux(packet)
             return True
         for frame in self.ain.codec_context.decode(packet):
-            frame.pts = None  # let the encoder count samples: the resampler changes the rate
-            for rframe in self.resampler.resample(frame):
-                self.out.mux(self.aout.encode(rframe))
+            kept = self._trim(frame)
+            if kept is None:
+                return False
+            self._encode(kept)
         return True
 
-    def advance(self, until_s: float | None) -> None:
-        """Write audio up to `until_s` seconds (None: to the end)."""
+    def _trim(self, frame: av.AudioFrame) -> av.AudioFrame | None:
+        """The part of a decoded frame before the cut (sample exact); None when none is."""
+        if self.cut is None or frame.pts is None:
+            return frame
+        start = frame.pts * frame.time_base
+        if start >= self.cut:
+            return None
+        keep = round((self.cut - start) * frame.sample_rate)
+        if keep <= 0:
+            return None
+        return frame if keep >= frame.samples else _head(frame, keep)
+
+    def _encode(self, frame: av.AudioFrame | None) -> None:
+        """Resample and encode (None flushes the resampler), placing samples on the output clock."""
+        if self.clock is None and frame is not None:
+            fallback = self.first_s if self.first_s is not None else self.origin
+            at = frame.pts * frame.time_base if frame.pts is not None else fallback
+            self.clock = max(0, round((at - self.origin) * self.rate))
+        for rframe in self.resampler.resample(frame):
+            rframe.pts = self.clock if self.clock is not None else 0
+            rframe.time_base = Fraction(1, self.rate)
+            self.clock = rframe.pts + rframe.samples
+            self.out.mux(self.aout.encode(rframe))
+
+    def advance(self, until_s: Fraction | None) -> None:
+        """Write audio whose input time is before `until_s` (None: to the end)."""
         while not self.done:
             try:
                 packet = next(self.packets)
@@ -167,19 +265,13 @@ class _AudioCarrier:
             if not self._emit(packet):
                 self.done = True
                 break
-            if (
-                until_s is not None
-                and packet.pts is not None
-                and self.start is not None
-                and float(packet.pts * packet.time_base) - self.start >= until_s
-            ):
+            if until_s is not None and packet.pts is not None and packet.pts * packet.time_base >= until_s:
                 break
 
     def finish(self) -> None:
         self.advance(None)
         if not self.copy:
-            for rframe in self.resampler.resample(None):
-                self.out.mux(self.aout.encode(rframe))
+            self._encode(None)
             self.out.mux(self.aout.encode(None))
         self.inp.close()
 
@@ -211,7 +303,7 @@ class MaskWriter:
         try:
             self._stream = self._add_video_stream()
             self._audio = (
-                _AudioCarrier(self._container, audio_from, preset, max_duration_s)
+                _AudioCarrier(self._container, audio_from, preset)
                 if audio_from is not None and info.audio is not None and preset.audio_codec is not None
                 else None
             )
@@ -304,10 +396,24 @@ class MaskWriter:
             return vf.reformat(format="gray")
         return vf.reformat(format=ctx.pix_fmt, dst_color_range=1)
 
+    def _start_timeline(self, first_pts: int) -> Fraction:
+        """Fix the common origin at the first frame; returns the video's lead in seconds (how long
+        after the output's 0 its first frame comes: > 0 when the audio starts earlier)."""
+        first_s = first_pts * self.info.time_base
+        if self._audio is None:
+            return Fraction(0)
+        audio_s = self._audio.first_s
+        origin = first_s if audio_s is None else min(first_s, audio_s)
+        # The trim is counted from the first frame, as the decoder counts it, for both streams.
+        cut = None if self.max_duration_s is None else first_s + Fraction(self.max_duration_s)
+        self._audio.start(origin, cut)
+        return first_s - origin
+
     def _run(self) -> None:
         container = self._container
         try:
             start_pts: int | None = None
+            lead = Fraction(0)
             last_out = -1
             out_tb = self._stream.codec_context.time_base
             while True:
@@ -323,10 +429,14 @@ class MaskWriter:
                 if start_pts is None:
                     start_pts = pts
                     self._set_pix_fmt(array)
+                    lead = self._start_timeline(pts)
                 rel = Fraction(pts - start_pts) * self.info.time_base
                 if self.max_duration_s is not None and rel >= self.max_duration_s:
                     continue
-                out_pts = int(rel / out_tb) if out_tb != self.info.time_base else pts - start_pts
+                if out_tb != self.info.time_base:
+                    out_pts = int((rel + lead) / out_tb)
+                else:
+                    out_pts = pts - start_pts + round(lead / out_tb)
                 if out_pts <= last_out:
                     continue  # only GIF's coarse clock can fold two frames onto one tick
                 last_out = out_pts
@@ -337,7 +447,7 @@ class MaskWriter:
                     container.mux(packet)
                 self.frames_written += 1
                 if self._audio is not None:
-                    self._audio.advance(float(rel) + 0.5)
+                    self._audio.advance(pts * self.info.time_base + Fraction(1, 2))
             for packet in self._stream.encode(None):
                 container.mux(packet)
             if self._audio is not None:

@@ -18,6 +18,7 @@ from PIL import Image, ImageOps
 
 from gateway.foreground import ForegroundModel
 from gateway.jobs import JobRecord, JobStore
+from gateway.pipeline import alpha as input_alpha
 from gateway.pipeline.compose import Background, composite, fit_background, mask_frame
 from gateway.pipeline.encode import preset_by_name
 from gateway.pipeline.geometry import display_sar, display_size
@@ -78,12 +79,14 @@ async def _run(ctx: dict[str, Any], record: JobRecord, *, matte: bool) -> None:
 
             def render(result: FrameResult) -> np.ndarray:
                 assert result.foreground is not None
-                return composite(result.foreground, result.alpha, background)
+                frame = result.frame
+                fg = input_alpha.foreground_colour(result.foreground, frame.alpha, frame.colour)
+                return composite(fg, input_alpha.times(result.alpha, frame.alpha), background)
 
         else:
 
             def render(result: FrameResult) -> np.ndarray:
-                return mask_frame(result.alpha)
+                return mask_frame(input_alpha.times(result.alpha, result.frame.alpha))
 
         work = storage.new_temp_dir(record.id)
         out_path = work / f"output.{preset.extension}"

@@ -12,14 +12,16 @@ keypoint_mask's minimum are padded (bottom/right, points unmoved) in `walk` and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from gateway.jobs import JobRecord, JobStore
+from gateway.pipeline import alpha as input_alpha
 from gateway.pipeline.compose import mask_frame
 from gateway.pipeline.decode import iter_frames
 from gateway.pipeline.encode import MaskWriter, preset_by_name
@@ -46,18 +48,30 @@ class DecodedClip:
     frames: np.memmap  # uint8 [N,H,W,3], upright: H x W is the display size
     pts: list[int]
     processed_duration_s: float
+    alpha: np.memmap | None = None  # uint8 [N,H,W], the input's own alpha; None: all opaque
 
 
 def decode_to_memmap(source: Path, info: VideoInfo, work: Path, max_duration_s: float | None) -> DecodedClip:
-    """Frames appended to one raw file, then mapped: no Python list of frames, no size guess."""
+    """Frames appended to one raw file, then mapped: no Python list of frames, no size guess.
+    The input's own alpha goes to a second file from the first frame that has one."""
     raw = work / "frames.u8"
+    raw_alpha = work / "alpha.u8"
     pts: list[int] = []
     shape: tuple[int, ...] = ()
     last_s = 0.0
-    with raw.open("wb") as out, iter_frames(source, max_duration_s=max_duration_s) as reader:
-        for frame in reader:
-            shape = shape or frame.rgb.shape  # upright: stored width and height swap for 90/270
+    alpha_out: BinaryIO | None = None
+    with contextlib.ExitStack() as files:
+        out = files.enter_context(raw.open("wb"))
+        for frame in files.enter_context(iter_frames(source, max_duration_s=max_duration_s)):
+            if not shape:
+                shape = frame.rgb.shape  # upright: stored width and height swap for 90/270
+                opaque = np.full(shape[:2], 255, np.uint8)
             out.write(np.ascontiguousarray(frame.rgb, dtype=np.uint8).tobytes())
+            if frame.alpha is not None and alpha_out is None:
+                alpha_out = files.enter_context(raw_alpha.open("wb"))
+                alpha_out.write(opaque.tobytes() * len(pts))
+            if alpha_out is not None:
+                alpha_out.write((frame.alpha if frame.alpha is not None else opaque).tobytes())
             pts.append(frame.pts)
             last_s = frame.time_s - info.start_pts * float(info.time_base)
     if not pts:
@@ -66,7 +80,10 @@ def decode_to_memmap(source: Path, info: VideoInfo, work: Path, max_duration_s: 
     if max_duration_s is not None:
         span = min(span, max_duration_s)
     frames = np.memmap(raw, dtype=np.uint8, mode="r", shape=(len(pts), *shape))
-    return DecodedClip(frames, pts, span)
+    alpha = None
+    if alpha_out is not None:
+        alpha = np.memmap(raw_alpha, dtype=np.uint8, mode="r", shape=(len(pts), *shape[:2]))
+    return DecodedClip(frames, pts, span, alpha)
 
 
 def prompt_arrays(key_points: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -131,11 +148,14 @@ def encode_masks(
     info: VideoInfo,
     preset_name: str,
     max_duration_s: float | None,
+    alpha: np.memmap | None = None,
 ) -> int:
+    """Write the masks in input order; `alpha` (the input's own, [N,H,W]) is multiplied in."""
     writer = MaskWriter(out_path, preset_by_name(preset_name), info, source, max_duration_s)
     try:
         for index, frame_pts in enumerate(pts):
-            writer.write(mask_frame(np.asarray(masks[index])), frame_pts)
+            frame_alpha = np.asarray(alpha[index]) if alpha is not None else None
+            writer.write(mask_frame(input_alpha.times(np.asarray(masks[index]), frame_alpha)), frame_pts)
     except BaseException:
         writer.abort()
         raise
@@ -180,7 +200,15 @@ async def _run(ctx: dict[str, Any], record: JobRecord) -> None:
         await segment(triton, clip.frames, frame_index, points, labels, masks, progress)
         masks.flush()
         await asyncio.to_thread(
-            encode_masks, out_path, masks, clip.pts, source, info, params["preset"], max_duration_s
+            encode_masks,
+            out_path,
+            masks,
+            clip.pts,
+            source,
+            info,
+            params["preset"],
+            max_duration_s,
+            clip.alpha,
         )
     if outcome.failed:
         return

@@ -15,6 +15,8 @@ from pathlib import Path
 import av
 import av.error
 
+from gateway.pipeline.alpha import stream_has_alpha
+
 # Demuxer names as libavformat reports them -> the container the API talks about.
 CONTAINERS: dict[str, str] = {
     "mov,mp4,m4a,3gp,3g2,mj2": "mp4/mov",
@@ -31,10 +33,13 @@ VIDEO_CODECS: dict[str, str] = {
     "av1": "AV1",
     "libdav1d": "AV1",
     "mjpeg": "PhotoJPEG",
+    # the codecs that carry transparency in MOV (gateway/pipeline/alpha.py)
+    "prores": "ProRes",
+    "png": "PNG",
 }
 SUPPORTED_TEXT = (
     "Supported containers: .mp4, .mov, .webm, .avi, .gif; "
-    "supported codecs: H.264, H.265 (HEVC), VP9, AV1, PhotoJPEG (and GIF in .gif)."
+    "supported codecs: H.264, H.265 (HEVC), VP9, AV1, PhotoJPEG, ProRes, PNG (and GIF in .gif)."
 )
 
 
@@ -174,7 +179,7 @@ def probe(path: Path, *, max_side: int = 16000, max_duration_s: float | None = N
             sample_aspect_ratio=_fraction(stream.sample_aspect_ratio, Fraction(1)),
             rotation=rotation,
             pix_fmt=pix_fmt,
-            has_alpha="a" in pix_fmt.replace("gray", "").replace("pal", "") or codec == "gif",
+            has_alpha=stream_has_alpha(stream, pix_fmt),
             audio=audio,
         )
 
