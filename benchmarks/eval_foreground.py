@@ -4,8 +4,11 @@ For each sequence in ../shared/data/video_masks the frames become an H.264 clip,
 runs it once per model choice, and the mean region similarity J (IoU of mask > 127 against the
 ground truth, every frame) is printed with the job's wall time per frame. The baseline from the
 same run: unprompted per-frame U2-Net-p saliency (the exported graph under onnxruntime) on the
-original frames. The person-only subset (the ground truth is one person: breakdance, kite-surf,
-parkour) is averaged apart, where `auto` must stay within 0.01 of RVM alone.
+original frames. Beside J, `flicker`: the share of pixels (of the object's size) whose mask
+label changes from one frame to the next where the ground truth's does not, in percent; 0 for a
+mask that only changes where the object does. The person-only subset (the ground truth is one
+person: breakdance, kite-surf, parkour) is averaged apart, where `auto` must stay within 0.01 of
+RVM alone.
 
     python -m benchmarks.eval_foreground                 # starts its own private stack (~25 min)
     python -m benchmarks.eval_foreground --gateway URL --token T   # a running stack started with
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import tempfile
 import time
 from collections.abc import Iterator
@@ -100,6 +104,15 @@ def _gateway(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
         yield stack.base_url, TOKEN
 
 
+def flicker(masks: list[np.ndarray], gts: list[np.ndarray]) -> float:
+    """Mean over consecutive frames of |pred flips \\ ground-truth flips| / |ground truth|, in %."""
+    shares = []
+    for (p0, p1), (g0, g1) in zip(itertools.pairwise(masks), itertools.pairwise(gts), strict=True):
+        spurious = ((p0 > 127) ^ (p1 > 127)) & ~(g0 ^ g1)
+        shares.append(spurious.sum() / max(1, g1.sum()))
+    return 100.0 * float(np.mean(shares)) if shares else 0.0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -112,9 +125,14 @@ def main() -> None:
     parser.add_argument(
         "--models", default=",".join(MODELS), help="comma-separated subset of " + ",".join(MODELS)
     )
+    parser.add_argument(
+        "--carry", type=float, default=None, help="in-process: override ForegroundTracker.CARRY (0 = none)"
+    )
     parser.add_argument("sequences", nargs="*")
     args = parser.parse_args()
     models = [m for m in args.models.split(",") if m]
+    if args.carry is not None:
+        ForegroundTracker.CARRY = args.carry
     baseline = U2NetP(threads=args.threads)
     local = InProcess(args.threads) if args.in_process else None
     scores: dict[str, dict[str, float]] = {}
@@ -123,8 +141,8 @@ def main() -> None:
         if local is None:
             gateway, token = stack.enter_context(_gateway(args))
             clips = stack.enter_context(serve_directory(tmp))
-        header = " ".join(f"{m:>7} {'ms/f':>6}" for m in models)
-        print(f"{'sequence':16} {'frames':>6} {header} {'u2netp':>7} {'ms/f':>6}", flush=True)
+        header = " ".join(f"{m:>7} {'flick':>5} {'ms/f':>6}" for m in [*models, "u2netp"])
+        print(f"{'sequence':16} {'frames':>6} {header}", flush=True)
         for seq in args.sequences or sequences():
             frames, gts = load_sequence(seq, args.limit or None)
             if local is None:
@@ -143,7 +161,8 @@ def main() -> None:
                 if len(masks) != len(gts):
                     raise RuntimeError(f"{seq}/{model}: {len(masks)} masks for {len(gts)} frames")
                 row[model] = float(np.mean([iou(m > 127, g) for m, g in zip(masks, gts, strict=True)]))
-                cells.append(f"{row[model]:7.3f} {ms:6.0f}")
+                row[f"{model} flicker"] = flicker(masks, gts)
+                cells.append(f"{row[model]:7.3f} {row[f'{model} flicker']:5.2f} {ms:6.0f}")
             t0 = time.perf_counter()
             row["u2netp"] = float(
                 np.mean([iou(baseline(f) > 127, g) for f, g in zip(frames, gts, strict=True)])
@@ -157,13 +176,14 @@ def main() -> None:
 def _summary(scores: dict[str, dict[str, float]], models: list[str], mode: str) -> None:
     columns = [*models, "u2netp"]
 
-    def mean(seqs: list[str]) -> str:
-        return " ".join(f"{np.mean([scores[s][c] for s in seqs]):14.3f}" for c in columns)
+    def mean(seqs: list[str], suffix: str = "") -> str:
+        return " ".join(f"{np.mean([scores[s][c + suffix] for s in seqs]):14.3f}" for c in columns)
 
     every = list(scores)
     people = [s for s in every if s in PERSON_ONLY]
-    print(f"{'':16} {'':6} " + " ".join(f"{c:>14}" for c in columns))
+    print(f"{'':23} " + " ".join(f"{c:>14}" for c in columns))
     print(f"{'MEAN J':23} {mean(every)}")
+    print(f"{'MEAN flicker %':23} {mean(every, ' flicker')}")
     if people:
         print(f"{'person-only J':23} {mean(people)}   ({', '.join(people)})")
     print(f"mode: {mode}; ms/f = wall time per frame of the whole job (u2netp: in-process baseline)")

@@ -5,7 +5,8 @@ lives under a module's temp dir, listens on free loopback ports and is started w
 gateway.stack functions `make run` uses. Its data dir (results, uploads, temp files) sits on a
 small tmpfs when the process may mount one (root), so a test can fill the disk for real; Redis
 data, logs and Triton backends stay outside it so a full data disk breaks only what it would in
-production. Triton loads only `rvm`: the video jobs need nothing else and restarts stay quick.
+production. Triton loads only what the video jobs need (`foreground`, `rvm`, `u2netp`), so
+restarts stay quick.
 """
 
 from __future__ import annotations
@@ -108,10 +109,13 @@ class PrivateStack:
             unmount(self.settings.data_dir)
 
 
-def _rvm_only(svc: Service) -> Service:
-    """The launcher's tritonserver with only `rvm` loaded (whatever model control it chose)."""
+VIDEO_MODELS = ("foreground", "rvm", "u2netp")
+
+
+def _video_models_only(svc: Service) -> Service:
+    """The launcher's tritonserver with only the video models loaded (whatever model control it chose)."""
     svc.argv = [a for a in svc.argv if not a.startswith(("--load-model", "--model-control-mode"))]
-    svc.argv += ["--model-control-mode=explicit", "--load-model=rvm"]
+    svc.argv += ["--model-control-mode=explicit", *(f"--load-model={m}" for m in VIDEO_MODELS)]
     return svc
 
 
@@ -136,7 +140,7 @@ def start_private_stack(root: Path, workers: int = 2, **env_overrides: str) -> P
         settings=settings,
         env=env,
         redis=redis_service(redis_port, root / "redis"),
-        triton=_rvm_only(triton_service(settings, logs / "tritonserver.log", root / "backends")),
+        triton=_video_models_only(triton_service(settings, logs / "tritonserver.log", root / "backends")),
         gateway=gateway_service(settings, logs / "gateway.log", env),
         tmpfs=tmpfs,
     )

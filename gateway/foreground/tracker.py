@@ -83,13 +83,14 @@ class ForegroundTracker:
     VALIDATED = 0.3  # an RVM component is a subject when at least this share of it is salient
     SURE = 0.5  # saliency / alpha above which a pixel belongs to a component
     MAX_CROP_SIDE = 1024  # a crop is reduced to this before U2-Net-p (which works at 320 px)
+    CARRY = 0.3  # share of the warped previous matte in this frame's salient matte
 
     def __init__(self, saliency: SaliencyFn, work_long_side: int = 512) -> None:
         self.saliency = saliency
         self.work_long_side = work_long_side
         self.gate = PersonGate()
         self._flow = FlowWarper()
-        self._prev: np.ndarray | None = None  # float32 work-size soft mask of the last frame
+        self._prev: np.ndarray | None = None  # float32 work-size salient matte of the last frame
 
     def step(self, frame: np.ndarray, person_alpha: np.ndarray | None) -> ForegroundFrame:
         """frame RGB uint8 [H,W,3]; person_alpha RVM's alpha uint8 [H,W] for this frame, or None
@@ -103,19 +104,13 @@ class ForegroundTracker:
         h, w = small.shape[:2]
         whole = self.saliency(np.ascontiguousarray(small)).astype(np.float32) / 255.0
         salient = whole > self.SURE
-
-        prior = np.zeros((h, w), bool)
-        if self._prev is None or self._prev.shape != (h, w):
-            self._flow.reset(small)
-        else:
-            prior = self._flow.warp(small, self._prev)[0] > 0.5
+        warped = self._warp_previous(small)
 
         people = np.zeros((h, w), bool)
-        person_small: np.ndarray | None = None
+        person_small = np.zeros((h, w), np.float32)
         if person_alpha is not None:
-            person_small = (
-                cv2.resize(person_alpha, size, interpolation=cv2.INTER_AREA).astype(np.float32) / 255
-            )
+            person_small = cv2.resize(person_alpha, size, interpolation=cv2.INTER_AREA).astype(np.float32)
+            person_small /= 255.0
             people = self._validated_people(person_small > self.SURE, salient)
         people_subject = self.gate.update(people.sum() / max(1, salient.sum())) and people.any()
 
@@ -124,37 +119,53 @@ class ForegroundTracker:
         # horse under a rider): a crop of the rider alone would cut the horse out for good.
         framing = people | touching(salient, people, gap) if people_subject else self._main(salient)
         if not framing.any():
-            framing = prior  # saliency blinked: keep looking where the subject just was
-        if not framing.any():
-            self._prev = np.zeros((h, w), np.float32)
-            empty = np.zeros((full_h, full_w), np.uint8)
-            return ForegroundFrame(empty, empty.astype(np.float32), people_subject)
-        box = expand(bbox(framing), self.MARGIN, max(16, round(0.2 * min(h, w))), (h, w))
-        crop = self._crop_saliency(frame, box, (h, w)) if framing.sum() < 0.5 * h * w else whole
+            framing = warped > self.SURE  # saliency blinked: look where the subject just was
+        sal_soft = np.zeros((h, w), np.float32)
+        if framing.any():
+            box = expand(bbox(framing), self.MARGIN, max(16, round(0.2 * min(h, w))), (h, w))
+            crop = self._crop_saliency(frame, box, (h, w)) if framing.sum() < 0.5 * h * w else whole
+            if people_subject:
+                # Salient parts attached to the people (a horse, a bike), if the whole frame also
+                # sees them as salient: a crop alone makes a wall beside a runner stand out.
+                crop = np.where(touching(crop > self.SURE, people, gap) & salient, crop, 0.0)
+            sal_soft = self._fuse(crop, warped)
+        self._prev = sal_soft
+        person_region = dilate(people, 2) if people_subject else np.zeros((h, w), bool)
+        return self._compose(sal_soft, person_region, person_alpha, people_subject, (full_h, full_w))
 
-        if people_subject:
-            assert person_small is not None
-            # Salient parts attached to the people (a horse, a bike), if the whole frame also
-            # sees them as salient: a crop alone makes a wall beside a runner stand out.
-            joined = touching(crop > self.SURE, people, gap) & salient
-            sal_soft = np.where(joined, crop, 0.0)
-            person_region = dilate(people, 2)
-        else:
-            sal_soft = crop
-            person_region = np.zeros((h, w), bool)
-        self._prev = np.maximum(sal_soft, np.where(person_region, person_small, 0.0) if people_subject
-                                else 0.0).astype(np.float32)  # fmt: skip
+    def _warp_previous(self, small: np.ndarray) -> np.ndarray:
+        """The last frame's salient matte moved onto this frame by optical flow (zeros at a start)."""
+        if self._prev is None or self._prev.shape != small.shape[:2]:
+            self._flow.reset(small)
+            return np.zeros(small.shape[:2], np.float32)
+        return self._flow.warp(small, self._prev)[0]
 
-        sal_full = cv2.resize(sal_soft.astype(np.float32), (full_w, full_h), interpolation=cv2.INTER_LINEAR)
-        if people_subject:
-            assert person_alpha is not None
-            region_full = cv2.resize(person_region.astype(np.uint8), (full_w, full_h),
-                                     interpolation=cv2.INTER_NEAREST).astype(bool)  # fmt: skip
-            rvm_full = np.where(region_full, person_alpha.astype(np.float32) / 255.0, 0.0)
-        else:
-            rvm_full = np.zeros((full_h, full_w), np.float32)
-        alpha = np.maximum(sal_full, rvm_full)
-        person = np.divide(rvm_full, alpha, out=np.zeros_like(alpha), where=alpha > 0)
+    def _fuse(self, cue: np.ndarray, warped: np.ndarray) -> np.ndarray:
+        """This frame's saliency pulled `CARRY` of the way towards the warped previous matte, near
+        what this frame sees: soft edges and parts that blink for a frame stop flickering, while
+        nothing the current frame does not see survives (no trail behind a moving subject)."""
+        near = dilate(cue > self.SURE, max(2, round(0.02 * max(cue.shape))))
+        return np.where(near, (1.0 - self.CARRY) * cue + self.CARRY * warped, cue).astype(np.float32)
+
+    def _compose(
+        self,
+        sal_soft: np.ndarray,
+        person_region: np.ndarray,
+        person_alpha: np.ndarray | None,
+        people_subject: bool,
+        full: tuple[int, int],
+    ) -> ForegroundFrame:
+        """The full-size matte: RVM's own alpha over the people, the upsampled soft saliency
+        elsewhere (the larger of the two where both reach)."""
+        full_h, full_w = full
+        alpha = cv2.resize(sal_soft, (full_w, full_h), interpolation=cv2.INTER_LINEAR)
+        rvm = np.zeros_like(alpha)
+        if people_subject and person_alpha is not None:
+            nearest = cv2.INTER_NEAREST
+            region = cv2.resize(person_region.astype(np.uint8), (full_w, full_h), interpolation=nearest)
+            rvm = np.where(region > 0, person_alpha / np.float32(255.0), np.float32(0.0))
+            alpha = np.maximum(alpha, rvm)
+        person = np.divide(rvm, alpha, out=np.zeros_like(alpha), where=alpha > 0)
         return ForegroundFrame(np.clip(alpha * 255.0 + 0.5, 0, 255).astype(np.uint8), person, people_subject)
 
     def _validated_people(self, people: np.ndarray, salient: np.ndarray) -> np.ndarray:
