@@ -126,6 +126,18 @@ def test_tiny_frame_is_refused(onnx_models: OnnxModels) -> None:
         ForegroundTracker(onnx_models.saliency).step(np.zeros((4, 300, 3), np.uint8), None)
 
 
+@pytest.mark.parametrize("shape", [(8, 1280), (1280, 8), (8, 8), (9, 2047)])
+def test_thin_frames_are_followed(onnx_models: OnnxModels, shape: tuple[int, int]) -> None:
+    """The smallest frames the model takes (the pipeline pads thinner ones to 8 px): optical flow
+    on a 512x8 work frame once failed (an OpenCV assertion; 24x512 even crashed the process)."""
+    frames, _ = _davis("car-shadow", 3)
+    tracker = ForegroundTracker(onnx_models.saliency)
+    for f in frames:
+        thin = cv2.resize(f, shape[::-1], interpolation=cv2.INTER_AREA)
+        result = tracker.step(thin, np.full(shape, 255, np.uint8))
+        assert result.alpha.shape == shape
+
+
 # --- the Triton model ---------------------------------------------------------------------------
 
 
@@ -170,10 +182,13 @@ def test_foreground_model_over_grpc(client, onnx_models: OnnxModels) -> None:
 
 def test_foreground_model_refuses_bad_requests(client) -> None:
     frame = np.zeros((64, 64, 3), np.uint8)
-    with pytest.raises(InferenceServerException, match="model must be one of"):
-        _grpc_sequence(client, 9104, [frame], "sam")
+    with pytest.raises(InferenceServerException, match="model must be one of") as refused:
+        _grpc_sequence(client, 9104, [frame], "RVM")
+    assert "INVALID_ARGUMENT" in str(refused.value.status())  # the caller's mistake, not INTERNAL
     with pytest.raises(InferenceServerException, match="H,W >= 8"):
         _grpc_sequence(client, 9105, [np.zeros((4, 64, 3), np.uint8)], None)
+    with pytest.raises(InferenceServerException, match="differs from the sequence's"):
+        _grpc_sequence(client, 9106, [frame, np.zeros((48, 32, 3), np.uint8)], "salient")
     assert client.is_model_ready("foreground")
 
 
@@ -245,9 +260,10 @@ async def test_model_field_is_validated(stack: Stack, http: aiohttp.ClientSessio
         )
         assert status == 422
         assert "'model'" in error["error"]["details"] and "salient" in error["error"]["details"]
-    form = aiohttp.FormData()
-    form.add_field("file", (Path(__file__)).read_bytes(), filename="clip.mp4", content_type="video/mp4")
-    form.add_field("model", "portrait")
-    async with http.post(f"{stack.url}/video/submit/v1", data=form, headers=headers) as r:
-        assert r.status == 400
-        assert (await r.json()) == {"detail": "model must be one of: auto, rvm, salient"}
+    for bad in ("portrait", "RVM", ""):
+        form = aiohttp.FormData()
+        form.add_field("file", Path(__file__).read_bytes(), filename="clip.mp4", content_type="video/mp4")
+        form.add_field("model", bad)
+        async with http.post(f"{stack.url}/video/submit/v1", data=form, headers=headers) as r:
+            assert r.status == 400
+            assert (await r.json()) == {"detail": "model must be one of: auto, rvm, salient"}

@@ -7,9 +7,12 @@ Why this shape (figures: docs/video.md, `python -m benchmarks.eval_foreground`):
   where saliency agrees (`VALIDATED`), and a hysteresis gate on how much of the salient subject
   such people cover decides, per video and as it goes, whether people are the subject.
 - U2-Net-p on a crop framed around the subject is much sharper than on the whole frame (the
-  subject fills its input); the crop is framed by this frame's main salient components (or the
-  people) and by the previous frame's subject carried over by optical flow, so the framing does
-  not jump when saliency flickers.
+  subject fills its input): on DAVIS, 0.70 mean J against 0.65 for the whole frame. The crop is
+  framed by this frame's main salient components (or by the people and what they are attached
+  to); when saliency blinks, by the previous frame's subject moved by optical flow.
+- Temporal stability: the salient matte is pulled `CARRY` of the way towards the previous one,
+  warped by DIS optical flow, near what the current frame sees; RVM's own recurrent state keeps
+  people stable.
 - With people as the subject, the salient parts attached to them (a horse under its rider, a
   bike) join them; everything else in the crop is someone else's business.
 - The matte keeps RVM's own full-resolution alpha for people (its hair and motion blur) and the

@@ -5,6 +5,22 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+# OpenCV's DIS fails on thin images (an assertion under 16 rows) and can crash the process
+# (24x512 segfaults in OpenCV 4.11, measured): flow is computed on grey frames padded to at
+# least this many pixels a side (edges repeated), and cropped back.
+MIN_FLOW_SIDE = 64
+
+
+def _grey(rgb: np.ndarray) -> np.ndarray:
+    """uint8 [h,w] grey of `rgb`, padded at the bottom and right to MIN_FLOW_SIDE a side."""
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    h, w = gray.shape
+    if min(h, w) >= MIN_FLOW_SIDE:
+        return gray
+    return cv2.copyMakeBorder(
+        gray, 0, max(0, MIN_FLOW_SIDE - h), 0, max(0, MIN_FLOW_SIDE - w), cv2.BORDER_REPLICATE
+    )
+
 
 class FlowWarper:
     """Holds the previous grey frame; `warp` moves the previous mask onto the new frame."""
@@ -16,7 +32,7 @@ class FlowWarper:
         self.prev_gray: np.ndarray | None = None
 
     def reset(self, rgb: np.ndarray) -> None:
-        self.prev_gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        self.prev_gray = _grey(rgb)
 
     def warp(
         self, rgb: np.ndarray, prev_mask: np.ndarray, points: np.ndarray | None = None
@@ -28,9 +44,9 @@ class FlowWarper:
         """
         if self.prev_gray is None:
             raise RuntimeError("warp() before reset(): no previous frame")
-        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-        h, w = gray.shape
-        back = self._dis.calc(gray, self.prev_gray, None)
+        gray = _grey(rgb)
+        h, w = rgb.shape[:2]
+        back = self._dis.calc(gray, self.prev_gray, None)[:h, :w]
         inside = prev_mask > 0.5
         if inside.sum() >= 16:
             # Flow vectors that disagree with the object's own median motion (by more than a few
@@ -50,7 +66,7 @@ class FlowWarper:
         )
         moved = None
         if points is not None and len(points):
-            fwd = self._dis.calc(self.prev_gray, gray, None)
+            fwd = self._dis.calc(self.prev_gray, gray, None)[:h, :w]
             xi = np.clip(points[:, 0].round().astype(int), 0, w - 1)
             yi = np.clip(points[:, 1].round().astype(int), 0, h - 1)
             moved = points + fwd[yi, xi]

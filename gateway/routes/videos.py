@@ -125,8 +125,8 @@ async def _read_parts(request: web.Request, staging: Path, settings: Settings) -
                 form.bg_image_url = value
             elif name == "output_format" and value:
                 form.output_format = value.lower()
-            elif name == "model" and value:
-                form.model = value.lower()
+            elif name == "model":
+                form.model = value  # exact, as on /foreground_mask: "RVM" is no model name
         else:
             await part.release()
     return form

@@ -36,6 +36,7 @@ class Sequence:
     model: ForegroundModel
     tracker: ForegroundTracker | None
     used: float
+    shape: tuple[int, ...] = ()  # the first frame's; a sequence is one video, one size
 
 
 class TritonPythonModel:
@@ -104,6 +105,13 @@ class TritonPythonModel:
         if seq is None:
             raise ValueError(f"sequence {corrid} has no START (or expired)")
         seq.used = time.monotonic()
+        if seq.shape and frame.shape != seq.shape:
+            self.sequences.pop(corrid, None)
+            raise ValueError(
+                f"frame size {frame.shape[2]}x{frame.shape[1]} differs from the sequence's "
+                f"{seq.shape[2]}x{seq.shape[1]}: one sequence is one video; start a new one"
+            )
+        seq.shape = frame.shape
         try:
             if seq.model is ForegroundModel.SALIENT:
                 people, colour = None, frame[0]
@@ -138,7 +146,10 @@ class TritonPythonModel:
         for request in requests:
             try:
                 responses.append(self._one(request))
-            except (ValueError, RuntimeError) as exc:
+            except ValueError as exc:  # the caller's request: INVALID_ARGUMENT over gRPC
+                error = pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
+                responses.append(pb_utils.InferenceResponse(error=error))
+            except RuntimeError as exc:  # a network behind it failed
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc))))
         return responses
 
