@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 import json
@@ -18,6 +19,8 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import av
+import numpy as np
 import onnxruntime as ort
 import psutil
 
@@ -273,3 +276,31 @@ def serve_directory(directory: Path) -> Iterator[str]:
     finally:
         server.shutdown()
         thread.join()
+
+
+async def mask_job_via_api(
+    gateway: str, token: str, endpoint: str, body: dict[str, object], dest: Path
+) -> list[np.ndarray]:
+    """POST a mask job (/foreground_mask, /mask_by_key_points), poll its status_url, download
+    the mask video to `dest` and decode it: one uint8 [H,W] array per frame. Raises
+    RuntimeError when the job is refused or fails."""
+    import aiohttp
+
+    headers = {"api_token": token}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{gateway}{endpoint}", json=body, headers=headers) as r:
+            payload = await r.json()
+            if r.status != 202:
+                raise RuntimeError(f"submit refused: {r.status} {payload}")
+        while True:
+            async with http.get(payload["status_url"], headers=headers) as r:
+                status = await r.json()
+            if status["status"] in ("completed", "failed"):
+                break
+            await asyncio.sleep(0.25)
+        if status["status"] != "completed":
+            raise RuntimeError(f"job failed: {status}")
+        async with http.get(status["mask_url"]) as r:
+            dest.write_bytes(await r.read())
+    with av.open(str(dest)) as c:
+        return [f.to_ndarray(format="gray") for f in c.decode(video=0)]

@@ -27,10 +27,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import av
 import numpy as np
 
-from benchmarks.common import TOKEN, bench_stack, serve_directory
+from benchmarks.common import TOKEN, bench_stack, mask_job_via_api, serve_directory
 from benchmarks.eval_keypoints import write_clip
 from benchmarks.keypoints_common import U2NetP, iou, load_sequence, sequences
 from gateway.foreground import ForegroundModel, ForegroundTracker
@@ -68,28 +67,9 @@ class InProcess:
 
 
 async def via_api(gateway: str, token: str, clip_url: str, model: str, dest: Path) -> list[np.ndarray]:
-    """POST /foreground_mask, poll /status, download the mask video and decode it (gray)."""
-    import aiohttp
-
+    """The mask of one clip from /foreground_mask with this `model`, decoded (gray)."""
     body = {"video": clip_url, "model": model, "output_container_and_codec": "mp4_h264"}
-    headers = {"api_token": token}
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{gateway}/foreground_mask", json=body, headers=headers) as r:
-            payload = await r.json()
-            if r.status != 202:
-                raise RuntimeError(f"submit refused: {r.status} {payload}")
-        while True:
-            async with http.get(payload["status_url"], headers=headers) as r:
-                status = await r.json()
-            if status["status"] in ("completed", "failed"):
-                break
-            await asyncio.sleep(0.25)
-        if status["status"] != "completed":
-            raise RuntimeError(f"job failed: {status}")
-        async with http.get(status["mask_url"]) as r:
-            dest.write_bytes(await r.read())
-    with av.open(str(dest)) as c:
-        return [f.to_ndarray(format="gray") for f in c.decode(video=0)]
+    return await mask_job_via_api(gateway, token, "/foreground_mask", body, dest)
 
 
 @contextlib.contextmanager

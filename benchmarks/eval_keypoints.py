@@ -24,7 +24,7 @@ from typing import Any
 import av
 import numpy as np
 
-from benchmarks.common import serve_directory
+from benchmarks.common import mask_job_via_api, serve_directory
 from benchmarks.keypoints_common import U2NetP, iou, load_sequence, prompt_from_mask, sequences
 from gateway.keypoints import KeypointTracker, Prompt
 from gateway.keypoints.tracker import SaliencyFn
@@ -80,27 +80,8 @@ def write_clip(path: Path, frames: list[np.ndarray], fps: int = 24) -> None:
 async def via_api(
     gateway: str, token: str, clip_url: str, start: int, points: list[dict[str, Any]], dest: Path
 ) -> list[np.ndarray]:
-    import aiohttp
-
     body = {"video": clip_url, "frame_index": start, "key_points": points}
-    headers = {"api_token": token}
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{gateway}/mask_by_key_points", json=body, headers=headers) as r:
-            payload = await r.json()
-            if r.status != 202:
-                raise RuntimeError(f"submit refused: {r.status} {payload}")
-        while True:
-            async with http.get(payload["status_url"], headers=headers) as r:
-                status = await r.json()
-            if status["status"] in ("completed", "failed"):
-                break
-            await asyncio.sleep(0.5)
-        if status["status"] != "completed":
-            raise RuntimeError(f"job failed: {status}")
-        async with http.get(status["mask_url"]) as r:
-            dest.write_bytes(await r.read())
-    with av.open(str(dest)) as c:
-        return [f.to_ndarray(format="gray") for f in c.decode(video=0)]
+    return await mask_job_via_api(gateway, token, "/mask_by_key_points", body, dest)
 
 
 def main() -> None:

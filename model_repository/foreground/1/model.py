@@ -113,19 +113,16 @@ class TritonPythonModel:
             )
         seq.shape = frame.shape
         try:
-            if seq.model is ForegroundModel.SALIENT:
-                people, colour = None, frame[0]
-            else:
-                people, colour = self._people(frame, corrid, start, end)
-            if seq.tracker is None:
-                alpha = people
+            people, rvm_colour = None, None
+            if seq.model is not ForegroundModel.SALIENT:
+                people, rvm_colour = self._people(frame, corrid, start, end)
+            if seq.tracker is None:  # model=rvm: RVM's answer as it is
+                alpha, colour = people, rvm_colour
             else:
                 result = seq.tracker.step(frame[0], people)
-                alpha = result.alpha
-                if people is not None:
-                    colour = np.where(result.person[..., None] > 0.5, colour, frame[0])
-                else:
-                    colour = frame[0]
+                alpha, colour = result.alpha, frame[0]
+                if rvm_colour is not None:  # RVM's colour where its alpha makes the matte
+                    colour = np.where(result.person[..., None] > 0.5, rvm_colour, frame[0])
         except Exception:
             self.sequences.pop(corrid, None)
             raise
