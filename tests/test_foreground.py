@@ -15,12 +15,12 @@ import cv2
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from conftest import VIDEO_MASKS, Stack, mask_error
+from conftest import SHARED, VIDEO_MASKS, Stack, mask_error
 from media import serve
 from tritonclient.utils import InferenceServerException
 
 from gateway.foreground import ForegroundTracker, PersonGate
-from gateway.mask_geometry import iou
+from gateway.mask_geometry import dilate, iou
 from gateway.settings import REPO_ROOT
 
 # DAVIS frames about halved: quick on two cores, big enough for both networks (even: H.264 4:2:0)
@@ -119,6 +119,21 @@ def test_people_keep_rvm_matte_and_join_what_they_ride(onnx_models: OnnxModels) 
     last, rider = results[-1], people[-1] > 127
     assert (last.person[rider] > 0.5).mean() > 0.9, "people's pixels take RVM's alpha and colour"
     assert (last.alpha[rider] >= people[-1][rider]).all(), "never less of a person than RVM sees"
+
+
+def test_people_keep_the_other_subject_beside_them(onnx_models: OnnxModels) -> None:
+    """A woman and the dog she plays with, apart: people are the subject, and the dog (a main
+    salient subject of its own, not touching her) stays in the matte on every frame."""
+    clip = SHARED / "data" / "videos" / "01_dog.mp4"
+    with av.open(str(clip)) as container:
+        decoded = (f.to_ndarray(format="rgb24") for f in container.decode(video=0))
+        frames = [cv2.resize(f, SMALL, interpolation=cv2.INTER_AREA) for _, f in zip(range(16), decoded)]
+    people = onnx_models.people(frames)
+    results = _track(onnx_models, frames, people)
+    assert all(r.people_are_subject for r in results[2:])
+    for r, p in list(zip(results, people, strict=True))[2:]:
+        beside = (r.alpha > 127) & ~dilate(p > 127, 5)
+        assert beside.sum() > 0.4 * (p > 127).sum(), "the dog beside her is kept"
 
 
 def test_tiny_frame_is_refused(onnx_models: OnnxModels) -> None:

@@ -14,7 +14,8 @@ Why this shape (figures: docs/video.md, `python -m benchmarks.eval_foreground`):
   warped by DIS optical flow, near what the current frame sees; RVM's own recurrent state keeps
   people stable.
 - With people as the subject, the salient parts attached to them (a horse under its rider, a
-  bike) join them; everything else in the crop is someone else's business.
+  bike) join them, and so do other main salient subjects (a dog beside its owner, at least `MAIN`
+  of the largest salient component); small things in the crop are someone else's business.
 - The matte keeps RVM's own full-resolution alpha for people (its hair and motion blur) and the
   upsampled soft saliency elsewhere.
 All analysis happens at a reduced size (`work_long_side`); crops are cut from the full frame.
@@ -118,9 +119,13 @@ class ForegroundTracker:
         people_subject = self.gate.update(people.sum() / max(1, salient.sum())) and people.any()
 
         gap = max(2, round(0.006 * max(h, w)))
-        # With people as the subject the crop frames them and what they are attached to (the
-        # horse under a rider): a crop of the rider alone would cut the horse out for good.
-        framing = people | touching(salient, people, gap) if people_subject else self._main(salient)
+        main = self._main(salient)
+        # With people as the subject the crop frames them, what they are attached to (the horse
+        # under a rider: a crop of the rider alone would cut the horse out for good), any other
+        # main subject beside them (the dog its owner plays with) and what was the subject a
+        # frame ago (the dog again, when it is briefly smaller than `MAIN`).
+        seeds = people | main | (warped > self.SURE)
+        framing = people | touching(salient, seeds, gap) if people_subject else main
         if not framing.any():
             framing = warped > self.SURE  # saliency blinked: look where the subject just was
         sal_soft = np.zeros((h, w), np.float32)
@@ -128,9 +133,12 @@ class ForegroundTracker:
             box = expand(bbox(framing), self.MARGIN, max(16, round(0.2 * min(h, w))), (h, w))
             crop = self._crop_saliency(frame, box, (h, w)) if framing.sum() < 0.5 * h * w else whole
             if people_subject:
-                # Salient parts attached to the people (a horse, a bike), if the whole frame also
-                # sees them as salient: a crop alone makes a wall beside a runner stand out.
-                crop = np.where(touching(crop > self.SURE, people, gap) & salient, crop, 0.0)
+                # Salient parts attached to the people (a horse, a bike) and the other main
+                # subjects, where the whole frame also sees them as salient or they were the
+                # subject a frame ago: a crop alone makes a wall beside a runner stand out.
+                seen = salient | dilate(warped > self.SURE, gap)
+                kept = touching(crop > self.SURE, seeds, gap) & seen
+                crop = np.where(kept, crop, 0.0)
             sal_soft = self._fuse(crop, warped)
         self._prev = sal_soft
         person_region = dilate(people, 2) if people_subject else np.zeros((h, w), bool)
