@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -126,8 +127,8 @@ def test_people_keep_the_other_subject_beside_them(onnx_models: OnnxModels) -> N
     salient subject of its own, not touching her) stays in the matte on every frame."""
     clip = SHARED / "data" / "videos" / "01_dog.mp4"
     with av.open(str(clip)) as container:
-        decoded = (f.to_ndarray(format="rgb24") for f in container.decode(video=0))
-        frames = [cv2.resize(f, SMALL, interpolation=cv2.INTER_AREA) for _, f in zip(range(16), decoded)]
+        rgb = (f.to_ndarray(format="rgb24") for f in itertools.islice(container.decode(video=0), 16))
+        frames = [cv2.resize(f, SMALL, interpolation=cv2.INTER_AREA) for f in rgb]
     people = onnx_models.people(frames)
     results = _track(onnx_models, frames, people)
     assert all(r.people_are_subject for r in results[2:])
