@@ -1,4 +1,4 @@
-"""background_generator (shipped default): the non-AI studio backdrop of studio.py.
+"""background_generator (shipped default): the non-AI studio backdrop of triton_models.studio.
 
 Contract kept by any replacement: `subject` UINT8 [H,W,4] RGBA, optional `prompt` BYTES [1]
 (UTF-8) -> `background` UINT8 [H,W,3] RGB at the subject's size.
@@ -6,14 +6,11 @@ Contract kept by any replacement: `subject` UINT8 [H,W,4] RGBA, optional `prompt
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import triton_python_backend_utils as pb_utils
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from studio import generate
+from triton_models.studio import generate
 
 MAX_PROMPT_BYTES = 2000
 

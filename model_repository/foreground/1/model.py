@@ -2,7 +2,7 @@
 
 Every request: `frame` [1,H,W,3] RGB; the START request may carry `model` [1,1] (auto, rvm,
 salient; default auto). Outputs `alpha` [1,H,W] and `foreground` [1,H,W,3] uint8. The algorithm
-lives in gateway.foreground; this file adapts Triton's sequence protocol to it and reaches the
+lives in triton_models.foreground; this file adapts Triton's sequence protocol to it and reaches the
 two networks by BLS: `rvm` in a sequence of its own under the same correlation id, `u2netp` per
 call.
 """
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from gateway.foreground import ForegroundModel, ForegroundTracker
+from triton_models.foreground import ForegroundModel, ForegroundTracker
 
 # Triton drops an idle sequence after max_sequence_idle_microseconds without telling the model.
 STALE_AFTER_S = 120.0

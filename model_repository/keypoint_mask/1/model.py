@@ -2,7 +2,7 @@
 
 START request: the prompt frame with `points` [1,N,2] (x, y pixels) and `labels` [1,N] (1/0);
 following requests: the next frames in the walking direction. Output `mask` [1,H,W] 0/255.
-The algorithm lives in gateway.keypoints (PYTHONPATH = repo root, see gateway/stack.triton_env);
+The algorithm lives in triton_models.keypoints (PYTHONPATH = repo root, see gateway/stack.triton_env);
 this file only adapts Triton's sequence protocol to it. With sam_encoder.onnx and
 sam_decoder.onnx in this folder the SAM backend replaces the default; the public I/O is the same.
 """
@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from gateway.keypoints import KeypointTracker, Prompt, PromptError
-from gateway.keypoints.sam import SamModels, SamTracker
+from triton_models.keypoints import KeypointTracker, Prompt, PromptError
+from triton_models.keypoints.sam import SamModels, SamTracker
 
 # Triton drops an idle sequence after max_sequence_idle_microseconds without telling the model,
 # so trackers of abandoned sequences are pruned here after a little longer.

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from export.ort_session import model_config, session
+from triton_models.onnx import model_config, session
 
 STATE_INPUTS = ("r1i", "r2i", "r3i", "r4i")
 STATE_OUTPUTS = ("r1o", "r2o", "r3o", "r4o")

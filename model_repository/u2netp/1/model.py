@@ -6,7 +6,7 @@ from typing import Any
 
 import triton_python_backend_utils as pb_utils
 
-from export.ort_session import session
+from triton_models.onnx import session
 
 MIN_SIDE = 2  # the graph's resizes need at least two pixels per side
 

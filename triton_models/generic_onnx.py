@@ -12,7 +12,7 @@ from typing import Any
 
 import triton_python_backend_utils as pb_utils
 
-from export.ort_session import model_config, session
+from triton_models.onnx import model_config, session
 
 
 class TritonPythonModel:
