@@ -2,17 +2,17 @@
 onnxruntime with the I/O names the model's config.pbtxt declares.
 
 The version folder's model.py is a one-line import of this class (see export/adding.py), so every
-added model and version runs the same reviewed code. It lives outside model_repository/ for the
-reason export/ort_session.py gives.
+added model and version runs the same reviewed code from this installed package: nothing but
+model folders may live in model_repository/ (Triton polls every folder there as a model).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import triton_python_backend_utils as pb_utils
-
-from triton_models.onnx import model_config, session
+from triton_models.config import model_config
+from triton_models.onnx import session
+from triton_models.serving import Request, Response, optional_array, output_response, respond_each
 
 
 class TritonPythonModel:
@@ -23,26 +23,17 @@ class TritonPythonModel:
         self.outputs = [str(o["name"]) for o in config["output"]]
         self.session = session(args)
 
-    def _one(self, request: Any) -> Any:
-        feed = {}
+    def _one(self, request: Request) -> Response:
+        feed: dict[str, Any] = {}
         for name in self.inputs:
-            tensor = pb_utils.get_input_tensor_by_name(request, name)
-            if tensor is not None:  # optional inputs the client left out
-                feed[name] = tensor.as_numpy()
+            array = optional_array(request, name)
+            if array is not None:  # optional inputs the client left out
+                feed[name] = array
         results = self.session.run(self.outputs, feed)
-        return pb_utils.InferenceResponse(
-            output_tensors=[pb_utils.Tensor(n, r) for n, r in zip(self.outputs, results, strict=True)]
-        )
+        return output_response(dict(zip(self.outputs, results, strict=True)))
 
-    def execute(self, requests: list[Any]) -> list[Any]:
+    def execute(self, requests: list[Request]) -> list[Response]:
         # One onnxruntime run per request: requests in one batch may differ in their free dims,
         # so concatenating them is not generally possible; the batcher still saves the hops.
-        responses = []
-        for request in requests:
-            try:
-                responses.append(self._one(request))
-            except Exception as exc:  # onnxruntime raises its own types; the client gets the message
-                responses.append(
-                    pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{self.name}: {exc}"))
-                )
-        return responses
+        # onnxruntime raises its own types: any exception becomes that request's error message.
+        return respond_each(requests, self._one, prefix=f"{self.name}: ")

@@ -1,32 +1,23 @@
-"""onnxruntime sessions for the CPU (Python backend) configs of the ONNX models.
-
-Imported by model_repository/{rvm,u2netp}/1/model.py (the stub finds it through PYTHONPATH, which
-gateway.stack.triton_env sets to the repository root). It cannot live in model_repository/:
-Triton polls every folder there as a model, __pycache__ included, and refuses to start.
-"""
+"""onnxruntime sessions for the CPU (Python backend) configs of the ONNX models (rvm, u2netp and
+the models `python -m export add` writes). GPU configs run the same files on Triton's native
+onnxruntime backend instead."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
+from collections.abc import Mapping
 
 import onnxruntime as ort
 
-
-def model_config(args: dict[str, str]) -> dict[str, Any]:
-    return dict(json.loads(args["model_config"]))
+from triton_models.config import model_config, parameter, version_folder
 
 
-def parameter(config: dict[str, Any], key: str, default: str) -> str:
-    value = config.get("parameters", {}).get(key, {}).get("string_value", "")
-    return str(value) if value else default
+def session(args: Mapping[str, str]) -> ort.InferenceSession:
+    """The version folder's model.onnx on the CPU, with the thread counts of the config.pbtxt
+    parameters `intra_op_threads` / `inter_op_threads` (default 1 each).
 
-
-def session(args: dict[str, str]) -> ort.InferenceSession:
-    """The version folder's model.onnx with the thread counts the config.pbtxt parameters give."""
+    Raises FileNotFoundError when model.onnx has not been exported yet."""
     config = model_config(args)
-    path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
+    path = version_folder(args) / "model.onnx"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: run `python -m export models` (make models)")
     opts = ort.SessionOptions()
