@@ -26,9 +26,9 @@ import numpy as np
 
 from benchmarks.common import mask_job_via_api, serve_directory
 from benchmarks.keypoints_common import U2NetP, iou, load_sequence, prompt_from_mask, sequences
-from gateway.keypoints import KeypointTracker, Prompt
-from gateway.keypoints.tracker import SaliencyFn
-from gateway.mask_geometry import bbox, expand
+from triton_models.keypoints import KeypointTracker, Prompt
+from triton_models.keypoints.tracker import SaliencyFn
+from triton_models.mask_geometry import bbox, expand
 
 
 def _prompt(points: list[dict[str, Any]], width: int, height: int) -> Prompt:

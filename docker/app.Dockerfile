@@ -7,7 +7,9 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 DATA_DIR=/data
 WORKDIR /opt/matting
 COPY pyproject.toml README.md ./
+COPY common ./common
 COPY gateway ./gateway
+COPY triton_models ./triton_models
 COPY export ./export
 RUN pip install --no-cache-dir . && useradd --system --uid 10001 matting \
  && mkdir -p /data && chown matting /data

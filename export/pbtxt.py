@@ -96,7 +96,7 @@ def _fill(config: mc.ModelConfig, io: GraphIO, max_batch: int) -> None:
 
 
 def cpu_config(name: str, io: GraphIO, max_batch: int, threads: int = 2) -> mc.ModelConfig:
-    """Python backend + onnxruntime (export/generic_runner.py), the way rvm and u2netp run here."""
+    """Python backend + onnxruntime (triton_models/generic_onnx.py), the way rvm and u2netp run here."""
     config = mc.ModelConfig(name=name, backend="python")
     _fill(config, io, max_batch)
     _one_instance(config, mc.ModelInstanceGroup.KIND_CPU)

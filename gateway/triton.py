@@ -14,10 +14,11 @@ import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
+from common.model_contract import GATEWAY_MODELS
 from gateway.errors import ServiceUnavailable
 from gateway.settings import Settings
 
-REQUIRED_MODELS: tuple[str, ...] = ("rvm", "u2netp", "matte_image")
+REQUIRED_MODELS: tuple[str, ...] = GATEWAY_MODELS
 _READY_TIMEOUT_S = 3.0
 
 

@@ -40,7 +40,7 @@ TEST_TOKEN = "test-token-alpha"
 OTHER_TOKEN = "test-token-beta"
 
 
-def _require_models(repo: Path) -> None:
+def require_models(repo: Path) -> None:
     missing = [p for p in ("rvm/1/model.onnx", "u2netp/1/model.onnx") if not (repo / p).exists()]
     if missing:
         pytest.fail(f"exported models missing ({', '.join(missing)}): run `make models` (make test does)")
@@ -66,7 +66,7 @@ def redis_port(data_dir: Path) -> Iterator[int]:
 @pytest.fixture(scope="session")
 def triton(data_dir: Path) -> Iterator[Service]:
     """A real tritonserver serving model_repository/ (the exported CPU configs)."""
-    _require_models(REPO_ROOT / "model_repository")
+    require_models(REPO_ROOT / "model_repository")
     settings = Settings(
         triton_grpc_port=free_port(),
         triton_http_port=free_port(),

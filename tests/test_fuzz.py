@@ -522,7 +522,7 @@ def test_image_decompression_bomb_refused_from_the_header() -> None:
 
     from PIL import Image
 
-    from gateway.images.decode import ImageTooLarge, Limits, decode
+    from triton_models.decode import ImageTooLarge, Limits, decode
 
     buf = io.BytesIO()
     Image.new("1", (20000, 20000)).save(buf, "PNG", optimize=True)

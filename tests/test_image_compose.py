@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,10 +11,10 @@ from PIL import Image, ImageCms
 
 from gateway.errors import BgApiError
 from gateway.images.compose import render, to_linear, to_srgb
-from gateway.images.decode import ImageTooLarge, InvalidImage, Limits, decode, probe
 from gateway.images.encode import encode_png
 from gateway.images.params import BG_COLOR_ERROR, Params, parse_params
-from gateway.settings import REPO_ROOT
+from triton_models import studio
+from triton_models.decode import ImageTooLarge, InvalidImage, Limits, decode, probe
 
 PHOTO = IMAGES / "sod_bsds300" / "images" / "100098.jpg"
 LIMITS = Limits(max_side=2048, max_pixels=2048 * 2048)
@@ -163,21 +161,11 @@ def test_png_carries_srgb_profile() -> None:
     assert png.mode == "RGBA" and png.info.get("icc_profile")
 
 
-def _studio() -> object:
-    path = Path(REPO_ROOT / "model_repository" / "background_generator" / "1" / "studio.py")
-    spec = importlib.util.spec_from_file_location("studio", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_studio_backdrop_follows_subject_and_prompt() -> None:
-    studio = _studio()
     subject = np.zeros((240, 320, 4), np.uint8)
     subject[60:200, 120:200] = (30, 60, 220, 255)  # a blue block standing at row 200
-    plain = studio.generate(subject, "")  # type: ignore[attr-defined]
-    dark = studio.generate(subject, "a dark studio")  # type: ignore[attr-defined]
+    plain = studio.generate(subject, "")
+    dark = studio.generate(subject, "a dark studio")
     assert plain.shape == (240, 320, 3) and plain.dtype == np.uint8
     assert plain[..., 2].mean() > plain[..., 0].mean()  # tinted from the subject's blue
     assert dark.mean() < plain.mean() - 60

@@ -20,7 +20,9 @@ from tritonclient.utils import InferenceServerException
 
 from export import reference, sources
 from export.parity import TOLERANCES, diff, video_frames
+from gateway.images.process import _model_input
 from gateway.settings import REPO_ROOT
+from triton_models.decode import SRGB_ICC, Limits, decode
 
 SOD = IMAGES / "sod_bsds300" / "images"
 SMALL = (320, 180)  # sequence-semantics tests run on real frames shrunk, to stay quick on 2 cores
@@ -163,6 +165,25 @@ def test_bad_image_bytes_give_an_error_and_the_server_stays_up(client, blob: byt
     assert client.is_server_live() and client.is_model_ready("matte_image")
     ok = client.infer("matte_image", _bytes((SOD / "100098.jpg").read_bytes())).as_numpy("alpha")
     assert ok.shape == (321, 481)
+
+
+@pytest.mark.parametrize("icc", [None, SRGB_ICC], ids=["plain", "icc"])
+def test_image_decode_keeps_transparency_as_the_gateway_does(client, icc: bytes | None) -> None:
+    rgba = np.zeros((40, 60, 4), np.uint8)
+    rgba[..., 0], rgba[..., 2] = 200, np.arange(40, dtype=np.uint8)[:, None] * 5
+    rgba[..., 3] = np.linspace(0, 255, 60).astype(np.uint8)  # transparent left, opaque right
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, "PNG", icc_profile=icc)
+    result = client.infer("image_decode", _bytes(buf.getvalue()))
+    gateway = decode(buf.getvalue(), Limits(max_side=None, max_pixels=100_000_000))
+    assert gateway.alpha is not None and np.array_equal(result.as_numpy("alpha"), gateway.alpha)
+    assert np.array_equal(result.as_numpy("image"), _model_input(gateway))  # what the gateway's models see
+
+
+def test_image_decode_of_an_opaque_image_has_an_opaque_alpha(client) -> None:
+    result = client.infer("image_decode", _bytes((SOD / "100098.jpg").read_bytes()))
+    assert result.as_numpy("image").shape == (321, 481, 3)
+    assert result.as_numpy("alpha").shape == (321, 481) and result.as_numpy("alpha").min() == 255
 
 
 def test_decompression_bomb_is_refused(client) -> None:

@@ -7,7 +7,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from gateway.images.decode import SRGB_ICC
+from triton_models.decode import SRGB_ICC
 
 # zlib level 3 is within a few percent of level 6 on photos at about half the encode time, and the
 # encode is a visible share of a request on small CPUs.

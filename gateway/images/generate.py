@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from gateway.images.compose import render
-from gateway.images.decode import Limits, decode
 from gateway.images.encode import encode_png
 from gateway.images.params import Params
 from gateway.triton import InferenceFailed, Triton
+from triton_models.decode import Limits, decode
 
 MODEL = "background_generator"
 # "Real transparency": at least this share of the canvas is (nearly) fully transparent. A PNG

@@ -11,13 +11,13 @@ import asyncio
 import logging
 from typing import Any
 
-from gateway.images.decode import ImageTooLarge, InvalidImage, Limits
 from gateway.images.params import Params
 from gateway.images.process import process_image
 from gateway.jobs import JobStore
 from gateway.settings import Settings
 from gateway.storage import Storage
 from gateway.triton import Triton
+from triton_models.decode import ImageTooLarge, InvalidImage, Limits
 
 log = logging.getLogger("gateway.images.hd")
 

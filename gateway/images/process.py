@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from gateway.images.compose import render
-from gateway.images.decode import Decoded, Limits, decode
 from gateway.images.encode import encode_png
 from gateway.images.matte import predict_alpha
 from gateway.images.params import Params
 from gateway.triton import Triton
+from triton_models.decode import Decoded, Limits, decode
 
 
 def _model_input(img: Decoded) -> np.ndarray:

@@ -23,9 +23,9 @@ import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from gateway.foreground import ForegroundModel
 from gateway.pipeline.decode import DecodedFrame
 from gateway.triton import InferenceFailed, Triton, TritonUnavailable
+from triton_models.foreground import ForegroundModel
 
 
 def triton_model(model: str) -> str:

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from gateway.foreground import ForegroundModel
 from gateway.jobs import JobRecord, JobStore
 from gateway.pipeline import alpha as input_alpha
 from gateway.pipeline.compose import Background, composite, fit_background, mask_frame
@@ -29,6 +28,7 @@ from gateway.pipeline.run import RenderFn, run_video
 from gateway.settings import Settings
 from gateway.storage import Storage
 from gateway.triton import Triton
+from triton_models.foreground import ForegroundModel
 
 INPUT_NAME = "input"
 BG_IMAGE_NAME = "background"

@@ -18,7 +18,6 @@ from aiohttp import web
 from gateway.app import JOBS, SETTINGS, STORAGE
 from gateway.auth import require_owner
 from gateway.errors import MaskApiError
-from gateway.foreground import ForegroundModel
 from gateway.jobs import JobRecord
 from gateway.limits import check_capacity, check_rate, start_job
 from gateway.pipeline.encode import DEFAULT_PRESET, PRESETS, check_output_size
@@ -26,6 +25,7 @@ from gateway.pipeline.intake import fetch_and_probe
 from gateway.pipeline.jobs import input_path
 from gateway.pipeline.probe import MediaError, VideoInfo
 from gateway.storage import Storage
+from triton_models.foreground import ForegroundModel
 
 routes = web.RouteTableDef()
 

@@ -27,13 +27,13 @@ from gateway.app import JOBS, SETTINGS, STORAGE
 from gateway.auth import require_owner
 from gateway.errors import ApiError, BgApiError
 from gateway.fetch import FetchError, fetch_to_file
-from gateway.foreground import ForegroundModel
 from gateway.jobs import JobRecord
 from gateway.limits import check_capacity, check_rate, start_job
 from gateway.pipeline.encode import TRANSPARENT_PRESETS
 from gateway.pipeline.jobs import bg_image_path, input_path
 from gateway.pipeline.probe import MediaError, probe
 from gateway.settings import Settings
+from triton_models.foreground import ForegroundModel
 
 log = logging.getLogger("gateway.videos")
 routes = web.RouteTableDef()

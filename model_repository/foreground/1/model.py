@@ -2,33 +2,33 @@
 
 Every request: `frame` [1,H,W,3] RGB; the START request may carry `model` [1,1] (auto, rvm,
 salient; default auto). Outputs `alpha` [1,H,W] and `foreground` [1,H,W,3] uint8. The algorithm
-lives in gateway.foreground; this file adapts Triton's sequence protocol to it and reaches the
+lives in triton_models.foreground; this file adapts Triton's sequence protocol to it and reaches the
 two networks by BLS: `rvm` in a sequence of its own under the same correlation id, `u2netp` per
 call.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
-import triton_python_backend_utils as pb_utils
 
-from gateway.foreground import ForegroundModel, ForegroundTracker
+from triton_models.config import model_config, parameter
+from triton_models.foreground import ForegroundModel, ForegroundTracker
+from triton_models.serving import (
+    Request,
+    Response,
+    call_model,
+    input_array,
+    optional_array,
+    output_response,
+    respond_each,
+    sequence_control,
+)
 
 # Triton drops an idle sequence after max_sequence_idle_microseconds without telling the model.
 STALE_AFTER_S = 120.0
-
-
-def _param(config: dict[str, Any], key: str, default: str) -> str:
-    return str(config.get("parameters", {}).get(key, {}).get("string_value", default))
-
-
-def _control(request: Any, name: str) -> int:
-    return int(pb_utils.get_input_tensor_by_name(request, name).as_numpy().reshape(-1)[0])
 
 
 @dataclass
@@ -41,43 +41,32 @@ class Sequence:
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
-        config = json.loads(args["model_config"])
-        self.matting_model = _param(config, "matting_model", "rvm")
-        self.saliency_model = _param(config, "saliency_model", "u2netp")
-        self.work_long_side = int(_param(config, "work_long_side", "512"))
+        config = model_config(args)
+        self.matting_model = parameter(config, "matting_model", "rvm")
+        self.saliency_model = parameter(config, "saliency_model", "u2netp")
+        self.work_long_side = int(parameter(config, "work_long_side", "512"))
         self.sequences: dict[int, Sequence] = {}
 
-    def _bls(self, model: str, inputs: list[Any], outputs: list[str], corrid: int = 0, flags: int = 0) -> Any:
-        response = pb_utils.InferenceRequest(
-            model_name=model,
-            inputs=inputs,
-            requested_output_names=outputs,
-            correlation_id=corrid,
-            flags=flags,
-        ).exec()
-        if response.has_error():
-            raise RuntimeError(f"foreground: {model} failed: {response.error().message()}")
-        return response
-
     def _saliency(self, image: np.ndarray) -> np.ndarray:
-        response = self._bls(self.saliency_model, [pb_utils.Tensor("image", image)], ["alpha"])
-        return pb_utils.get_output_tensor_by_name(response, "alpha").as_numpy()
+        return call_model("foreground", self.saliency_model, {"image": image}, ["alpha"])["alpha"]
 
     def _people(
         self, frame: np.ndarray, corrid: int, start: bool, end: bool
     ) -> tuple[np.ndarray, np.ndarray]:
-        flags = (pb_utils.TRITONSERVER_REQUEST_FLAG_SEQUENCE_START if start else 0) | (
-            pb_utils.TRITONSERVER_REQUEST_FLAG_SEQUENCE_END if end else 0
+        out = call_model(
+            "foreground",
+            self.matting_model,
+            {"frame": frame},
+            ["alpha", "foreground"],
+            corrid=corrid,
+            start=start,
+            end=end,
         )
-        response = self._bls(
-            self.matting_model, [pb_utils.Tensor("frame", frame)], ["alpha", "foreground"], corrid, flags
-        )
-        alpha = pb_utils.get_output_tensor_by_name(response, "alpha").as_numpy()
-        return alpha[0], pb_utils.get_output_tensor_by_name(response, "foreground").as_numpy()[0]
+        return out["alpha"][0], out["foreground"][0]
 
-    def _open(self, request: Any) -> Sequence:
-        tensor = pb_utils.get_input_tensor_by_name(request, "model")
-        name = "auto" if tensor is None else tensor.as_numpy().reshape(-1)[0]
+    def _open(self, request: Request) -> Sequence:
+        tensor = optional_array(request, "model")
+        name = "auto" if tensor is None else tensor.reshape(-1)[0]
         name = name.decode() if isinstance(name, bytes) else str(name)
         try:
             model = ForegroundModel(name)
@@ -90,15 +79,12 @@ class TritonPythonModel:
         )
         return Sequence(model, tracker, time.monotonic())
 
-    def _one(self, request: Any) -> Any:
-        frame = pb_utils.get_input_tensor_by_name(request, "frame").as_numpy()
+    def _one(self, request: Request) -> Response:
+        frame = input_array(request, "frame")
         if frame.ndim != 4 or frame.shape[0] != 1 or frame.shape[3] != 3 or min(frame.shape[1:3]) < 8:
             raise ValueError(f"frame must be uint8 [1,H,W,3] RGB with H,W >= 8, got {list(frame.shape)}")
-        start, end, corrid = (
-            bool(_control(request, "START")),
-            bool(_control(request, "END")),
-            _control(request, "CORRID"),
-        )
+        control = sequence_control(request)
+        start, end, corrid = control.start, control.end, control.corrid
         if start:
             self.sequences[corrid] = self._open(request)
         seq = self.sequences.get(corrid)
@@ -128,27 +114,16 @@ class TritonPythonModel:
             raise
         if end:
             self.sequences.pop(corrid, None)
-        return pb_utils.InferenceResponse(
-            output_tensors=[
-                pb_utils.Tensor("alpha", np.ascontiguousarray(alpha)[None]),
-                pb_utils.Tensor("foreground", np.ascontiguousarray(colour)[None]),
-            ]
+        return output_response(
+            {"alpha": np.ascontiguousarray(alpha)[None], "foreground": np.ascontiguousarray(colour)[None]}
         )
 
-    def execute(self, requests: list[Any]) -> list[Any]:
+    def execute(self, requests: list[Request]) -> list[Response]:
         now = time.monotonic()
         for corrid in [c for c, s in self.sequences.items() if now - s.used > STALE_AFTER_S]:
             del self.sequences[corrid]
-        responses = []
-        for request in requests:
-            try:
-                responses.append(self._one(request))
-            except ValueError as exc:  # the caller's request: INVALID_ARGUMENT over gRPC
-                error = pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
-                responses.append(pb_utils.InferenceResponse(error=error))
-            except RuntimeError as exc:  # a network behind it failed
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc))))
-        return responses
+        # ValueError: the caller's request (INVALID_ARGUMENT); RuntimeError: a network behind it failed
+        return respond_each(requests, self._one, invalid=(ValueError,), refused=(RuntimeError,))
 
     def finalize(self) -> None:
         self.sequences.clear()

@@ -1,100 +1,50 @@
-"""image_decode: bytes -> uint8 [H,W,3] sRGB, oriented as the camera meant it.
+"""image_decode: bytes -> what the models see (`image` UINT8 [H,W,3] sRGB, upright, transparent
+parts over white) and the image's own transparency (`alpha` UINT8 [H,W], 255 = opaque).
 
-Pillow decodes; EXIF orientation is applied, an embedded ICC profile is converted to sRGB, an
-animation yields its first frame, and images above `max_pixels` are refused before their pixels
-are decoded (a small file can declare an enormous canvas).
+The gateway's decoder (triton_models.decode) does the work, so a photo means the same pixels over
+gRPC as over REST: formats JPEG/PNG/WebP/GIF/TIFF/BMP/HEIC/AVIF, EXIF orientation applied, an
+embedded ICC profile converted to sRGB, the first frame of an animation, and images above the
+config parameter `max_pixels` refused from their header before any pixel is decoded.
 """
 
 from __future__ import annotations
 
-import io
-import json
-import warnings
-from typing import Any
-
 import numpy as np
-import triton_python_backend_utils as pb_utils
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-try:  # HEIC/HEIF photos from phones, when pillow-heif is installed
-    from pillow_heif import register_heif_opener
-
-    register_heif_opener()
-except ImportError:
-    pass
-
-SRGB = ImageCms.createProfile("sRGB")
+from triton_models.config import model_config, parameter
+from triton_models.decode import ImageTooLarge, InvalidImage, Limits, decode, over_white
+from triton_models.serving import Request, Response, input_array, output_response, respond_each
 
 
 class DecodeError(ValueError):
     """The bytes are not an image this service accepts; the message is meant for the client."""
 
 
-def _to_srgb(image: Image.Image) -> Image.Image:
-    icc = image.info.get("icc_profile")
-    if icc:
-        try:
-            source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-            return ImageCms.profileToProfile(image, source, SRGB, outputMode="RGB")
-        except (ImageCms.PyCMSError, OSError, ValueError):
-            pass  # a broken or unsupported profile: the pixels are still usable as plain RGB
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        # matte against white, the way the photo looks in a browser on a white page
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
-
-
-def decode(data: bytes, max_pixels: int) -> np.ndarray:
-    if not data:
-        raise DecodeError("image_bytes is empty")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > max_pixels:
-                raise DecodeError(
-                    f"image of {width}x{height} pixels exceeds the limit of {max_pixels} pixels"
-                )
-            image.seek(0)
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            rgb = _to_srgb(image)
-    except DecodeError:
-        raise
-    except UnidentifiedImageError as exc:
-        raise DecodeError("not an image in a supported format (JPEG, PNG, WebP, GIF, TIFF, HEIC)") from exc
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DecodeError(f"image refused, it exceeds the limit of {max_pixels} pixels: {exc}") from exc
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise DecodeError(f"corrupt or truncated image: {exc}") from exc
-    return np.asarray(rgb, dtype=np.uint8)
+def _too_large(exc: ImageTooLarge, max_pixels: int) -> DecodeError:
+    size = f"of {exc.width}x{exc.height} pixels " if exc.width else ""
+    return DecodeError(f"image {size}exceeds the limit of {max_pixels} pixels")
 
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
-        config = json.loads(args["model_config"])
-        self.max_pixels = int(config["parameters"]["max_pixels"]["string_value"])
-        # Pillow's own guard stays on, set to the same limit, for formats that resize on load
-        Image.MAX_IMAGE_PIXELS = self.max_pixels
+        max_pixels = int(parameter(model_config(args), "max_pixels", "100000000"))
+        self.limits = Limits(max_side=None, max_pixels=max_pixels)
 
-    def _one(self, request: Any) -> Any:
-        raw = pb_utils.get_input_tensor_by_name(request, "image_bytes").as_numpy().reshape(-1)
+    def _one(self, request: Request) -> Response:
+        raw = input_array(request, "image_bytes").reshape(-1)
         if raw.size != 1:
             raise DecodeError(f"image_bytes must hold exactly one image, got {raw.size}")
-        data = raw[0]
-        pixels = decode(bytes(data) if not isinstance(data, bytes) else data, self.max_pixels)
-        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("image", pixels)])
+        data = raw[0] if isinstance(raw[0], bytes) else bytes(raw[0])
+        if not data:
+            raise DecodeError("image_bytes is empty")
+        try:
+            img = decode(data, self.limits)
+        except ImageTooLarge as exc:
+            raise _too_large(exc, self.limits.max_pixels) from None
+        except InvalidImage as exc:
+            raise DecodeError(f"not an image in a supported format, or corrupt: {exc}") from None
+        alpha = img.alpha if img.alpha is not None else np.full(img.rgb.shape[:2], 255, np.uint8)
+        return output_response({"image": over_white(img.rgb, img.alpha), "alpha": alpha})
 
-    def execute(self, requests: list[Any]) -> list[Any]:
-        responses = []
-        for request in requests:
-            try:
-                responses.append(self._one(request))
-            except DecodeError as exc:
-                responses.append(
-                    pb_utils.InferenceResponse(error=pb_utils.TritonError(f"image_decode: {exc}"))
-                )
-        return responses
+    def execute(self, requests: list[Request]) -> list[Response]:
+        return respond_each(requests, self._one, prefix="image_decode: ", refused=(DecodeError,))

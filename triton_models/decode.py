@@ -166,3 +166,14 @@ def decode(source: Source, limits: Limits) -> Decoded:
     if rgb.shape[:2] != (header.height, header.width):
         raise InvalidImage("decoded size differs from the header")
     return Decoded(np.ascontiguousarray(rgb), alpha, header.format)
+
+
+def over_white(rgb: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+    """What the models see of a transparent image: uint8 [H,W,3] `rgb` composited over white by
+    its uint8 [H,W] `alpha` (255 = opaque; None = opaque everywhere, `rgb` returned as it is), as
+    a viewer shows it on a white page. The matte is multiplied by `alpha` afterwards, so what the
+    input made transparent stays transparent."""
+    if alpha is None:
+        return rgb
+    a = alpha.astype(np.float32)[..., None] / 255.0
+    return (rgb * a + 255.0 * (1.0 - a) + 0.5).astype(np.uint8)

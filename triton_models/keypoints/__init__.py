@@ -4,7 +4,7 @@
 that follows the selected object frame by frame (see docs/keypoints.md).
 """
 
-from gateway.keypoints.prompt import Prompt, PromptError
-from gateway.keypoints.tracker import KeypointTracker
+from triton_models.keypoints.prompt import Prompt, PromptError
+from triton_models.keypoints.tracker import KeypointTracker
 
 __all__ = ["KeypointTracker", "Prompt", "PromptError"]

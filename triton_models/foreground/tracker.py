@@ -30,8 +30,8 @@ from enum import StrEnum
 import cv2
 import numpy as np
 
-from gateway.keypoints.flow import FlowWarper
-from gateway.mask_geometry import bbox, dilate, expand, touching
+from triton_models.keypoints.flow import FlowWarper
+from triton_models.mask_geometry import bbox, dilate, expand, touching
 
 # RGB uint8 [h,w,3] -> saliency uint8 [h,w] (0..255): U2-Net-p through Triton BLS or onnxruntime.
 SaliencyFn = Callable[[np.ndarray], np.ndarray]

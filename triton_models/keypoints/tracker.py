@@ -18,10 +18,10 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from gateway.keypoints.colour import ColourModel
-from gateway.keypoints.flow import FlowWarper
-from gateway.keypoints.prompt import Prompt
-from gateway.mask_geometry import Box, bbox, dilate, ellipse, expand, groups, iou
+from triton_models.keypoints.colour import ColourModel
+from triton_models.keypoints.flow import FlowWarper
+from triton_models.keypoints.prompt import Prompt
+from triton_models.mask_geometry import Box, bbox, dilate, ellipse, expand, groups, iou
 
 # RGB uint8 [h,w,3] -> saliency uint8 [h,w] (0..255): U2-Net-p through Triton BLS or onnxruntime.
 SaliencyFn = Callable[[np.ndarray], np.ndarray]

@@ -14,8 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gateway.keypoints.flow import FlowWarper
-from gateway.keypoints.prompt import Prompt
+from triton_models.keypoints.flow import FlowWarper
+from triton_models.keypoints.prompt import Prompt
 
 BOX_TOP_LEFT, BOX_BOTTOM_RIGHT = 2.0, 3.0  # SamOnnxModel's label codes for a box prompt
 
