@@ -40,11 +40,11 @@ from gateway.app import setup_logging
 from gateway.images.hd import image_hd_job
 from gateway.jobs import JobStore
 from gateway.limits import release_job_slot, slot_lifetime_s
-from gateway.pipeline.jobs import video_mask_job, video_matte_job
-from gateway.pipeline.keypoints_job import keypoint_mask_job
 from gateway.settings import Settings
 from gateway.storage import Storage, is_job_id
 from gateway.triton import Triton, TritonUnavailable
+from gateway.video.jobs import video_mask_job, video_matte_job
+from gateway.video.keypoints_job import keypoint_mask_job
 
 log = logging.getLogger("gateway.worker")
 

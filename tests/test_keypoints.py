@@ -26,7 +26,7 @@ from conftest import VIDEO_MASKS, VIDEOS, Stack, mask_error
 from media import ClipSpec, inspect, make_clip, serve
 
 from gateway.keypoints import KeypointTracker, Prompt
-from gateway.pipeline.encode import PRESETS
+from gateway.video.encode import PRESETS
 
 SIZE = (320, 180)
 FPS = 12

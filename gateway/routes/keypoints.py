@@ -17,13 +17,13 @@ from gateway.app import SETTINGS
 from gateway.auth import require_owner
 from gateway.errors import MaskApiError
 from gateway.limits import check_capacity, check_rate
-from gateway.pipeline.encode import check_output_size, preset_by_name
-from gateway.pipeline.geometry import display_size
-from gateway.pipeline.keypoints_job import trim_length
-from gateway.pipeline.probe import VideoInfo
-from gateway.pipeline.run import expected_frames
 from gateway.routes.masks import accept_video_job, json_object, output_preset, video_url
 from gateway.settings import Settings
+from gateway.video.encode import check_output_size, preset_by_name
+from gateway.video.geometry import display_size
+from gateway.video.keypoints_job import trim_length
+from gateway.video.probe import VideoInfo
+from gateway.video.run import expected_frames
 
 routes = web.RouteTableDef()
 

@@ -21,11 +21,11 @@ from gateway.errors import MaskApiError
 from gateway.foreground import ForegroundModel
 from gateway.jobs import JobRecord
 from gateway.limits import check_capacity, check_rate, start_job
-from gateway.pipeline.encode import DEFAULT_PRESET, PRESETS, check_output_size
-from gateway.pipeline.intake import fetch_and_probe
-from gateway.pipeline.jobs import input_path
-from gateway.pipeline.probe import MediaError, VideoInfo
 from gateway.storage import Storage
+from gateway.video.encode import DEFAULT_PRESET, PRESETS, check_output_size
+from gateway.video.intake import fetch_and_probe
+from gateway.video.jobs import input_path
+from gateway.video.probe import MediaError, VideoInfo
 
 routes = web.RouteTableDef()
 

@@ -30,10 +30,10 @@ from gateway.fetch import FetchError, fetch_to_file
 from gateway.foreground import ForegroundModel
 from gateway.jobs import JobRecord
 from gateway.limits import check_capacity, check_rate, start_job
-from gateway.pipeline.encode import TRANSPARENT_PRESETS
-from gateway.pipeline.jobs import bg_image_path, input_path
-from gateway.pipeline.probe import MediaError, probe
 from gateway.settings import Settings
+from gateway.video.encode import TRANSPARENT_PRESETS
+from gateway.video.jobs import bg_image_path, input_path
+from gateway.video.probe import MediaError, probe
 
 log = logging.getLogger("gateway.videos")
 routes = web.RouteTableDef()

@@ -3,7 +3,7 @@
 Flow: decode the (trimmed) clip once into a temp memmap, so memory stays bounded however long
 the 5 s clip is at 750p; walk two `keypoint_mask` sequences on Triton from the prompt frame
 (forward to the end, backward to frame 0) writing masks into a second memmap; then encode them
-in input order with the video pipeline's MaskWriter (timestamps, frame rate, audio kept).
+in input order with the video pipeline's VideoWriter (timestamps, frame rate, audio kept).
 Both memmaps live in the job's temp dir, which the worker wrapper removes whatever happens.
 Frames are upright (display orientation), so key points are display coordinates; frames under
 keypoint_mask's minimum are padded (bottom/right, points unmoved) in `walk` and the masks cropped.
@@ -21,17 +21,17 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from gateway.jobs import JobRecord, JobStore
-from gateway.pipeline import alpha as input_alpha
-from gateway.pipeline.compose import mask_frame
-from gateway.pipeline.decode import iter_frames
-from gateway.pipeline.encode import MaskWriter, preset_by_name
-from gateway.pipeline.geometry import crop_to, keypoint_min_size, pad_to
-from gateway.pipeline.jobs import input_path
-from gateway.pipeline.outcome import input_available, store_and_complete, user_facing_errors
-from gateway.pipeline.probe import MediaError, VideoInfo, probe
 from gateway.settings import Settings
 from gateway.storage import Storage
 from gateway.triton import Triton
+from gateway.video import alpha as input_alpha
+from gateway.video.compose import mask_frame
+from gateway.video.decode import iter_frames
+from gateway.video.encode import VideoWriter, preset_by_name
+from gateway.video.geometry import crop_to, keypoint_min_size, pad_to
+from gateway.video.jobs import input_path
+from gateway.video.outcome import input_available, store_and_complete, user_facing_errors
+from gateway.video.probe import MediaError, VideoInfo, probe
 
 MODEL = "keypoint_mask"
 ProgressFn = Callable[[int], Awaitable[None]]
@@ -151,7 +151,7 @@ def encode_masks(
     alpha: np.memmap | None = None,
 ) -> int:
     """Write the masks in input order; `alpha` (the input's own, [N,H,W]) is multiplied in."""
-    writer = MaskWriter(out_path, preset_by_name(preset_name), info, source, max_duration_s)
+    writer = VideoWriter(out_path, preset_by_name(preset_name), info, source, max_duration_s)
     try:
         for index, frame_pts in enumerate(pts):
             frame_alpha = np.asarray(alpha[index]) if alpha is not None else None

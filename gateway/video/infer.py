@@ -24,8 +24,8 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from gateway.foreground import ForegroundModel
-from gateway.pipeline.decode import DecodedFrame
 from gateway.triton import InferenceFailed, Triton, TritonUnavailable
+from gateway.video.decode import DecodedFrame
 
 
 def triton_model(model: str) -> str:

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.jobs import JobRecord, JobStore
-from gateway.pipeline.encode import EncodeError, Preset
-from gateway.pipeline.probe import MediaError
 from gateway.storage import Storage
 from gateway.triton import InferenceFailed
+from gateway.video.encode import EncodeError, Preset
+from gateway.video.probe import MediaError
 
 
 @dataclass

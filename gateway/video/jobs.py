@@ -18,17 +18,17 @@ from PIL import Image, ImageOps
 
 from gateway.foreground import ForegroundModel
 from gateway.jobs import JobRecord, JobStore
-from gateway.pipeline import alpha as input_alpha
-from gateway.pipeline.compose import Background, composite, fit_background, mask_frame
-from gateway.pipeline.encode import preset_by_name
-from gateway.pipeline.geometry import display_sar, display_size
-from gateway.pipeline.infer import FrameResult
-from gateway.pipeline.outcome import input_available, store_and_complete, user_facing_errors
-from gateway.pipeline.probe import VideoInfo, probe
-from gateway.pipeline.run import RenderFn, run_video
 from gateway.settings import Settings
 from gateway.storage import Storage
 from gateway.triton import Triton
+from gateway.video import alpha as input_alpha
+from gateway.video.compose import Background, composite, fit_background, mask_frame
+from gateway.video.encode import preset_by_name
+from gateway.video.geometry import display_sar, display_size
+from gateway.video.infer import FrameResult
+from gateway.video.outcome import input_available, store_and_complete, user_facing_errors
+from gateway.video.probe import VideoInfo, probe
+from gateway.video.run import RenderFn, run_video
 
 INPUT_NAME = "input"
 BG_IMAGE_NAME = "background"
