@@ -20,9 +20,9 @@ from aiohttp import web
 from arq.constants import default_queue_name
 from redis.asyncio import Redis
 
-from gateway.app import JOBS, REDIS, SETTINGS
 from gateway.errors import ApiError, Family, api_error
 from gateway.jobs import JobRecord
+from gateway.keys import JOBS, REDIS, SETTINGS
 from gateway.settings import Settings
 
 RATE_PREFIX = "limit:rate:"

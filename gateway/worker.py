@@ -36,9 +36,9 @@ from arq.connections import RedisSettings
 from arq.constants import in_progress_key_prefix
 from arq.worker import run_worker
 
-from gateway.app import setup_logging
 from gateway.images.hd import image_hd_job
 from gateway.jobs import JobStore
+from gateway.json_log import setup_logging
 from gateway.limits import release_job_slot, slot_lifetime_s
 from gateway.settings import Settings
 from gateway.storage import Storage, is_job_id

@@ -20,7 +20,7 @@ import redis
 from conftest import VIDEOS
 from media import ClipSpec, make_clip
 
-from gateway.app import _route_tables
+from gateway.app import ROUTE_TABLES
 from gateway.settings import Settings
 from gateway.stack import Service, free_port, gateway_service
 
@@ -175,7 +175,7 @@ async def test_concurrent_job_limit_and_full_queue_answer_429(
 
 
 def _has_route(path: str) -> bool:
-    return any(getattr(r, "path", None) == path for table in _route_tables() for r in table)
+    return any(getattr(r, "path", None) == path for table in ROUTE_TABLES for r in table)
 
 
 # --- owner isolation ---

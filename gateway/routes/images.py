@@ -21,7 +21,6 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import BadHttpMessage
 
-from gateway.app import JOBS, SETTINGS, STORAGE, TRITON
 from gateway.auth import require_owner
 from gateway.errors import ApiError, BgApiError
 from gateway.fetch import DownloadTooLarge, FetchError, fetch_to_file
@@ -30,6 +29,7 @@ from gateway.images.generate import NotTransparent, generate_image
 from gateway.images.hd import INPUT_NAME, hd_limits
 from gateway.images.params import INVALID_REQUEST, OPERATIONS, parse_params
 from gateway.images.process import process_image
+from gateway.keys import JOBS, SETTINGS, STORAGE, TRITON
 from gateway.limits import check_capacity, check_rate, start_job
 from gateway.settings import Settings
 

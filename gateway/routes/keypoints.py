@@ -13,9 +13,9 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.app import SETTINGS
 from gateway.auth import require_owner
 from gateway.errors import MaskApiError
+from gateway.keys import SETTINGS
 from gateway.limits import check_capacity, check_rate
 from gateway.routes.masks import accept_video_job, json_object, output_preset, video_url
 from gateway.settings import Settings

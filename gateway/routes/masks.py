@@ -15,11 +15,11 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.app import JOBS, SETTINGS, STORAGE
 from gateway.auth import require_owner
 from gateway.errors import MaskApiError
 from gateway.foreground import ForegroundModel
 from gateway.jobs import JobRecord
+from gateway.keys import JOBS, SETTINGS, STORAGE
 from gateway.limits import check_capacity, check_rate, start_job
 from gateway.storage import Storage
 from gateway.video.encode import DEFAULT_PRESET, PRESETS, check_output_size

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.app import JOBS, STORAGE
 from gateway.errors import MaskApiError
+from gateway.keys import JOBS, STORAGE
 
 routes = web.RouteTableDef()
 

@@ -23,12 +23,12 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import BadHttpMessage
 from PIL import Image, UnidentifiedImageError
 
-from gateway.app import JOBS, SETTINGS, STORAGE
 from gateway.auth import require_owner
 from gateway.errors import ApiError, BgApiError
 from gateway.fetch import FetchError, fetch_to_file
 from gateway.foreground import ForegroundModel
 from gateway.jobs import JobRecord
+from gateway.keys import JOBS, SETTINGS, STORAGE
 from gateway.limits import check_capacity, check_rate, start_job
 from gateway.settings import Settings
 from gateway.video.encode import TRANSPARENT_PRESETS

@@ -1,0 +1,25 @@
+"""The aiohttp application and request keys: a leaf module that handlers, middlewares and the
+app factory all import, so the app and its routes never import each other.
+
+AppKeys compare by identity; with them here, `python -m gateway.app` (where app.py runs as
+`__main__`) still shares exactly one copy of each with the route modules.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from gateway.jobs import JobStore
+from gateway.settings import Settings
+from gateway.storage import Storage
+from gateway.triton import Triton
+
+SETTINGS = web.AppKey("settings", Settings)
+TRITON = web.AppKey("triton", Triton)
+REDIS = web.AppKey("redis", Redis)
+JOBS = web.AppKey("jobs", JobStore)
+STORAGE = web.AppKey("storage", Storage)
+
+# The id every response and error body carries (X-Request-ID), set first by the app middleware.
+REQUEST_ID = web.RequestKey("request_id", str)
