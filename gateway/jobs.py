@@ -1,4 +1,4 @@
-"""Job records in Redis (one JSON document per job at `job:{id}`) and enqueueing onto arq.
+"""Job records in Redis (one JSON document per job at `job:{id}`, common.redis_keys) and enqueueing onto arq.
 
 The record is the single source of truth that every status endpoint translates into its own
 document's shape. Only the worker writes after `create`, but writes still go through an optimistic
@@ -15,10 +15,10 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from arq.connections import ArqRedis
-from arq.constants import default_queue_name
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
+from common import redis_keys
 from gateway.settings import Settings
 from gateway.storage import StoredResult, is_job_id
 
@@ -36,7 +36,6 @@ FUNCTIONS: dict[str, str] = {
     "mask_by_key_points": "keypoint_mask_job",
 }
 
-KEY_PREFIX = "job:"
 PROGRESS_MIN_INTERVAL_S = 0.25  # at most ~4 progress writes per second per job
 
 
@@ -86,10 +85,6 @@ class JobRecord:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def _key(job_id: str) -> str:
-    return KEY_PREFIX + job_id
-
-
 class JobStore:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self.redis = redis
@@ -115,14 +110,16 @@ class JobStore:
             created_at=time.time(),
             params=params,
         )
-        await self.redis.set(_key(record.id), record.to_json(), ex=self.active_ttl_s, nx=True)
+        await self.redis.set(
+            redis_keys.job_record(record.id), record.to_json(), ex=self.active_ttl_s, nx=True
+        )
         return record
 
     async def get(self, job_id: str, owner: str | None = None) -> JobRecord | None:
         """None when absent, malformed id, or owned by someone else (indistinguishable on purpose)."""
         if not is_job_id(job_id):
             return None
-        raw = await self.redis.get(_key(job_id))
+        raw = await self.redis.get(redis_keys.job_record(job_id))
         if raw is None:
             return None
         record = JobRecord.from_json(raw)
@@ -132,7 +129,7 @@ class JobStore:
 
     async def _update(self, job_id: str, ttl_s: int | None = None, **changes: Any) -> JobRecord | None:
         """Apply `changes` unless the job already ended; returns the new record (None if skipped)."""
-        key = _key(job_id)
+        key = redis_keys.job_record(job_id)
         while True:
             async with self.redis.pipeline(transaction=True) as pipe:
                 try:
@@ -214,7 +211,7 @@ class JobStore:
 
     async def delete(self, job_id: str) -> None:
         if is_job_id(job_id):
-            await self.redis.delete(_key(job_id))
+            await self.redis.delete(redis_keys.job_record(job_id))
 
     async def enqueue(self, record: JobRecord, function_name: str | None = None) -> bool:
         """Queue the job once (arq dedupes on `_job_id`); False when it was already queued.
@@ -226,4 +223,4 @@ class JobStore:
         return job is not None
 
     async def queue_depth(self) -> int:
-        return int(await self.redis.zcard(default_queue_name))
+        return int(await self.redis.zcard(redis_keys.ARQ_QUEUE))

@@ -33,13 +33,13 @@ from typing import Any
 
 from arq import Retry, cron
 from arq.connections import RedisSettings
-from arq.constants import in_progress_key_prefix
 from arq.worker import run_worker
 
+from common import redis_keys
 from gateway.images.hd import image_hd_job
+from gateway.job_slots import release_job_slot, slot_lifetime_s
 from gateway.jobs import JobStore
 from gateway.json_log import setup_logging
-from gateway.limits import release_job_slot, slot_lifetime_s
 from gateway.settings import Settings
 from gateway.storage import Storage, is_job_id
 from gateway.triton import Triton, TritonUnavailable
@@ -56,7 +56,7 @@ TRITON_RETRY_DELAY_S = 10
 
 
 async def _heartbeat(ctx: dict[str, Any], job_id: str) -> None:
-    key = in_progress_key_prefix + job_id
+    key = redis_keys.arq_in_progress(job_id)
     lease_s = max(1, ctx["settings"].job_lease_s)
     while True:
         try:

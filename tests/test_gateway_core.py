@@ -18,6 +18,7 @@ from aiohttp import web
 from conftest import OTHER_TOKEN, TEST_TOKEN, Stack
 from redis.asyncio import Redis
 
+from common import redis_keys
 from gateway.app import create_app
 from gateway.auth import require_owner
 from gateway.jobs import JobRecord
@@ -105,7 +106,7 @@ async def _completed_job(stack: Stack, storage: Storage, content: bytes) -> str:
     )  # fmt: skip
     redis = Redis.from_url(stack.settings.redis_url)
     try:
-        await redis.set(f"job:{job_id}", record.to_json(), ex=300)
+        await redis.set(redis_keys.job_record(job_id), record.to_json(), ex=300)
     finally:
         await redis.aclose()
     return job_id

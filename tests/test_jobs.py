@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from arq.connections import ArqRedis
 
+from common import redis_keys
+from gateway.job_slots import acquire_job_slot, admit_to_queue, release_job_slot
 from gateway.jobs import JobStore
-from gateway.limits import ADMISSION_KEY, SLOTS_PREFIX, acquire_job_slot, admit_to_queue, release_job_slot
 from gateway.settings import Settings
 from gateway.storage import Storage
 from gateway.worker import job_function
@@ -50,7 +51,9 @@ def jobs(redis: ArqRedis, settings: Settings) -> JobStore:
 async def test_lifecycle(jobs: JobStore, redis: ArqRedis, tmp_path: Path, settings: Settings) -> None:
     record = await jobs.create("foreground_mask", OWNER, {"video": "https://example.com/v.mp4"})
     assert record.status == "queued" and not record.done
-    assert await redis.ttl(f"job:{record.id}") > settings.result_ttl_s  # bounded even if never run
+    assert (
+        await redis.ttl(redis_keys.job_record(record.id)) > settings.result_ttl_s
+    )  # bounded even if never run
 
     assert (await jobs.mark_processing(record.id)).status == "processing"  # type: ignore[union-attr]
     for frame in range(1, 121):
@@ -70,7 +73,7 @@ async def test_lifecycle(jobs: JobStore, redis: ArqRedis, tmp_path: Path, settin
     fetched = await jobs.get(record.id, owner=OWNER)
     assert fetched == done
     assert fetched.result is not None and Path(fetched.result.path).read_bytes() == b"data"
-    assert 0 < await redis.ttl(f"job:{record.id}") <= settings.result_ttl_s
+    assert 0 < await redis.ttl(redis_keys.job_record(record.id)) <= settings.result_ttl_s
 
 
 async def test_terminal_status_is_final(jobs: JobStore) -> None:
@@ -108,7 +111,7 @@ async def test_enqueue_once_and_queue_depth(jobs: JobStore, redis: ArqRedis) -> 
     assert await jobs.enqueue(record) is True
     assert await jobs.enqueue(record) is False
     assert await jobs.queue_depth() == 1
-    assert await redis.exists(f"arq:job:{record.id}")
+    assert await redis.exists(redis_keys.arq_job(record.id))
 
 
 async def test_job_slots_limit_and_release(redis: ArqRedis, settings: Settings) -> None:
@@ -119,7 +122,7 @@ async def test_job_slots_limit_and_release(redis: ArqRedis, settings: Settings) 
     assert await acquire_job_slot(redis, settings, OTHER, "k1")  # per token
     await release_job_slot(redis, OWNER, "j1")
     assert await acquire_job_slot(redis, settings, OWNER, "j3")
-    assert await redis.ttl(SLOTS_PREFIX + OWNER) > 0  # never leaked forever
+    assert await redis.ttl(redis_keys.job_slots(OWNER)) > 0  # never leaked forever
 
 
 async def test_queue_admission_holds_under_a_concurrent_burst(
@@ -131,12 +134,12 @@ async def test_queue_admission_holds_under_a_concurrent_burst(
     bounded = settings.with_overrides(max_queued_jobs=8)
     results = await asyncio.gather(*(admit_to_queue(redis, bounded, f"burst-{i}") for i in range(12)))
     assert sum(results) == 6
-    assert await redis.zcard(ADMISSION_KEY) == 6
-    assert await redis.ttl(ADMISSION_KEY) > 0  # tickets of a crashed gateway expire
+    assert await redis.zcard(redis_keys.QUEUE_ADMISSION) == 6
+    assert await redis.ttl(redis_keys.QUEUE_ADMISSION) > 0  # tickets of a crashed gateway expire
 
 
 async def test_expired_slot_frees_itself(redis: ArqRedis, settings: Settings) -> None:
-    await redis.zadd(SLOTS_PREFIX + OWNER, {"dead1": 1.0, "dead2": 2.0})  # holders long expired
+    await redis.zadd(redis_keys.job_slots(OWNER), {"dead1": 1.0, "dead2": 2.0})  # holders long expired
     assert await acquire_job_slot(redis, settings, OWNER, "fresh")
 
 
@@ -161,7 +164,7 @@ async def _submitted(jobs: JobStore, redis: ArqRedis, settings: Settings) -> str
 
 
 async def _slot_held(redis: ArqRedis, job_id: str) -> bool:
-    return await redis.zscore(SLOTS_PREFIX + OWNER, job_id) is not None
+    return await redis.zscore(redis_keys.job_slots(OWNER), job_id) is not None
 
 
 async def test_wrapper_completes_and_releases(jobs: JobStore, redis: ArqRedis, settings: Settings) -> None:
@@ -239,7 +242,7 @@ async def test_wrapper_shortens_the_in_progress_lease(
 ) -> None:
     """A dead worker's job must become visible to other workers in about a minute, not JOB_TIMEOUT_S."""
     job_id = await _submitted(jobs, redis, settings)
-    lease = f"arq:in-progress:{job_id}"
+    lease = redis_keys.arq_in_progress(job_id)
     await redis.psetex(lease, 3_600_000, b"1")  # what arq sets for a long job timeout
     seen: list[int] = []
 
