@@ -15,7 +15,8 @@ from gateway.errors import BgApiError
 from gateway.images.compose import render, to_linear, to_srgb
 from gateway.images.decode import ImageTooLarge, InvalidImage, Limits, decode, probe
 from gateway.images.encode import encode_png
-from gateway.images.params import BG_COLOR_ERROR, Params, parse_params
+from gateway.images.form import BG_COLOR_ERROR, parse_params
+from gateway.images.params import Params
 from gateway.settings import REPO_ROOT
 
 PHOTO = IMAGES / "sod_bsds300" / "images" / "100098.jpg"

@@ -25,9 +25,10 @@ from gateway.auth import require_owner
 from gateway.errors import ApiError, BgApiError
 from gateway.fetch import DownloadTooLarge, FetchError, fetch_to_file
 from gateway.images.decode import ImageTooLarge, InvalidImage, Limits, probe
+from gateway.images.form import INVALID_REQUEST, parse_params
 from gateway.images.generate import NotTransparent, generate_image
 from gateway.images.hd import INPUT_NAME, hd_limits
-from gateway.images.params import INVALID_REQUEST, OPERATIONS, parse_params
+from gateway.images.params import OPERATIONS
 from gateway.images.process import process_image
 from gateway.keys import JOBS, SETTINGS, STORAGE, TRITON
 from gateway.limits import check_capacity, check_rate, start_job

@@ -27,6 +27,7 @@ from gateway.auth import require_owner
 from gateway.errors import ApiError, BgApiError
 from gateway.fetch import FetchError, fetch_to_file
 from gateway.foreground import ForegroundModel
+from gateway.images.form import parse_rgb
 from gateway.jobs import JobRecord
 from gateway.keys import JOBS, SETTINGS, STORAGE
 from gateway.limits import check_capacity, check_rate, start_job
@@ -40,23 +41,11 @@ routes = web.RouteTableDef()
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".webm", ".avi", ".gif", ".mkv", ".m4v"})
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
-BG_COLOR_ERROR = "bg_color must be in format 'R,G,B' (e.g., '255,0,0')"
 _CHUNK = 256 * 1024
 
 
 def _detail(status: int, detail: str) -> BgApiError:
     return BgApiError(status, {"detail": detail})
-
-
-def parse_bg_color(raw: str) -> tuple[int, int, int]:
-    parts = raw.split(",")
-    try:
-        values = tuple(int(p.strip()) for p in parts)
-    except ValueError:
-        raise _detail(400, BG_COLOR_ERROR) from None
-    if len(values) != 3 or not all(0 <= v <= 255 for v in values):
-        raise _detail(400, BG_COLOR_ERROR)
-    return values[0], values[1], values[2]
 
 
 def _looks_like_video(part: BodyPartReader) -> bool:
@@ -144,7 +133,7 @@ def _check_image(path: Path) -> bool:
 async def _background(form: _Form, staging: Path, settings: Settings) -> dict[str, Any]:
     """Priority bg_color > bg_image > bg_image_url; the chosen image ends at staging/bg_image."""
     if form.bg_color is not None:
-        return {"bg_color": list(parse_bg_color(form.bg_color))}
+        return {"bg_color": list(parse_rgb(form.bg_color, "bg_color"))}
     if form.bg_image is not None:
         if not await asyncio.to_thread(_check_image, form.bg_image):
             raise _detail(400, "bg_image must be an image file")
