@@ -33,10 +33,11 @@ from typing import Any
 
 from arq import Retry, cron
 from arq.connections import RedisSettings
-from arq.worker import run_worker
+from arq.worker import func, run_worker
 
 from common import redis_keys
 from gateway.images.hd import image_hd_job
+from gateway.job_params import JobKind
 from gateway.job_slots import release_job_slot, slot_lifetime_s
 from gateway.jobs import JobStore
 from gateway.json_log import setup_logging
@@ -181,16 +182,16 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         await triton.close()
 
 
-# Each job engineer adds ONE import line at the top of this module and ONE entry here:
-#     from gateway.<module> import video_mask_job      # async def video_mask_job(ctx, job_id: str) -> None
-#     job_function(video_mask_job),
-# The arq function name is the function's own name (see gateway.jobs.FUNCTIONS).
+# One entry per job kind; arq knows each function by the kind's name, which JobStore.enqueue uses.
+JOB_FUNCTIONS: dict[JobKind, JobFn] = {
+    JobKind.FOREGROUND_MASK: video_mask_job,
+    JobKind.VIDEO_MATTE: video_matte_job,
+    JobKind.MASK_BY_KEY_POINTS: keypoint_mask_job,
+    JobKind.IMAGE_HD: image_hd_job,
+}
 functions: list[Any] = [
     health_job,
-    job_function(video_mask_job),
-    job_function(video_matte_job),
-    job_function(keypoint_mask_job),
-    job_function(image_hd_job),
+    *(func(job_function(fn), name=kind.value) for kind, fn in JOB_FUNCTIONS.items()),
 ]
 
 

@@ -21,7 +21,9 @@ from redis.asyncio import Redis
 from common import redis_keys
 from gateway.app import create_app
 from gateway.auth import require_owner
-from gateway.jobs import JobRecord
+from gateway.foreground import ForegroundModel
+from gateway.job_params import ForegroundMaskParams
+from gateway.jobs import JobRecord, JobStatus
 from gateway.limits import check_rate
 from gateway.settings import Settings, hash_token
 from gateway.stack import (
@@ -100,9 +102,10 @@ async def _completed_job(stack: Stack, storage: Storage, content: bytes) -> str:
     src.write_bytes(content)
     stored: StoredResult = await storage.store(job_id, src, "mask.mp4", "video/mp4")
     storage.remove_temp_dir(job_id)
+    params = ForegroundMaskParams(preset="mp4_h264", model=ForegroundModel.AUTO, source_url="https://x/v.mp4")
     record = JobRecord(
-        id=job_id, kind="foreground_mask", owner=hash_token(TEST_TOKEN), status="completed",
-        created_at=time.time(), finished_at=time.time(), result=stored,
+        id=job_id, kind=params.KIND, owner=hash_token(TEST_TOKEN), status=JobStatus.COMPLETED,
+        params=params, created_at=time.time(), finished_at=time.time(), result=stored,
     )  # fmt: skip
     redis = Redis.from_url(stack.settings.redis_url)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,13 +12,44 @@ import pytest
 from arq.connections import ArqRedis
 
 from common import redis_keys
+from gateway.foreground import ForegroundModel
+from gateway.images.params import Params
+from gateway.job_params import (
+    PARAMS_BY_KIND,
+    ForegroundMaskParams,
+    ImageHdParams,
+    JobKind,
+    JobParams,
+    KeyPointMaskParams,
+    VideoMatteParams,
+)
 from gateway.job_slots import acquire_job_slot, admit_to_queue, release_job_slot
-from gateway.jobs import JobStore
+from gateway.jobs import JobRecord, JobStatus, JobStore
 from gateway.settings import Settings
 from gateway.storage import Storage
 from gateway.worker import job_function
 
 OWNER, OTHER = "a" * 64, "b" * 64
+MASK = ForegroundMaskParams(
+    preset="mp4_h264", model=ForegroundModel.AUTO, source_url="https://example.com/v.mp4"
+)
+KEY_POINTS = KeyPointMaskParams(
+    preset="webm_vp9",
+    source_url="https://example.com/k.mp4",
+    frame_index=3,
+    key_points=((10, 20, 1), (30, 40, 0)),
+    auto_trim=True,
+    limit_s=5.0,
+)
+MATTE = VideoMatteParams(
+    preset="mp4_h264",
+    model=ForegroundModel.SALIENT,
+    bg_color=(1, 2, 3),
+    original_duration_s=12.5,
+    max_duration_s=10.0,
+    trim_s=10.0,
+)
+HD = ImageHdParams(image=Params(operation="shadow", bg_color=(4, 5, 6), shadow_opacity=0.25))
 DB = 7  # a database of its own: queue-depth assertions must not see other tests' jobs
 
 
@@ -49,7 +81,7 @@ def jobs(redis: ArqRedis, settings: Settings) -> JobStore:
 
 
 async def test_lifecycle(jobs: JobStore, redis: ArqRedis, tmp_path: Path, settings: Settings) -> None:
-    record = await jobs.create("foreground_mask", OWNER, {"video": "https://example.com/v.mp4"})
+    record = await jobs.create(OWNER, MASK)
     assert record.status == "queued" and not record.done
     assert (
         await redis.ttl(redis_keys.job_record(record.id)) > settings.result_ttl_s
@@ -77,7 +109,7 @@ async def test_lifecycle(jobs: JobStore, redis: ArqRedis, tmp_path: Path, settin
 
 
 async def test_terminal_status_is_final(jobs: JobStore) -> None:
-    record = await jobs.create("image_hd", OWNER, {})
+    record = await jobs.create(OWNER, HD)
     await jobs.mark_processing(record.id)
     await jobs.fail(record.id, 422, "Unprocessable", "the image could not be decoded")
     # a late progress write or a second run must not resurrect a finished job
@@ -92,7 +124,7 @@ async def test_terminal_status_is_final(jobs: JobStore) -> None:
 
 
 async def test_owner_isolation_and_bad_ids(jobs: JobStore) -> None:
-    record = await jobs.create("mask_by_key_points", OWNER, {})
+    record = await jobs.create(OWNER, KEY_POINTS)
     assert await jobs.get(record.id, owner=OWNER) is not None
     assert await jobs.get(record.id, owner=OTHER) is None
     assert await jobs.get(record.id) is not None  # internal callers (worker, signed links)
@@ -100,14 +132,78 @@ async def test_owner_isolation_and_bad_ids(jobs: JobStore) -> None:
         assert await jobs.get(bad) is None
 
 
-async def test_unknown_kind_rejected(jobs: JobStore) -> None:
-    with pytest.raises(ValueError, match="unknown job kind"):
-        await jobs.create("nope", OWNER, {})
+def test_every_kind_has_its_parameters() -> None:
+    assert set(PARAMS_BY_KIND) == set(JobKind)
+    assert all(kind == params.KIND for kind, params in PARAMS_BY_KIND.items())
+
+
+# What the routes wrote as untyped dicts before the parameters were typed: records queued by an
+# older gateway must still read, and the stored JSON must not change.
+STORED_PARAMS: list[tuple[JobParams, dict[str, Any]]] = [
+    (MASK, {"preset": "mp4_h264", "model": "auto", "source_url": "https://example.com/v.mp4"}),
+    (
+        KEY_POINTS,
+        {
+            "preset": "webm_vp9",
+            "source_url": "https://example.com/k.mp4",
+            "frame_index": 3,
+            "key_points": [[10, 20, 1], [30, 40, 0]],
+            "auto_trim": True,
+            "limit_s": 5.0,
+        },
+    ),
+    (
+        MATTE,
+        {
+            "bg_color": [1, 2, 3],
+            "preset": "mp4_h264",
+            "model": "salient",
+            "original_duration_s": 12.5,
+            "max_duration_s": 10.0,
+            "trim_s": 10.0,
+        },
+    ),
+    (
+        VideoMatteParams(
+            preset="webm_vp9_alpha", model=ForegroundModel.RVM, original_duration_s=3.0, trim_s=10
+        ),
+        {
+            "preset": "webm_vp9_alpha",
+            "model": "rvm",
+            "original_duration_s": 3.0,
+            "max_duration_s": None,
+            "trim_s": 10,
+        },
+    ),
+    (
+        HD,
+        {
+            "params": {
+                **Params().to_dict(),
+                "operation": "shadow",
+                "bg_color": (4, 5, 6),
+                "shadow_opacity": 0.25,
+            }
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize(("params", "stored"), STORED_PARAMS, ids=lambda p: getattr(p, "KIND", ""))
+def test_parameters_keep_their_stored_shape(params: JobParams, stored: dict[str, Any]) -> None:
+    assert json.loads(json.dumps(params.to_dict())) == json.loads(json.dumps(stored))
+    assert type(params).from_dict(json.loads(json.dumps(stored))) == params
+    record = JobRecord(
+        id="x", kind=params.KIND, owner=OWNER, status=JobStatus.QUEUED, params=params, created_at=1.0
+    )
+    stored_record = json.loads(record.to_json())
+    assert (stored_record["kind"], stored_record["status"]) == (params.KIND.value, "queued")
+    assert JobRecord.from_json(record.to_json()) == record
 
 
 async def test_enqueue_once_and_queue_depth(jobs: JobStore, redis: ArqRedis) -> None:
     assert await jobs.queue_depth() == 0
-    record = await jobs.create("foreground_mask", OWNER, {})
+    record = await jobs.create(OWNER, MASK)
     assert await jobs.enqueue(record) is True
     assert await jobs.enqueue(record) is False
     assert await jobs.queue_depth() == 1
@@ -130,7 +226,7 @@ async def test_queue_admission_holds_under_a_concurrent_burst(
 ) -> None:
     # Two jobs already queued; a burst of 12 concurrent admissions against a bound of 8 total.
     for _ in range(2):
-        await jobs.enqueue(await jobs.create("foreground_mask", OWNER, {}))
+        await jobs.enqueue(await jobs.create(OWNER, MASK))
     bounded = settings.with_overrides(max_queued_jobs=8)
     results = await asyncio.gather(*(admit_to_queue(redis, bounded, f"burst-{i}") for i in range(12)))
     assert sum(results) == 6
@@ -157,7 +253,7 @@ async def _ctx(redis: ArqRedis, settings: Settings, jobs: JobStore, job_try: int
 
 
 async def _submitted(jobs: JobStore, redis: ArqRedis, settings: Settings) -> str:
-    record = await jobs.create("foreground_mask", OWNER, {})
+    record = await jobs.create(OWNER, MASK)
     assert await acquire_job_slot(redis, settings, OWNER, record.id)
     (Storage(settings).uploads_dir(record.id) / "input.mp4").write_bytes(b"x")
     return record.id

@@ -1,7 +1,7 @@
 """arq job `image_hd_job`: the image pipeline on an uploaded photo of up to HD_MAX_PIXELS.
 
-The gateway wrote the input to storage.uploads_dir(job_id)/INPUT_NAME and the Params into the job
-record; the result PNG is stored atomically as the job's result. The worker's job wrapper owns
+The gateway wrote the input to job_params.input_path and the ImageHdParams into the job record;
+the result PNG is stored atomically as the job's result. The worker's job wrapper owns
 status on crashes, the concurrency slot and removing the upload and temp dir.
 """
 
@@ -12,16 +12,14 @@ import logging
 from typing import Any
 
 from gateway.images.decode import ImageTooLarge, InvalidImage, Limits
-from gateway.images.params import Params
 from gateway.images.process import process_image
+from gateway.job_params import ImageHdParams, input_path
 from gateway.jobs import JobStore
 from gateway.settings import Settings
 from gateway.storage import Storage
 from gateway.triton import Triton
 
 log = logging.getLogger("gateway.images.hd")
-
-INPUT_NAME = "input"
 
 
 def hd_limits(settings: Settings) -> Limits:
@@ -40,8 +38,10 @@ async def image_hd_job(ctx: dict[str, Any], job_id: str) -> None:
     record = await jobs.get(job_id)
     if record is None:
         return
-    params = Params.from_dict(record.params["params"])
-    source = storage.uploads_dir(job_id) / INPUT_NAME
+    if not isinstance(record.params, ImageHdParams):
+        raise TypeError(f"not an HD image job: {record.kind}")
+    params = record.params.image
+    source = input_path(storage, job_id)
     try:
         png = await process_image(triton, source, params, hd_limits(settings))
     except (InvalidImage, ImageTooLarge) as exc:

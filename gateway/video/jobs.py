@@ -16,7 +16,13 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from gateway.foreground import ForegroundModel
+from gateway.job_params import (
+    TRIM_SLACK_S,
+    ForegroundMaskParams,
+    VideoMatteParams,
+    background_image_path,
+    input_path,
+)
 from gateway.jobs import JobRecord, JobStore
 from gateway.settings import Settings
 from gateway.storage import Storage
@@ -30,25 +36,11 @@ from gateway.video.outcome import input_available, store_and_complete, user_faci
 from gateway.video.probe import VideoInfo, probe
 from gateway.video.run import RenderFn, run_video
 
-INPUT_NAME = "input"
-BG_IMAGE_NAME = "background"
 
-
-def input_path(storage: Storage, job_id: str) -> Path:
-    """Where the gateway leaves a job's video for the worker (shared data dir)."""
-    return storage.uploads_dir(job_id) / INPUT_NAME
-
-
-def bg_image_path(storage: Storage, job_id: str) -> Path:
-    return storage.uploads_dir(job_id) / BG_IMAGE_NAME
-
-
-def _load_background(params: dict[str, Any], info: VideoInfo, image: Path) -> Background:
-    color = params.get("bg_color")
-    if color is not None:
-        r, g, b = (int(c) for c in color)
-        return Background(color=(r, g, b))
-    if params.get("bg_image"):
+def _load_background(params: VideoMatteParams, info: VideoInfo, image: Path) -> Background:
+    if params.bg_color is not None:
+        return Background(color=params.bg_color)
+    if params.bg_image:
         with Image.open(image) as img:
             rgb = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
         # frames are composed upright, so the image covers the frame as it is displayed
@@ -64,17 +56,19 @@ async def _run(ctx: dict[str, Any], record: JobRecord, *, matte: bool) -> None:
     storage: Storage = ctx["storage"]
     triton: Triton = ctx["triton"]
     params = record.params
+    if not isinstance(params, ForegroundMaskParams | VideoMatteParams):
+        raise TypeError(f"not a video foreground job: {record.kind}")
     source = input_path(storage, record.id)
-    preset = preset_by_name(params["preset"])
-    max_duration_s: float | None = params.get("max_duration_s")
+    preset = preset_by_name(params.preset)
+    max_duration_s = params.max_duration_s if isinstance(params, VideoMatteParams) else None
     if not await input_available(jobs, record, source):
         return
     async with user_facing_errors(jobs, record.id, "video") as outcome:
         info = await asyncio.to_thread(probe, source, max_side=settings.video_max_side)
         render: RenderFn
-        if matte:
+        if isinstance(params, VideoMatteParams):
             background = await asyncio.to_thread(
-                _load_background, params, info, bg_image_path(storage, record.id)
+                _load_background, params, info, background_image_path(storage, record.id)
             )
 
             def render(result: FrameResult) -> np.ndarray:
@@ -102,7 +96,7 @@ async def _run(ctx: dict[str, Any], record: JobRecord, *, matte: bool) -> None:
             preset=preset,
             render=render,
             foreground=matte,
-            model=params.get("model", ForegroundModel.AUTO.value),
+            model=params.model,
             frames_in_flight=settings.frames_in_flight,
             timeout_s=settings.triton_timeout_s,
             max_duration_s=max_duration_s,
@@ -110,8 +104,10 @@ async def _run(ctx: dict[str, Any], record: JobRecord, *, matte: bool) -> None:
         )
     if outcome.failed:
         return
-    original = float(params.get("original_duration_s") or info.duration_s)
-    trimmed = max_duration_s is not None and original > max_duration_s + 1e-3
+    original = (
+        params.original_duration_s if isinstance(params, VideoMatteParams) else None
+    ) or info.duration_s
+    trimmed = max_duration_s is not None and original > max_duration_s + TRIM_SLACK_S
     await store_and_complete(
         jobs,
         storage,

@@ -20,6 +20,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from gateway.job_params import KeyPoint, KeyPointMaskParams, input_path
 from gateway.jobs import JobRecord, JobStore
 from gateway.settings import Settings
 from gateway.storage import Storage
@@ -29,18 +30,11 @@ from gateway.video.compose import mask_frame
 from gateway.video.decode import iter_frames
 from gateway.video.encode import VideoWriter, preset_by_name
 from gateway.video.geometry import crop_to, keypoint_min_size, pad_to
-from gateway.video.jobs import input_path
 from gateway.video.outcome import input_available, store_and_complete, user_facing_errors
 from gateway.video.probe import MediaError, VideoInfo, probe
 
 MODEL = "keypoint_mask"
 ProgressFn = Callable[[int], Awaitable[None]]
-
-
-def trim_length(info: VideoInfo, limit_s: float) -> float | None:
-    """Seconds to keep, or None when the whole video fits; the gateway refuses a too-long video
-    unless auto_trim is set, so the worker trims exactly when this says so."""
-    return limit_s if info.duration_s > limit_s + 1e-3 else None
 
 
 @dataclass
@@ -86,8 +80,8 @@ def decode_to_memmap(source: Path, info: VideoInfo, work: Path, max_duration_s: 
     return DecodedClip(frames, pts, span, alpha)
 
 
-def prompt_arrays(key_points: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
-    """[[x, y, label], ...] (as stored in the job params) -> points [1,N,2] fp32, labels [1,N] int32."""
+def prompt_arrays(key_points: Sequence[KeyPoint]) -> tuple[np.ndarray, np.ndarray]:
+    """((x, y, label), ...) (as in the job params) -> points [1,N,2] fp32, labels [1,N] int32."""
     arr = np.asarray(key_points, dtype=np.float32).reshape(-1, 3)
     return arr[None, :, :2].copy(), arr[None, :, 2].astype(np.int32)
 
@@ -168,16 +162,18 @@ async def _run(ctx: dict[str, Any], record: JobRecord) -> None:
     storage: Storage = ctx["storage"]
     triton: Triton = ctx["triton"]
     params = record.params
+    if not isinstance(params, KeyPointMaskParams):
+        raise TypeError(f"not a key-point job: {record.kind}")
     source = input_path(storage, record.id)
-    frame_index = int(params["frame_index"])
+    frame_index = params.frame_index
     if not await input_available(jobs, record, source):
         return
-    preset = preset_by_name(params["preset"])
+    preset = preset_by_name(params.preset)
     work = storage.new_temp_dir(record.id)
     out_path = work / f"output.{preset.extension}"
     async with user_facing_errors(jobs, record.id, "key-point") as outcome:
         info = await asyncio.to_thread(probe, source, max_side=settings.video_max_side)
-        max_duration_s = trim_length(info, float(params["limit_s"]))
+        max_duration_s = params.trim_length(info.duration_s)
         clip = await asyncio.to_thread(decode_to_memmap, source, info, work, max_duration_s)
         n = clip.frames.shape[0]
         if frame_index >= n:
@@ -196,7 +192,7 @@ async def _run(ctx: dict[str, Any], record: JobRecord) -> None:
             done += count
             await jobs.set_progress(record.id, done, n)
 
-        points, labels = prompt_arrays(params["key_points"])
+        points, labels = prompt_arrays(params.key_points)
         await segment(triton, clip.frames, frame_index, points, labels, masks, progress)
         masks.flush()
         await asyncio.to_thread(
@@ -206,7 +202,7 @@ async def _run(ctx: dict[str, Any], record: JobRecord) -> None:
             clip.pts,
             source,
             info,
-            params["preset"],
+            params.preset,
             max_duration_s,
             clip.alpha,
         )
