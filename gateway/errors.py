@@ -20,10 +20,12 @@ from aiohttp.typedefs import Handler
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway.keys import REQUEST_ID
 from gateway.unavailable import ServiceUnavailable
 
 log = logging.getLogger("gateway.errors")
+
+# The id every response and error body carries (X-Request-ID), set first by the app middleware.
+REQUEST_ID = web.RequestKey("request_id", str)
 
 Family = Literal["mask", "bg"]
 

@@ -1,5 +1,6 @@
-"""The aiohttp application and request keys: a leaf module that handlers, middlewares and the
-app factory all import, so the app and its routes never import each other.
+"""The aiohttp application keys: a leaf module that handlers and the app factory both import, so
+the app and its routes never import each other. (The request id's key lives in gateway.errors,
+which every layer of the web code imports and which must not depend on the clients below.)
 
 AppKeys compare by identity; with them here, `python -m gateway.app` (where app.py runs as
 `__main__`) still shares exactly one copy of each with the route modules.
@@ -20,6 +21,3 @@ TRITON = web.AppKey("triton", Triton)
 REDIS = web.AppKey("redis", Redis)
 JOBS = web.AppKey("jobs", JobStore)
 STORAGE = web.AppKey("storage", Storage)
-
-# The id every response and error body carries (X-Request-ID), set first by the app middleware.
-REQUEST_ID = web.RequestKey("request_id", str)

@@ -7,9 +7,9 @@ queue admission themselves are gateway.job_slots (shared with the worker, which 
 How an endpoint starts a job:
     owner = require_owner(request, family); await check_rate(request, owner, family)
     await check_capacity(request, owner, family)        # optional: refuse before a big upload
-    record = await request.app[JOBS].create(kind, owner, params)   # (+ write inputs)
+    record = await request.app[JOBS].create(owner, params)   # typed (+ write inputs)
     await start_job(request, family, record)            # 429 (record deleted) or enqueued
-The worker releases the slot when the job ends (gateway.worker.job_function does it).
+The worker releases the slot when the job ends (worker.main.job_function does it).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from media import ClipSpec, inspect, make_clip, serve
 from common import redis_keys
 from gateway.settings import Settings
 from gateway.storage import Storage
-from gateway.worker import janitor
+from worker.main import remove_stale
 
 SRC = VIDEOS / "01_dog.mp4"
 SHORT = ClipSpec("short.mp4", "libx264", duration_s=1.0)
@@ -92,7 +92,7 @@ async def test_janitor_removes_expired_results_and_orphaned_temp_files(tmp_path:
     orphan_staging = _aged(settings.tmp_dir / f"upload-{ids[4]}", stale)  # gateway died mid-upload
     orphan_upload = _aged(storage.uploads_root / ids[5], stale)
     foreign = _aged(settings.results_dir / "not-a-job", 10_000)  # never touch what we did not write
-    removed = await janitor({"settings": settings, "storage": storage})
+    removed = await remove_stale(settings, storage)
     assert removed == 4
     for gone in (expired_result, orphan_tmp, orphan_staging, orphan_upload):
         assert not gone.exists(), gone

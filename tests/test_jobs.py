@@ -27,7 +27,9 @@ from gateway.job_slots import acquire_job_slot, admit_to_queue, release_job_slot
 from gateway.jobs import JobRecord, JobStatus, JobStore
 from gateway.settings import Settings
 from gateway.storage import Storage
-from gateway.worker import job_function
+from gateway.triton import Triton
+from worker.context import CTX_KEY, JobContext
+from worker.main import JOB_FUNCTIONS, job_function
 
 OWNER, OTHER = "a" * 64, "b" * 64
 MASK = ForegroundMaskParams(
@@ -242,14 +244,25 @@ async def test_expired_slot_frees_itself(redis: ArqRedis, settings: Settings) ->
 # --- the worker's job wrapper ----------------------------------------------------------------------
 
 
-async def _ctx(redis: ArqRedis, settings: Settings, jobs: JobStore, job_try: int = 1) -> dict[str, Any]:
-    return {
-        "redis": redis,
-        "settings": settings,
-        "jobs": jobs,
-        "storage": Storage(settings),
-        "job_try": job_try,
-    }
+@pytest.fixture
+async def triton(settings: Settings) -> AsyncIterator[Triton]:
+    client = Triton(settings)  # never called by these jobs: the wrapper alone is under test
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+def _ctx(settings: Settings, jobs: JobStore, triton: Triton, job_try: int = 1) -> dict[str, Any]:
+    """What arq hands a job once worker.main.startup ran: the JobContext and arq's try count."""
+    assert isinstance(jobs.redis, ArqRedis)
+    context = JobContext(settings, jobs.redis, JobStore(jobs.redis, settings), Storage(settings), triton)
+    return {CTX_KEY: context, "job_try": job_try}
+
+
+def test_every_kind_has_a_worker_function() -> None:
+    assert set(JOB_FUNCTIONS) == set(JobKind)
+    assert all(function.name == kind.value for kind, function in JOB_FUNCTIONS.items())
 
 
 async def _submitted(jobs: JobStore, redis: ArqRedis, settings: Settings) -> str:
@@ -263,29 +276,34 @@ async def _slot_held(redis: ArqRedis, job_id: str) -> bool:
     return await redis.zscore(redis_keys.job_slots(OWNER), job_id) is not None
 
 
-async def test_wrapper_completes_and_releases(jobs: JobStore, redis: ArqRedis, settings: Settings) -> None:
+async def test_wrapper_completes_and_releases(
+    jobs: JobStore, redis: ArqRedis, settings: Settings, triton: Triton
+) -> None:
     job_id = await _submitted(jobs, redis, settings)
 
-    async def work(ctx: dict[str, Any], jid: str) -> None:
-        tmp = ctx["storage"].new_temp_dir(jid)
+    async def work(job: JobContext, record: JobRecord, params: ForegroundMaskParams) -> None:
+        jid = record.id
+        tmp = job.storage.new_temp_dir(jid)
         (tmp / "r.bin").write_bytes(b"ok")
-        assert (await ctx["jobs"].get(jid)).status == "processing"
-        await ctx["jobs"].complete(jid, await ctx["storage"].store(jid, tmp / "r.bin", "r.bin", "x/y"))
+        assert (await job.jobs.get(jid)).status == "processing"  # type: ignore[union-attr]
+        await job.jobs.complete(jid, await job.storage.store(jid, tmp / "r.bin", "r.bin", "x/y"))
 
-    await job_function(work)(await _ctx(redis, settings, jobs), job_id)
+    await job_function(ForegroundMaskParams, work)(_ctx(settings, jobs, triton), job_id)
     record = await jobs.get(job_id)
     assert record is not None and record.status == "completed"
     assert not await _slot_held(redis, job_id)
     assert not (settings.tmp_dir / job_id).exists() and not (settings.data_dir / "uploads" / job_id).exists()
 
 
-async def test_wrapper_records_crash(jobs: JobStore, redis: ArqRedis, settings: Settings) -> None:
+async def test_wrapper_records_crash(
+    jobs: JobStore, redis: ArqRedis, settings: Settings, triton: Triton
+) -> None:
     job_id = await _submitted(jobs, redis, settings)
 
-    async def boom(ctx: dict[str, Any], jid: str) -> None:
+    async def boom(job: JobContext, record: JobRecord, params: ForegroundMaskParams) -> None:
         raise RuntimeError("secret internal detail")
 
-    await job_function(boom)(await _ctx(redis, settings, jobs), job_id)
+    await job_function(ForegroundMaskParams, boom)(_ctx(settings, jobs, triton), job_id)
     record = await jobs.get(job_id)
     assert record is not None and record.status == "failed" and record.error is not None
     assert record.error.code == 500 and "secret" not in record.error.details
@@ -293,48 +311,50 @@ async def test_wrapper_records_crash(jobs: JobStore, redis: ArqRedis, settings: 
 
 
 async def test_wrapper_fails_job_that_returns_without_result(
-    jobs: JobStore, redis: ArqRedis, settings: Settings
+    jobs: JobStore, redis: ArqRedis, settings: Settings, triton: Triton
 ) -> None:
     job_id = await _submitted(jobs, redis, settings)
 
-    async def forgetful(ctx: dict[str, Any], jid: str) -> None:
+    async def forgetful(job: JobContext, record: JobRecord, params: ForegroundMaskParams) -> None:
         return None
 
-    await job_function(forgetful)(await _ctx(redis, settings, jobs), job_id)
+    await job_function(ForegroundMaskParams, forgetful)(_ctx(settings, jobs, triton), job_id)
     record = await jobs.get(job_id)
     assert record is not None and record.status == "failed"
 
 
-async def test_wrapper_gives_up_after_max_tries(jobs: JobStore, redis: ArqRedis, settings: Settings) -> None:
+async def test_wrapper_gives_up_after_max_tries(
+    jobs: JobStore, redis: ArqRedis, settings: Settings, triton: Triton
+) -> None:
     job_id = await _submitted(jobs, redis, settings)
     ran = asyncio.Event()
 
-    async def never(ctx: dict[str, Any], jid: str) -> None:
+    async def never(job: JobContext, record: JobRecord, params: ForegroundMaskParams) -> None:
         ran.set()
 
-    ctx = await _ctx(redis, settings, jobs, job_try=settings.job_max_tries + 1)
-    await job_function(never)(ctx, job_id)
+    ctx = _ctx(settings, jobs, triton, job_try=settings.job_max_tries + 1)
+    await job_function(ForegroundMaskParams, never)(ctx, job_id)
     record = await jobs.get(job_id)
     assert not ran.is_set()
     assert record is not None and record.status == "failed" and "interrupted" in record.error.details  # type: ignore[union-attr]
     assert not await _slot_held(redis, job_id)
 
 
-async def test_wrapper_times_out(jobs: JobStore, redis: ArqRedis, settings: Settings) -> None:
+async def test_wrapper_times_out(jobs: JobStore, redis: ArqRedis, settings: Settings, triton: Triton) -> None:
     job_id = await _submitted(jobs, redis, settings)
 
-    async def slow(ctx: dict[str, Any], jid: str) -> None:
+    async def slow(job: JobContext, record: JobRecord, params: ForegroundMaskParams) -> None:
         await asyncio.sleep(10)
 
-    ctx = await _ctx(redis, settings.with_overrides(job_timeout_s=1), jobs)
-    await job_function(slow)(ctx, job_id)
+    ctx = _ctx(settings.with_overrides(job_timeout_s=1), jobs, triton)
+    await job_function(ForegroundMaskParams, slow)(ctx, job_id)
     record = await jobs.get(job_id)
     assert record is not None and record.status == "failed" and record.error is not None
     assert record.error.message == "Processing timed out"
 
 
 async def test_wrapper_shortens_the_in_progress_lease(
-    jobs: JobStore, redis: ArqRedis, settings: Settings
+    jobs: JobStore, redis: ArqRedis, settings: Settings, triton: Triton
 ) -> None:
     """A dead worker's job must become visible to other workers in about a minute, not JOB_TIMEOUT_S."""
     job_id = await _submitted(jobs, redis, settings)
@@ -342,10 +362,26 @@ async def test_wrapper_shortens_the_in_progress_lease(
     await redis.psetex(lease, 3_600_000, b"1")  # what arq sets for a long job timeout
     seen: list[int] = []
 
-    async def work(ctx: dict[str, Any], jid: str) -> None:
+    async def work(job: JobContext, record: JobRecord, params: ForegroundMaskParams) -> None:
         await asyncio.sleep(0.1)
         seen.append(await redis.ttl(lease))
-        await ctx["jobs"].fail(jid, 400, "Bad", "bad input")
+        await job.jobs.fail(record.id, 400, "Bad", "bad input")
 
-    await job_function(work)(await _ctx(redis, settings, jobs), job_id)
+    await job_function(ForegroundMaskParams, work)(_ctx(settings, jobs, triton), job_id)
     assert seen and 0 < seen[0] <= 60
+
+
+async def test_wrapper_refuses_parameters_of_another_kind(
+    jobs: JobStore, redis: ArqRedis, settings: Settings, triton: Triton
+) -> None:
+    job_id = await _submitted(jobs, redis, settings)  # a foreground_mask record
+    ran = asyncio.Event()
+
+    async def hd(job: JobContext, record: JobRecord, params: ImageHdParams) -> None:
+        ran.set()
+
+    await job_function(ImageHdParams, hd)(_ctx(settings, jobs, triton), job_id)
+    record = await jobs.get(job_id)
+    assert not ran.is_set()
+    assert record is not None and record.status == "failed" and record.error is not None
+    assert record.error.code == 500 and not await _slot_held(redis, job_id)

@@ -18,6 +18,8 @@ import numpy as np
 import pillow_heif
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
+from gateway.settings import Settings
+
 pillow_heif.register_heif_opener()
 with contextlib.suppress(AttributeError):  # AVIF only where this pillow-heif build has it
     pillow_heif.register_avif_opener()  # type: ignore[attr-defined]
@@ -50,6 +52,11 @@ class ImageTooLarge(ValueError):
 class Limits:
     max_side: int | None  # regular endpoints: each side at most this
     max_pixels: int  # all endpoints: width * height at most this
+
+
+def hd_limits(settings: Settings) -> Limits:
+    """The HD endpoint's: no side limit, at most HD_MAX_PIXELS pixels."""
+    return Limits(max_side=None, max_pixels=settings.hd_max_pixels)
 
 
 @dataclass(frozen=True)

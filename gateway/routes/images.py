@@ -24,10 +24,9 @@ from aiohttp.http_exceptions import BadHttpMessage
 from gateway.auth import require_owner
 from gateway.errors import ApiError, BgApiError
 from gateway.fetch import DownloadTooLarge, FetchError, fetch_to_file
-from gateway.images.decode import ImageTooLarge, InvalidImage, Limits, probe
+from gateway.images.decode import ImageTooLarge, InvalidImage, Limits, hd_limits, probe
 from gateway.images.form import INVALID_REQUEST, parse_params
 from gateway.images.generate import NotTransparent, generate_image
-from gateway.images.hd import hd_limits
 from gateway.images.params import OPERATIONS
 from gateway.images.process import process_image
 from gateway.job_params import ImageHdParams, JobKind, input_path

@@ -1,10 +1,10 @@
-"""arq job `keypoint_mask_job` (/mask_by_key_points): the point-prompted object, as a mask video.
+"""Job `mask_by_key_points` (POST /mask_by_key_points): the point-prompted object, as a mask video.
 
 Flow: decode the (trimmed) clip once into a temp memmap, so memory stays bounded however long
 the 5 s clip is at 750p; walk two `keypoint_mask` sequences on Triton from the prompt frame
 (forward to the end, backward to frame 0) writing masks into a second memmap; then encode them
 in input order with the video pipeline's VideoWriter (timestamps, frame rate, audio kept).
-Both memmaps live in the job's temp dir, which the worker wrapper removes whatever happens.
+Both memmaps live in the job's temp dir, which the wrapper in worker.main removes whatever happens.
 Frames are upright (display orientation), so key points are display coordinates; frames under
 keypoint_mask's minimum are padded (bottom/right, points unmoved) in `walk` and the masks cropped.
 """
@@ -16,22 +16,21 @@ import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import numpy as np
 
 from gateway.job_params import KeyPoint, KeyPointMaskParams, input_path
-from gateway.jobs import JobRecord, JobStore
-from gateway.settings import Settings
-from gateway.storage import Storage
+from gateway.jobs import JobRecord
 from gateway.triton import Triton
 from gateway.video import alpha as input_alpha
 from gateway.video.compose import mask_frame
 from gateway.video.decode import iter_frames
 from gateway.video.encode import VideoWriter, preset_by_name
 from gateway.video.geometry import crop_to, keypoint_min_size, pad_to
-from gateway.video.outcome import input_available, store_and_complete, user_facing_errors
 from gateway.video.probe import MediaError, VideoInfo, probe
+from worker.context import JobContext
+from worker.outcome import input_available, store_and_complete, user_facing_errors
 
 MODEL = "keypoint_mask"
 ProgressFn = Callable[[int], Awaitable[None]]
@@ -156,14 +155,9 @@ def encode_masks(
     return writer.close()
 
 
-async def _run(ctx: dict[str, Any], record: JobRecord) -> None:
-    settings: Settings = ctx["settings"]
-    jobs: JobStore = ctx["jobs"]
-    storage: Storage = ctx["storage"]
-    triton: Triton = ctx["triton"]
-    params = record.params
-    if not isinstance(params, KeyPointMaskParams):
-        raise TypeError(f"not a key-point job: {record.kind}")
+async def run(job: JobContext, record: JobRecord, params: KeyPointMaskParams) -> None:
+    """White where the prompted object is, black elsewhere, as a video in the requested preset."""
+    jobs, storage = job.jobs, job.storage
     source = input_path(storage, record.id)
     frame_index = params.frame_index
     if not await input_available(jobs, record, source):
@@ -172,7 +166,7 @@ async def _run(ctx: dict[str, Any], record: JobRecord) -> None:
     work = storage.new_temp_dir(record.id)
     out_path = work / f"output.{preset.extension}"
     async with user_facing_errors(jobs, record.id, "key-point") as outcome:
-        info = await asyncio.to_thread(probe, source, max_side=settings.video_max_side)
+        info = await asyncio.to_thread(probe, source, max_side=job.settings.video_max_side)
         max_duration_s = params.trim_length(info.duration_s)
         clip = await asyncio.to_thread(decode_to_memmap, source, info, work, max_duration_s)
         n = clip.frames.shape[0]
@@ -193,7 +187,7 @@ async def _run(ctx: dict[str, Any], record: JobRecord) -> None:
             await jobs.set_progress(record.id, done, n)
 
         points, labels = prompt_arrays(params.key_points)
-        await segment(triton, clip.frames, frame_index, points, labels, masks, progress)
+        await segment(job.triton, clip.frames, frame_index, points, labels, masks, progress)
         masks.flush()
         await asyncio.to_thread(
             encode_masks,
@@ -219,12 +213,3 @@ async def _run(ctx: dict[str, Any], record: JobRecord) -> None:
         clip.processed_duration_s,
         max_duration_s is not None,
     )
-
-
-async def keypoint_mask_job(ctx: dict[str, Any], job_id: str) -> None:
-    """POST /mask_by_key_points: white where the prompted object is, black elsewhere."""
-    jobs: JobStore = ctx["jobs"]
-    record = await jobs.get(job_id)
-    if record is None or record.done:
-        return
-    await _run(ctx, record)
