@@ -1,7 +1,7 @@
 """The one exception base for "a backend cannot serve right now", free of any HTTP code.
 
-Backend clients (Triton, ...) raise subclasses of it, the worker retries on them, and the gateway's
-error middleware answers them 503 with Retry-After, without either side knowing the subclasses.
+Backend clients raise subclasses of it (gateway.triton.TritonUnavailable, which the worker retries);
+the gateway's error middleware answers any of them 503 with Retry-After without knowing them.
 """
 
 from __future__ import annotations

@@ -30,7 +30,8 @@ class JobContext:
 
     @classmethod
     def of(cls, ctx: Mapping[str, Any]) -> JobContext:
-        """The context `worker.main.startup` put into arq's ctx (KeyError before start-up)."""
+        """The context `worker.main.startup` put into arq's ctx; KeyError before start-up."""
         context = ctx[CTX_KEY]
-        assert isinstance(context, cls)
+        if not isinstance(context, cls):
+            raise TypeError(f"ctx[{CTX_KEY!r}] holds a {type(context).__name__}, not a JobContext")
         return context

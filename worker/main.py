@@ -1,6 +1,6 @@
 """arq worker: settings, per-process clients and the job functions; `python -m worker.main`.
 
-Every job kind has one function `run(job: JobContext, record: JobRecord, params: <its params>)`
+Every job kind has one coroutine `(job: JobContext, record: JobRecord, params: <its params>)`
 (one module per kind beside this one). `job_function` wraps it into the arq function registered
 under the kind's name (the name JobStore.enqueue uses); the wrapper reads the record, checks the
 parameters are the kind's, and owns the parts every job needs the same way:
@@ -210,7 +210,7 @@ def _registered(params_type: type[P], run: JobRun[P]) -> Function:
     return func(job_function(params_type, run), name=params_type.KIND.value)
 
 
-# One entry per job kind, under the kind's name; tests/test_layering.py checks none is missing.
+# One entry per job kind, under the kind's name; tests/test_jobs.py checks none is missing.
 JOB_FUNCTIONS: dict[JobKind, Function] = {
     JobKind.FOREGROUND_MASK: _registered(ForegroundMaskParams, video_foreground.mask),
     JobKind.VIDEO_MATTE: _registered(VideoMatteParams, video_foreground.matte),
