@@ -27,8 +27,8 @@ from benchmarks.common import (
     write_json,
 )
 from export.reference import rvm_downsample_ratio
-from gateway.pipeline.probe import probe
 from gateway.settings import REPO_ROOT
+from gateway.video.probe import probe
 
 PNG = REPO_ROOT / "docs" / "bench_concurrency_memory.png"
 PARTS = ("video", "images", "peer")

@@ -31,7 +31,7 @@ from typing import Any
 import aiohttp
 import av
 
-from gateway.app import _route_tables
+from gateway.app import ROUTE_TABLES
 from gateway.settings import REPO_ROOT, Settings
 from gateway.stack import free_port, private_settings, running, stack_services
 
@@ -178,7 +178,7 @@ class _QuietHandler(SimpleHTTPRequestHandler):
 
 
 def _has_route(path: str) -> bool:
-    return any(getattr(r, "path", None) == path for table in _route_tables() for r in table)
+    return any(getattr(r, "path", None) == path for table in ROUTE_TABLES for r in table)
 
 
 async def _await_jobs(

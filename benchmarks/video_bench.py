@@ -31,9 +31,9 @@ from benchmarks.common import (
 )
 from export.reference import rvm_sequence
 from export.sources import SOURCES, locate
-from gateway.pipeline.decode import DecodedFrame, iter_frames
-from gateway.pipeline.encode import PRESETS, MaskWriter
-from gateway.pipeline.probe import probe
+from gateway.video.decode import DecodedFrame, iter_frames
+from gateway.video.encode import PRESETS, VideoWriter
+from gateway.video.probe import probe
 
 POLL_S = 0.1
 
@@ -143,7 +143,7 @@ def encode_seconds(clip: Path, model: ModelOnly, out: Path, preset: str) -> floa
     """The masks through the job's own writer (audio copied from the clip, as the job does)."""
     info = probe(clip)
     with Stopwatch() as sw:
-        writer = MaskWriter(out, PRESETS[preset], info, clip, None)
+        writer = VideoWriter(out, PRESETS[preset], info, clip, None)
         for alpha, p in zip(model.alphas, model.pts, strict=True):
             writer.write(alpha, p)
         writer.close()

@@ -1,6 +1,6 @@
 # Gateway and worker image (one image, two entry points, the same ones `make run` starts):
 #   python -m gateway.app      (HTTP gateway)
-#   python -m gateway.worker   (arq worker)
+#   python -m worker.main      (arq worker)
 # Not built in CI: the dev machines have no Docker engine.
 FROM python:3.11-slim
 
@@ -10,6 +10,7 @@ COPY pyproject.toml README.md ./
 COPY common ./common
 COPY gateway ./gateway
 COPY triton_models ./triton_models
+COPY worker ./worker
 COPY export ./export
 RUN pip install --no-cache-dir . && useradd --system --uid 10001 matting \
  && mkdir -p /data && chown matting /data

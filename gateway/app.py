@@ -1,18 +1,14 @@
 """Application factory, middlewares and start-up/shutdown; `python -m gateway.app` serves it.
 
-Handlers reach the shared per-process clients through the app keys below. Route modules are
-discovered under gateway/routes/ (each exposes `routes: web.RouteTableDef`), so an endpoint is
-added by adding a module, never by editing this file.
+Handlers reach the shared per-process clients through the keys in gateway.keys. Each route module
+exposes `routes: web.RouteTableDef`; ROUTE_TABLES lists them all, so the endpoints a gateway
+serves are read here, in one line, and an endpoint is added by adding its module to that line.
 """
 
 from __future__ import annotations
 
-import importlib
-import json
 import logging
-import pkgutil
 import re
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -20,49 +16,30 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from arq.connections import ArqRedis
-from redis.asyncio import Redis
 
 from gateway.errors import REQUEST_ID, error_middleware
 from gateway.jobs import JobStore
+from gateway.json_log import setup_logging
+from gateway.keys import JOBS, REDIS, SETTINGS, STORAGE, TRITON
+from gateway.routes import health, images, keypoints, masks, results, videos
 from gateway.settings import Settings
 from gateway.storage import Storage
 from gateway.triton import Triton
 
-SETTINGS = web.AppKey("settings", Settings)
-TRITON = web.AppKey("triton", Triton)
-REDIS = web.AppKey("redis", Redis)
-JOBS = web.AppKey("jobs", JobStore)
-STORAGE = web.AppKey("storage", Storage)
+ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
+    health.routes,
+    images.routes,
+    keypoints.routes,
+    masks.routes,
+    results.routes,
+    videos.routes,
+)
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 _REDIS_TIMEOUT_S = 5.0
 
 access_log = logging.getLogger("gateway.access")
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line; `extra=` fields are merged in (request_id, status, ...)."""
-
-    _STANDARD = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
-
-    def format(self, record: logging.LogRecord) -> str:
-        data: dict[str, object] = {
-            "ts": round(record.created, 3),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        data.update({k: v for k, v in vars(record).items() if k not in self._STANDARD})
-        if record.exc_info:
-            data["exc"] = self.formatException(record.exc_info)
-        return json.dumps(data, default=str)
-
-
-def setup_logging(level: int = logging.INFO) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
 def connect_redis(settings: Settings) -> ArqRedis:
@@ -103,18 +80,6 @@ async def _add_request_id_header(request: web.Request, response: web.StreamRespo
         response.headers[REQUEST_ID_HEADER] = request_id
 
 
-def _route_tables() -> list[web.RouteTableDef]:
-    import gateway.routes as package
-
-    tables = []
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{package.__name__}.{info.name}")
-        table = getattr(module, "routes", None)
-        if isinstance(table, web.RouteTableDef):
-            tables.append(table)
-    return tables
-
-
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         client_max_size=settings.max_request_bytes,
@@ -137,7 +102,7 @@ def create_app(settings: Settings) -> web.Application:
 
     app.cleanup_ctx.append(clients)
     app.on_response_prepare.append(_add_request_id_header)
-    for table in _route_tables():
+    for table in ROUTE_TABLES:
         app.router.add_routes(table)
     return app
 
@@ -158,8 +123,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    # Run through the imported module, not __main__: route modules import the app keys from
-    # gateway.app, and AppKeys compare by identity, so there must be exactly one copy of them.
-    from gateway import app as _app
-
-    _app.main()
+    main()

@@ -10,8 +10,8 @@ import hmac
 
 from aiohttp import web
 
-from gateway.app import SETTINGS
 from gateway.errors import Family, api_error
+from gateway.keys import SETTINGS
 from gateway.settings import hash_token
 
 TOKEN_HEADER = "api_token"

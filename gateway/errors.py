@@ -20,7 +20,12 @@ from aiohttp.typedefs import Handler
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from gateway.unavailable import ServiceUnavailable
+
 log = logging.getLogger("gateway.errors")
+
+# The id every response and error body carries (X-Request-ID), set first by the app middleware.
+REQUEST_ID = web.RequestKey("request_id", str)
 
 Family = Literal["mask", "bg"]
 
@@ -41,19 +46,6 @@ _REASONS: dict[int, tuple[str, str]] = {
     500: ("Internal Server Error", ""),
     503: ("Service Unavailable", "A backend service is temporarily unavailable; retry later."),
 }
-
-
-# The id every response and error body carries (X-Request-ID), set first by the app middleware.
-REQUEST_ID = web.RequestKey("request_id", str)
-
-
-class ServiceUnavailable(Exception):
-    """A backend (Triton, Redis) cannot serve right now; the client should retry later.
-
-    Subclassed by the typed backend errors so the middleware can answer 503 without knowing them.
-    """
-
-    retry_after_s: int = 5
 
 
 class ApiError(Exception):

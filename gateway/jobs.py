@@ -1,8 +1,10 @@
-"""Job records in Redis (one JSON document per job at `job:{id}`) and enqueueing onto arq.
+"""Job records in Redis (one JSON document per job at `job:{id}`, see common.redis_keys) and
+enqueueing onto arq.
 
 The record is the single source of truth that every status endpoint translates into its own
 document's shape. Only the worker writes after `create`, but writes still go through an optimistic
 WATCH/MULTI transaction so a late progress update can never overwrite a terminal status.
+The job's parameters are typed (gateway.job_params); the arq function is named after the kind.
 """
 
 from __future__ import annotations
@@ -11,32 +13,30 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal
+from dataclasses import asdict, dataclass, fields, replace
+from enum import StrEnum
+from typing import Any
 
 from arq.connections import ArqRedis
-from arq.constants import default_queue_name
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
+from common import redis_keys
+from gateway.job_params import JobKind, JobParams, params_from_dict
 from gateway.settings import Settings
 from gateway.storage import StoredResult, is_job_id
 
 log = logging.getLogger("gateway.jobs")
 
-JobKind = Literal["foreground_mask", "video_matte", "image_hd", "mask_by_key_points"]
-JobStatus = Literal["queued", "processing", "completed", "failed"]
-TERMINAL: frozenset[str] = frozenset({"completed", "failed"})
 
-# Job kind -> arq function name (the function is registered in gateway/worker.py).
-FUNCTIONS: dict[str, str] = {
-    "foreground_mask": "video_mask_job",
-    "video_matte": "video_matte_job",
-    "image_hd": "image_hd_job",
-    "mask_by_key_points": "keypoint_mask_job",
-}
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
 
-KEY_PREFIX = "job:"
+
+TERMINAL: frozenset[JobStatus] = frozenset({JobStatus.COMPLETED, JobStatus.FAILED})
 PROGRESS_MIN_INTERVAL_S = 0.25  # at most ~4 progress writes per second per job
 
 
@@ -49,17 +49,19 @@ class JobError:
 
 @dataclass(frozen=True)
 class JobRecord:
+    """One job as stored; times are epoch seconds, durations seconds, `owner` a token's SHA-256."""
+
     id: str
-    kind: str
+    kind: JobKind
     owner: str
-    status: str
+    status: JobStatus
+    params: JobParams
     created_at: float
     started_at: float | None = None
     finished_at: float | None = None
     current_frame: int | None = None
     total_frames: int | None = None
     progress_percentage: float | None = None
-    params: dict[str, Any] = field(default_factory=dict)
     result: StoredResult | None = None
     warning: str | None = None
     original_duration: float | None = None
@@ -71,23 +73,26 @@ class JobRecord:
         return self.status in TERMINAL
 
     def to_json(self) -> str:
-        data = asdict(self)
+        data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["params"] = self.params.to_dict()
         data["result"] = self.result.to_dict() if self.result else None
+        data["error"] = asdict(self.error) if self.error else None
         return json.dumps(data, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> JobRecord:
+        """Raises ValueError/KeyError on a document `to_json` never wrote."""
         data = json.loads(raw)
         result = data.get("result")
         error = data.get("error")
+        kind = JobKind(data["kind"])
+        data["kind"] = kind
+        data["status"] = JobStatus(data["status"])
+        data["params"] = params_from_dict(kind, data.get("params") or {})
         data["result"] = StoredResult.from_dict(result) if result else None
         data["error"] = JobError(**error) if error else None
-        known = {f for f in cls.__dataclass_fields__}
+        known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
-
-
-def _key(job_id: str) -> str:
-    return KEY_PREFIX + job_id
 
 
 class JobStore:
@@ -104,25 +109,26 @@ class JobStore:
         s = self.settings
         return s.result_ttl_s + s.job_timeout_s * (s.job_max_tries + 1) + 86_400
 
-    async def create(self, kind: str, owner: str, params: dict[str, Any]) -> JobRecord:
-        if kind not in FUNCTIONS:
-            raise ValueError(f"unknown job kind {kind!r}")
+    async def create(self, owner: str, params: JobParams) -> JobRecord:
+        """A queued record of the kind `params` belong to (not yet enqueued: see `enqueue`)."""
         record = JobRecord(
             id=str(uuid.uuid4()),
-            kind=kind,
+            kind=params.KIND,
             owner=owner,
-            status="queued",
-            created_at=time.time(),
+            status=JobStatus.QUEUED,
             params=params,
+            created_at=time.time(),
         )
-        await self.redis.set(_key(record.id), record.to_json(), ex=self.active_ttl_s, nx=True)
+        await self.redis.set(
+            redis_keys.job_record(record.id), record.to_json(), ex=self.active_ttl_s, nx=True
+        )
         return record
 
     async def get(self, job_id: str, owner: str | None = None) -> JobRecord | None:
         """None when absent, malformed id, or owned by someone else (indistinguishable on purpose)."""
         if not is_job_id(job_id):
             return None
-        raw = await self.redis.get(_key(job_id))
+        raw = await self.redis.get(redis_keys.job_record(job_id))
         if raw is None:
             return None
         record = JobRecord.from_json(raw)
@@ -132,7 +138,7 @@ class JobStore:
 
     async def _update(self, job_id: str, ttl_s: int | None = None, **changes: Any) -> JobRecord | None:
         """Apply `changes` unless the job already ended; returns the new record (None if skipped)."""
-        key = _key(job_id)
+        key = redis_keys.job_record(job_id)
         while True:
             async with self.redis.pipeline(transaction=True) as pipe:
                 try:
@@ -157,7 +163,11 @@ class JobStore:
     async def mark_processing(self, job_id: str) -> JobRecord | None:
         """Also used on a re-run after a worker died: progress starts again from zero."""
         return await self._update(
-            job_id, status="processing", started_at=time.time(), current_frame=None, progress_percentage=None
+            job_id,
+            status=JobStatus.PROCESSING,
+            started_at=time.time(),
+            current_frame=None,
+            progress_percentage=None,
         )
 
     async def set_progress(self, job_id: str, current: int, total: int | None) -> None:
@@ -170,7 +180,7 @@ class JobStore:
         percentage = round(100.0 * current / total, 1) if total else None
         await self._update(
             job_id,
-            status="processing",
+            status=JobStatus.PROCESSING,
             current_frame=current,
             total_frames=total,
             progress_percentage=percentage,
@@ -192,7 +202,7 @@ class JobStore:
         return await self._update(
             job_id,
             ttl_s=self.settings.result_ttl_s,
-            status="completed",
+            status=JobStatus.COMPLETED,
             finished_at=time.time(),
             result=result,
             warning=warning,
@@ -207,23 +217,23 @@ class JobStore:
         return await self._update(
             job_id,
             ttl_s=self.settings.result_ttl_s,
-            status="failed",
+            status=JobStatus.FAILED,
             finished_at=time.time(),
             error=JobError(code, message, details),
         )
 
     async def delete(self, job_id: str) -> None:
         if is_job_id(job_id):
-            await self.redis.delete(_key(job_id))
+            await self.redis.delete(redis_keys.job_record(job_id))
 
-    async def enqueue(self, record: JobRecord, function_name: str | None = None) -> bool:
+    async def enqueue(self, record: JobRecord) -> bool:
         """Queue the job once (arq dedupes on `_job_id`); False when it was already queued.
 
-        Job functions receive `(ctx, job_id)` and read everything else from the record.
+        The arq function is the one the worker registers under the job's kind; it receives the
+        job id alone and reads everything else from the record.
         """
-        name = function_name or FUNCTIONS[record.kind]
-        job = await self.arq.enqueue_job(name, record.id, _job_id=record.id)
+        job = await self.arq.enqueue_job(record.kind.value, record.id, _job_id=record.id)
         return job is not None
 
     async def queue_depth(self) -> int:
-        return int(await self.redis.zcard(default_queue_name))
+        return int(await self.redis.zcard(redis_keys.ARQ_QUEUE))

@@ -1,14 +1,15 @@
-"""Per-token request rate, per-token concurrent jobs and a global queue-depth guard, in Redis.
+"""Per-token request rate, per-token concurrent jobs and a global queue-depth guard, as HTTP 429s.
 
 State lives in Redis so the limits hold across any number of gateway processes, and every key has
-a TTL so a crashed gateway or a killed worker can never leak a limit forever.
+a TTL so a crashed gateway or a killed worker can never leak a limit forever. The slots and the
+queue admission themselves are gateway.job_slots (shared with the worker, which releases slots).
 
 How an endpoint starts a job:
     owner = require_owner(request, family); await check_rate(request, owner, family)
     await check_capacity(request, owner, family)        # optional: refuse before a big upload
-    record = await request.app[JOBS].create(kind, owner, params)   # (+ write inputs)
+    record = await request.app[JOBS].create(owner, params)   # typed (+ write inputs)
     await start_job(request, family, record)            # 429 (record deleted) or enqueued
-The worker releases the slot when the job ends (gateway.worker.job_function does it).
+The worker releases the slot when the job ends (worker.main.job_function does it).
 """
 
 from __future__ import annotations
@@ -17,49 +18,28 @@ import math
 import time
 
 from aiohttp import web
-from arq.constants import default_queue_name
-from redis.asyncio import Redis
 
-from gateway.app import JOBS, REDIS, SETTINGS
+from common import redis_keys
 from gateway.errors import ApiError, Family, api_error
+from gateway.job_slots import (
+    acquire_job_slot,
+    admit_to_queue,
+    drop_admission_ticket,
+    release_job_slot,
+    running_jobs,
+)
 from gateway.jobs import JobRecord
+from gateway.keys import JOBS, REDIS, SETTINGS
 from gateway.settings import Settings
 
-RATE_PREFIX = "limit:rate:"
-SLOTS_PREFIX = "limit:slots:"
 WINDOW_S = 60
 BUSY_RETRY_AFTER_S = 15
 
-# Atomically: drop expired holders, refuse when full, else hold a slot for job ARGV[4] until ARGV[2].
-_ACQUIRE = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-if redis.call('ZSCORE', KEYS[1], ARGV[4]) then return 1 end
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
-redis.call('EXPIREAT', KEYS[1], math.ceil(tonumber(ARGV[2])))
-return 1
-"""
-
-# Queue admission in one step: jobs in the arq queue plus admissions still being enqueued must stay
-# under the bound. A separate check-then-enqueue let a concurrent burst through all at once.
-ADMISSION_KEY = "limit:admission"
-ADMISSION_TICKET_S = 60
-_ADMIT = """
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
-if redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then return 0 end
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[4])
-redis.call('EXPIREAT', KEYS[2], math.ceil(tonumber(ARGV[2])))
-return 1
-"""
-
-
-def slot_lifetime_s(settings: Settings) -> int:
-    """Upper bound of a job's life (every try at its timeout): a slot is never held longer."""
-    return settings.job_timeout_s * (settings.job_max_tries + 1) + 300
-
 
 async def check_rate(request: web.Request, owner: str, family: Family) -> None:
-    """Sliding-window estimate over two fixed one-minute windows (no burst at window edges)."""
+    """Sliding-window estimate over two fixed one-minute windows (no burst at window edges).
+
+    Raises the family's 429 with Retry-After (seconds) past RATE_LIMIT_PER_MINUTE."""
     settings = request.app[SETTINGS]
     limit = settings.rate_limit_per_minute
     if limit <= 0:
@@ -67,7 +47,10 @@ async def check_rate(request: web.Request, owner: str, family: Family) -> None:
     redis = request.app[REDIS]
     now = time.time()
     window = int(now // WINDOW_S)
-    current_key, previous_key = f"{RATE_PREFIX}{owner}:{window}", f"{RATE_PREFIX}{owner}:{window - 1}"
+    current_key, previous_key = (
+        redis_keys.rate_window(owner, window),
+        redis_keys.rate_window(owner, window - 1),
+    )
     async with redis.pipeline(transaction=True) as pipe:
         pipe.incr(current_key)
         pipe.expire(current_key, 2 * WINDOW_S)
@@ -84,12 +67,6 @@ async def check_rate(request: web.Request, owner: str, family: Family) -> None:
             f"Rate limit of {limit} requests per minute exceeded; retry in {retry_after}s.",
             headers={"Retry-After": str(retry_after)},
         )
-
-
-async def _running_jobs(redis: Redis, owner: str) -> int:
-    key = SLOTS_PREFIX + owner
-    await redis.zremrangebyscore(key, "-inf", time.time())
-    return int(await redis.zcard(key))
 
 
 def _busy(family: Family, details: str) -> ApiError:
@@ -115,37 +92,8 @@ async def check_capacity(request: web.Request, owner: str, family: Family) -> No
     settings = request.app[SETTINGS]
     if await request.app[JOBS].queue_depth() >= settings.max_queued_jobs:
         raise _queue_full(family)
-    if await _running_jobs(request.app[REDIS], owner) >= settings.max_concurrent_jobs_per_token:
+    if await running_jobs(request.app[REDIS], owner) >= settings.max_concurrent_jobs_per_token:
         raise _slots_full(family, settings)
-
-
-async def admit_to_queue(redis: Redis, settings: Settings, job_id: str) -> bool:
-    """Hold an admission ticket for job_id unless the queue is full; drop it once enqueued."""
-    now = time.time()
-    admitted = await redis.eval(
-        _ADMIT,
-        2,
-        default_queue_name,
-        ADMISSION_KEY,
-        now,
-        now + ADMISSION_TICKET_S,
-        settings.max_queued_jobs,
-        job_id,
-    )
-    return bool(admitted)
-
-
-async def acquire_job_slot(redis: Redis, settings: Settings, owner: str, job_id: str) -> bool:
-    now = time.time()
-    expires = now + slot_lifetime_s(settings)
-    held = await redis.eval(
-        _ACQUIRE, 1, SLOTS_PREFIX + owner, now, expires, settings.max_concurrent_jobs_per_token, job_id
-    )
-    return bool(held)
-
-
-async def release_job_slot(redis: Redis, owner: str, job_id: str) -> None:
-    await redis.zrem(SLOTS_PREFIX + owner, job_id)
 
 
 async def start_job(request: web.Request, family: Family, record: JobRecord) -> None:
@@ -167,7 +115,7 @@ async def start_job(request: web.Request, family: Family, record: JobRecord) -> 
                 raise
         finally:
             # Once enqueued the job counts in the arq queue itself; until then the ticket did.
-            await redis.zrem(ADMISSION_KEY, record.id)
+            await drop_admission_ticket(redis, record.id)
     except BaseException:
         await jobs.delete(record.id)
         raise

@@ -257,7 +257,7 @@ def worker_service(
 ) -> Service:
     return Service(
         f"worker-{index}",
-        [sys.executable, "-m", "gateway.worker"],
+        [sys.executable, "-m", "worker.main"],
         lambda: _worker_registered(settings.redis_url),
         log_path,
         env={**settings_env(settings), **(env or {})},

@@ -20,7 +20,8 @@ import redis
 from conftest import VIDEOS
 from media import ClipSpec, make_clip
 
-from gateway.app import _route_tables
+from common import redis_keys
+from gateway.app import ROUTE_TABLES
 from gateway.settings import Settings
 from gateway.stack import Service, free_port, gateway_service
 
@@ -168,14 +169,14 @@ async def test_concurrent_job_limit_and_full_queue_answer_429(
             if family == "mask":
                 assert "too many queued jobs" in body["error"]["details"]
         with redis.Redis.from_url(f"redis://127.0.0.1:{redis_port}/5") as client:
-            assert client.zcard("arq:queue") == 3  # refused work was never queued
-            assert len(client.keys("job:*")) == 3  # nor left a record behind
+            assert client.zcard(redis_keys.ARQ_QUEUE) == 3  # refused work was never queued
+            assert len(client.keys(redis_keys.job_record("*"))) == 3  # nor left a record behind
         ids = {body.get("request_id") or body["uuid"] for _, body, _ in accepted}
         assert {p.name for p in (logs / "data-5" / "uploads").iterdir()} == ids  # nor an input file
 
 
 def _has_route(path: str) -> bool:
-    return any(getattr(r, "path", None) == path for table in _route_tables() for r in table)
+    return any(getattr(r, "path", None) == path for table in ROUTE_TABLES for r in table)
 
 
 # --- owner isolation ---

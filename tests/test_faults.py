@@ -17,14 +17,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
-from arq.constants import default_queue_name
 from conftest import VIDEOS
 from faults import PrivateStack, start_private_stack, submit_mask, wait_status
 from media import ClipSpec, inspect, make_clip, serve
 
+from common import redis_keys
 from gateway.settings import Settings
 from gateway.storage import Storage
-from gateway.worker import janitor
+from worker.main import remove_stale
 
 SRC = VIDEOS / "01_dog.mp4"
 SHORT = ClipSpec("short.mp4", "libx264", duration_s=1.0)
@@ -92,7 +92,7 @@ async def test_janitor_removes_expired_results_and_orphaned_temp_files(tmp_path:
     orphan_staging = _aged(settings.tmp_dir / f"upload-{ids[4]}", stale)  # gateway died mid-upload
     orphan_upload = _aged(storage.uploads_root / ids[5], stale)
     foreign = _aged(settings.results_dir / "not-a-job", 10_000)  # never touch what we did not write
-    removed = await janitor({"settings": settings, "storage": storage})
+    removed = await remove_stale(settings, storage)
     assert removed == 4
     for gone in (expired_result, orphan_tmp, orphan_staging, orphan_upload):
         assert not gone.exists(), gone
@@ -182,7 +182,7 @@ async def test_redis_restart_loses_no_queued_job(
     ]
     client = aioredis.Redis.from_url(fault_stack.settings.redis_url)
     try:
-        assert await client.zcard(default_queue_name) == 3
+        assert await client.zcard(redis_keys.ARQ_QUEUE) == 3
         await asyncio.sleep(1.5)  # appendfsync everysec: what is older than a second is on disk
         fault_stack.redis.stop(sig=signal.SIGKILL)
         async with http.get(f"{fault_stack.url}/status/{ids[0]}", headers=fault_stack.headers) as r:
@@ -191,7 +191,7 @@ async def test_redis_restart_loses_no_queued_job(
         fault_stack.redis.start()
         fault_stack.redis.wait_ready(30)
         await asyncio.sleep(0.5)  # the AOF is replayed before Redis answers commands
-        assert await client.zcard(default_queue_name) == 3
+        assert await client.zcard(redis_keys.ARQ_QUEUE) == 3
     finally:
         await client.aclose()
     for index in range(len(fault_stack.workers)):

@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from media import ClipSpec, make_clip, serve
 
-from gateway.app import _route_tables
+from gateway.app import ROUTE_TABLES
 from gateway.settings import Settings
 from gateway.stack import Service, free_port, gateway_service
 
@@ -60,7 +60,7 @@ LIMITS = {
 
 
 def _has_route(path: str) -> bool:
-    return any(getattr(r, "path", None) == path for table in _route_tables() for r in table)
+    return any(getattr(r, "path", None) == path for table in ROUTE_TABLES for r in table)
 
 
 # --- the fuzz gateway and media ---

@@ -18,9 +18,11 @@ from aiohttp import web
 from conftest import OTHER_TOKEN, TEST_TOKEN, Stack
 from redis.asyncio import Redis
 
+from common import redis_keys
 from gateway.app import create_app
 from gateway.auth import require_owner
-from gateway.jobs import JobRecord
+from gateway.job_params import ForegroundMaskParams
+from gateway.jobs import JobRecord, JobStatus
 from gateway.limits import check_rate
 from gateway.settings import Settings, hash_token
 from gateway.stack import (
@@ -31,6 +33,7 @@ from gateway.stack import (
     triton_service,
 )
 from gateway.storage import Storage, StoredResult
+from triton_models.foreground import ForegroundModel
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
@@ -99,13 +102,14 @@ async def _completed_job(stack: Stack, storage: Storage, content: bytes) -> str:
     src.write_bytes(content)
     stored: StoredResult = await storage.store(job_id, src, "mask.mp4", "video/mp4")
     storage.remove_temp_dir(job_id)
+    params = ForegroundMaskParams(preset="mp4_h264", model=ForegroundModel.AUTO, source_url="https://x/v.mp4")
     record = JobRecord(
-        id=job_id, kind="foreground_mask", owner=hash_token(TEST_TOKEN), status="completed",
-        created_at=time.time(), finished_at=time.time(), result=stored,
+        id=job_id, kind=params.KIND, owner=hash_token(TEST_TOKEN), status=JobStatus.COMPLETED,
+        params=params, created_at=time.time(), finished_at=time.time(), result=stored,
     )  # fmt: skip
     redis = Redis.from_url(stack.settings.redis_url)
     try:
-        await redis.set(f"job:{job_id}", record.to_json(), ex=300)
+        await redis.set(redis_keys.job_record(job_id), record.to_json(), ex=300)
     finally:
         await redis.aclose()
     return job_id

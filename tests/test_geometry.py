@@ -26,10 +26,10 @@ from conftest import SHARED, VIDEOS, Stack, mask_error
 from media import ClipSpec, displayed, inspect, make_clip, serve
 from PIL import Image
 
-from gateway.pipeline.decode import iter_frames
-from gateway.pipeline.encode import PRESETS, TRANSPARENT_PRESETS, MaskWriter, Preset, check_output_size
-from gateway.pipeline.geometry import encoder_refuses
-from gateway.pipeline.probe import MediaError, probe
+from gateway.video.decode import iter_frames
+from gateway.video.encode import PRESETS, TRANSPARENT_PRESETS, Preset, VideoWriter, check_output_size
+from gateway.video.geometry import encoder_refuses
+from gateway.video.probe import MediaError, probe
 
 HUNT = SHARED / "hunt"
 _VP9 = {"deadline": "realtime", "cpu-used": "8"}
@@ -93,7 +93,7 @@ def test_rotation_upright_frames_and_every_container_displays_as_input(tmp_path:
     outputs = [PRESETS[n] for n in ("mp4_h264", "mov_h265", "mkv_vp9", "webm_vp9", "gif")]
     for preset in [*outputs, TRANSPARENT_PRESETS["mov"]]:
         out = tmp_path / f"{preset.name}.{preset.extension}"
-        writer = MaskWriter(out, preset, info, None, None)
+        writer = VideoWriter(out, preset, info, None, None)
         for f in frames:
             luma = f.rgb[..., 0]
             writer.write(np.dstack([f.rgb, luma]) if preset.alpha else luma, f.pts)
@@ -175,7 +175,7 @@ def test_every_preset_keeps_exact_size_and_sar(
             continue
         check_output_size(preset, info)
         out = tmp_path / f"{preset.name}-{frame.ndim}.{preset.extension}"
-        writer = MaskWriter(out, preset, info, None, None)
+        writer = VideoWriter(out, preset, info, None, None)
         step = round(1 / (info.fps * info.time_base))  # one frame interval in the input's ticks
         for i in range(3):
             writer.write(frame, i * step)

@@ -25,7 +25,7 @@ import tritonclient.grpc as grpcclient
 from conftest import VIDEO_MASKS, VIDEOS, Stack, mask_error
 from media import ClipSpec, inspect, make_clip, serve
 
-from gateway.pipeline.encode import PRESETS
+from gateway.video.encode import PRESETS
 from triton_models.keypoints import KeypointTracker, Prompt
 
 SIZE = (320, 180)

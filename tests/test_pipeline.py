@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 from media import inspect, serve
 
-from gateway.pipeline.compose import mask_frame
-from gateway.pipeline.decode import DecodedFrame, iter_frames
-from gateway.pipeline.encode import PRESETS, TRANSPARENT_PRESETS, MaskWriter, Preset
-from gateway.pipeline.infer import infer_frames
-from gateway.pipeline.intake import fetch_and_probe
-from gateway.pipeline.probe import MediaError, probe
-from gateway.pipeline.run import run_video
 from gateway.settings import Settings
 from gateway.stack import free_port
 from gateway.triton import Triton, TritonUnavailable
+from gateway.video.compose import mask_frame
+from gateway.video.decode import DecodedFrame, iter_frames
+from gateway.video.encode import PRESETS, TRANSPARENT_PRESETS, Preset, VideoWriter
+from gateway.video.infer import infer_frames
+from gateway.video.intake import fetch_and_probe
+from gateway.video.probe import MediaError, probe
+from gateway.video.run import run_video
 
 CODEC = {
     "h264_aac.mp4": "h264",
@@ -97,7 +97,7 @@ def test_decode_trims_and_stops_early(clips: dict[str, Path]) -> None:
 
 def _encode(src: Path, out: Path, preset: Preset, max_s: float | None = None) -> int:
     info = probe(src)
-    writer = MaskWriter(out, preset, info, src, max_s)
+    writer = VideoWriter(out, preset, info, src, max_s)
     for frame in iter_frames(src, max_duration_s=max_s):
         luma = frame.rgb.mean(axis=2).astype(np.uint8)
         if preset.alpha:

@@ -32,8 +32,8 @@ from media import (
     serve,
 )
 
-from gateway.pipeline.encode import PRESETS
-from gateway.pipeline.probe import probe
+from gateway.video.encode import PRESETS
+from gateway.video.probe import probe
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ resize to a few hundred pixels inside their graphs anyway, so sending 100 MP ove
 nothing. The alpha is scaled back up and then follows the photo's edges (guided filter).
 
 Thin photos (2048x2, 1x1) work with every model: u2netp always sees 320x320; rvm sees the photo
-padded to the smallest size its graph runs on (gateway.pipeline.geometry.rvm_min_size) and the
+padded to the smallest size its graph runs on (gateway.video.geometry.rvm_min_size) and the
 alpha is cropped back, in `_rvm`, the one place this path calls it.
 """
 
@@ -25,8 +25,8 @@ import numpy as np
 from PIL import Image
 
 from gateway.images.params import ModelChoice
-from gateway.pipeline.geometry import crop_to, pad_to, rvm_min_size
 from gateway.triton import Triton
+from gateway.video.geometry import crop_to, pad_to, rvm_min_size
 
 MODEL_MAX_SIDE = 2048
 

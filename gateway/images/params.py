@@ -1,8 +1,7 @@
-"""Form fields -> one typed `Params` for every image operation (sync endpoints and HD jobs alike).
+"""One typed `Params` for every image operation (sync endpoints and HD jobs alike).
 
-Errors follow background_api.txt: a bg_color-style colour that does not parse is 400 with the
-document's exact `detail`; a number that does not parse is 422 "Invalid request data" (the
-document's generic 422); a number out of range is 400 with a `message` naming the field and range.
+No HTTP here: the worker reads Params back from an HD job's record. The form fields are parsed
+into Params, with the document's errors, by gateway.images.form.
 """
 
 from __future__ import annotations
@@ -11,7 +10,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, get_args
 
-from gateway.errors import BgApiError
+from gateway.settings import Settings
+from triton_models.decode import Limits
 
 Operation = Literal["matte", "blur", "color", "gradient", "shadow"]
 ModelChoice = Literal["auto", "u2netp", "rvm", "blend"]
@@ -21,9 +21,6 @@ RGB = tuple[int, int, int]
 OPERATIONS: tuple[str, ...] = get_args(Operation)
 MODELS: tuple[str, ...] = get_args(ModelChoice)
 DIRECTIONS: tuple[str, ...] = get_args(Direction)
-
-BG_COLOR_ERROR = "bg_color must be in format 'R,G,B' (e.g., '255,0,0')"
-INVALID_REQUEST = {"message": "Invalid request data"}
 
 
 @dataclass(frozen=True)
@@ -41,6 +38,7 @@ class Params:
     shadow_opacity: float = 0.5
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: colours are [r, g, b] lists of 0..255 once through json."""
         return asdict(self)
 
     @classmethod
@@ -53,63 +51,6 @@ class Params:
         return cls(**fixed)
 
 
-def parse_rgb(raw: str, field: str) -> RGB:
-    parts = [p.strip() for p in raw.split(",")]
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        values = []
-    if len(values) != 3 or not all(0 <= v <= 255 for v in values):
-        # The document fixes this wording for bg_color; the gradient colours share the format.
-        message = BG_COLOR_ERROR if field == "bg_color" else BG_COLOR_ERROR.replace("bg_color", field)
-        raise BgApiError(400, {"detail": message})
-    return (values[0], values[1], values[2])
-
-
-def _int(raw: str, field: str, lo: int, hi: int) -> int:
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise BgApiError(422, INVALID_REQUEST) from None
-    if not lo <= value <= hi:
-        raise BgApiError(400, {"message": f"{field} must be an integer between {lo} and {hi}"})
-    return value
-
-
-def _float(raw: str, field: str, lo: float, hi: float) -> float:
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        raise BgApiError(422, INVALID_REQUEST) from None
-    if not lo <= value <= hi:  # also refuses nan
-        raise BgApiError(400, {"message": f"{field} must be a number between {lo:g} and {hi:g}"})
-    return value
-
-
-def _choice(raw: str, field: str, allowed: tuple[str, ...]) -> str:
-    value = raw.strip().lower()
-    if value not in allowed:
-        raise BgApiError(400, {"message": f"{field} must be one of: {', '.join(allowed)}"})
-    return value
-
-
-def parse_params(form: Mapping[str, str], operation: str) -> Params:
-    """Only fields the caller sent override the defaults; unknown fields are ignored."""
-    values: dict[str, Any] = {"operation": _choice(operation, "operation", OPERATIONS)}
-    if "model" in form:
-        values["model"] = _choice(form["model"], "model", MODELS)
-    if "blur_radius" in form:
-        values["blur_radius"] = _int(form["blur_radius"], "blur_radius", 0, 200)
-    for key in ("bg_color", "gradient_start", "gradient_end"):
-        if key in form:
-            values[key] = parse_rgb(form[key], key)
-    if "gradient_direction" in form:
-        values["gradient_direction"] = _choice(form["gradient_direction"], "gradient_direction", DIRECTIONS)
-    for key in ("shadow_offset_x", "shadow_offset_y"):
-        if key in form:
-            values[key] = _int(form[key], key, -1000, 1000)
-    if "shadow_blur" in form:
-        values["shadow_blur"] = _int(form["shadow_blur"], "shadow_blur", 0, 200)
-    if "shadow_opacity" in form:
-        values["shadow_opacity"] = _float(form["shadow_opacity"], "shadow_opacity", 0.0, 1.0)
-    return Params(**values)
+def hd_limits(settings: Settings) -> Limits:
+    """The HD endpoint's pixel limits: no side limit, at most HD_MAX_PIXELS pixels."""
+    return Limits(max_side=None, max_pixels=settings.hd_max_pixels)

@@ -1,1 +1,2 @@
-"""HTTP endpoints; each module exposes `routes: web.RouteTableDef`, registered by gateway.app."""
+"""HTTP endpoints, one module per API document; each exposes `routes: web.RouteTableDef`,
+listed in gateway.app.ROUTE_TABLES."""

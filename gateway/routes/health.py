@@ -6,7 +6,7 @@ import asyncio
 
 from aiohttp import web
 
-from gateway.app import REDIS, TRITON
+from gateway.keys import REDIS, TRITON
 
 routes = web.RouteTableDef()
 

@@ -21,14 +21,16 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import BadHttpMessage
 
-from gateway.app import JOBS, SETTINGS, STORAGE, TRITON
 from gateway.auth import require_owner
 from gateway.errors import ApiError, BgApiError
 from gateway.fetch import DownloadTooLarge, FetchError, fetch_to_file
+from gateway.images.form import INVALID_REQUEST, parse_params
 from gateway.images.generate import NotTransparent, generate_image
-from gateway.images.hd import INPUT_NAME, hd_limits
-from gateway.images.params import INVALID_REQUEST, OPERATIONS, parse_params
+from gateway.images.params import OPERATIONS, hd_limits
 from gateway.images.process import process_image
+from gateway.job_params import ImageHdParams, JobKind, input_path
+from gateway.jobs import JobStatus
+from gateway.keys import JOBS, SETTINGS, STORAGE, TRITON
 from gateway.limits import check_capacity, check_rate, start_job
 from gateway.settings import Settings
 from triton_models.decode import ImageTooLarge, InvalidImage, Limits, probe
@@ -191,9 +193,9 @@ async def hd_submit(request: web.Request) -> web.Response:
                 400, {"message": f"Image too large for HD processing (over {settings.hd_max_pixels} pixels)."}
             ) from None
         try:
-            record = await jobs.create("image_hd", owner, {"params": params.to_dict()})
+            record = await jobs.create(owner, ImageHdParams(image=params))
             job_id = record.id
-            os.replace(path, storage.uploads_dir(job_id) / INPUT_NAME)
+            os.replace(path, input_path(storage, job_id))
             await start_job(request, "bg", record)
         except ApiError:
             raise
@@ -223,11 +225,11 @@ async def hd_result(request: web.Request) -> web.StreamResponse:
     await check_rate(request, owner, "bg")
     job_id = request.match_info["uuid"]
     record = await request.app[JOBS].get(job_id, owner)
-    if record is None or record.kind != "image_hd":
+    if record is None or record.kind != JobKind.IMAGE_HD:
         raise BgApiError(404, TASK_NOT_FOUND)
-    if record.status == "failed":
+    if record.status == JobStatus.FAILED:
         raise BgApiError(500, {"detail": "Image processing failed"})
-    if record.status != "completed":
+    if record.status != JobStatus.COMPLETED:
         body: dict[str, Any] = {"message": "Task is still processing", "uuid": job_id, "status": "processing"}
         return web.json_response(body, status=202)
     storage = request.app[STORAGE]

@@ -13,17 +13,17 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.app import SETTINGS
 from gateway.auth import require_owner
 from gateway.errors import MaskApiError
+from gateway.job_params import KeyPoint, KeyPointMaskParams
+from gateway.keys import SETTINGS
 from gateway.limits import check_capacity, check_rate
-from gateway.pipeline.encode import check_output_size, preset_by_name
-from gateway.pipeline.geometry import display_size
-from gateway.pipeline.keypoints_job import trim_length
-from gateway.pipeline.probe import VideoInfo
-from gateway.pipeline.run import expected_frames
 from gateway.routes.masks import accept_video_job, json_object, output_preset, video_url
 from gateway.settings import Settings
+from gateway.video.encode import check_output_size, preset_by_name
+from gateway.video.geometry import display_size
+from gateway.video.probe import VideoInfo
+from gateway.video.run import expected_frames
 
 routes = web.RouteTableDef()
 
@@ -39,8 +39,10 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def parse_key_points(body: dict[str, Any]) -> list[list[int]]:
-    """-> [[x, y, label], ...]; at least one positive point."""
+def parse_key_points(body: dict[str, Any]) -> tuple[KeyPoint, ...]:
+    """-> ((x, y, label), ...): pixels, label 1 positive / 0 negative; at least one positive point.
+
+    Raises MaskApiError(422) naming the offending point."""
     raw = body.get("key_points")
     if raw is None:
         raise _invalid("Field 'key_points' is required: an array of {x, y, type} objects.")
@@ -48,7 +50,7 @@ def parse_key_points(body: dict[str, Any]) -> list[list[int]]:
         raise _invalid("Field 'key_points' must be a non-empty array of {x, y, type} objects.")
     if len(raw) > MAX_POINTS:
         raise _invalid(f"Field 'key_points' holds {len(raw)} points; at most {MAX_POINTS} are accepted.")
-    points: list[list[int]] = []
+    points: list[KeyPoint] = []
     for i, item in enumerate(raw):
         if not isinstance(item, dict):
             raise _invalid(f"key_points[{i}] must be an object with x, y and type.")
@@ -57,13 +59,14 @@ def parse_key_points(body: dict[str, Any]) -> list[list[int]]:
             raise _invalid(f"key_points[{i}].x and .y must be integers (pixels of the frame).")
         if kind not in LABELS:
             raise _invalid(f"key_points[{i}].type must be 'positive' or 'negative'.")
-        points.append([x, y, LABELS[kind]])
+        points.append((x, y, LABELS[kind]))
     if not any(label == 1 for _, _, label in points):
         raise _invalid("key_points must contain at least one point of type 'positive'.")
-    return points
+    return tuple(points)
 
 
 def parse_options(body: dict[str, Any]) -> tuple[int, bool]:
+    """-> (frame_index, auto_trim), defaults 0 and False; raises MaskApiError(422)."""
     frame_index = body.get("frame_index", 0)
     if frame_index is None:
         frame_index = 0
@@ -77,20 +80,13 @@ def parse_options(body: dict[str, Any]) -> tuple[int, bool]:
     return frame_index, auto_trim
 
 
-def check_video(
-    info: VideoInfo,
-    settings: Settings,
-    frame_index: int,
-    points: list[list[int]],
-    auto_trim: bool,
-    preset: str,
-) -> float | None:
-    """What only the probed video can tell; returns the trim length (None: not trimmed).
+def check_video(info: VideoInfo, settings: Settings, params: KeyPointMaskParams) -> float | None:
+    """What only the probed video can tell; returns the trim length in seconds (None: not trimmed).
 
     Raises MaskApiError(422) or MediaError(422) (an output size the preset cannot encode)."""
-    limit_s = settings.keypoints_max_duration_s
-    max_duration_s = trim_length(info, limit_s)
-    if max_duration_s is not None and not auto_trim:
+    limit_s = params.limit_s
+    max_duration_s = params.trim_length(info.duration_s)
+    if max_duration_s is not None and not params.auto_trim:
         raise _invalid(
             f"Input duration {info.duration_s:.2f}s exceeds the {limit_s:g}s limit; "
             f"set auto_trim to true to process the first {limit_s:g}s, "
@@ -104,18 +100,18 @@ def check_video(
             f"(the shorter side may be at most {limit_px} pixels)."
         )
     frames = expected_frames(info, max_duration_s)
-    if frame_index >= frames:
+    if params.frame_index >= frames:
         raise _invalid(
-            f"frame_index {frame_index} is beyond the last frame of the "
+            f"frame_index {params.frame_index} is beyond the last frame of the "
             f"{'trimmed ' if max_duration_s else ''}video (frames 0..{frames - 1})."
         )
-    for i, (x, y, _) in enumerate(points):
+    for i, (x, y, _) in enumerate(params.key_points):
         if not (0 <= x < width and 0 <= y < height):
             raise _invalid(
                 f"key_points[{i}] ({x}, {y}) lies outside the {width}x{height} frame as displayed "
                 f"(x in 0..{width - 1}, y in 0..{height - 1})."
             )
-    check_output_size(preset_by_name(preset), info)
+    check_output_size(preset_by_name(params.preset), info)
     return max_duration_s
 
 
@@ -130,22 +126,20 @@ async def mask_by_key_points(request: web.Request) -> web.Response:
     preset = output_preset(body)
     await check_capacity(request, owner, "mask")
     settings = request.app[SETTINGS]
-    # The worker re-probes and derives the trim from auto_trim the same way (trim_length).
-    params: dict[str, Any] = {
-        "preset": preset,
-        "source_url": url,
-        "frame_index": frame_index,
-        "key_points": points,
-        "auto_trim": auto_trim,
-        "limit_s": settings.keypoints_max_duration_s,
-    }
+    # The worker re-probes and derives the trim from auto_trim the same way (params.trim_length).
+    params = KeyPointMaskParams(
+        preset=preset,
+        source_url=url,
+        frame_index=frame_index,
+        key_points=points,
+        auto_trim=auto_trim,
+        limit_s=settings.keypoints_max_duration_s,
+    )
     # No duration limit in the probe: over-long input is trimmed or refused by check_video.
     return await accept_video_job(
         request,
         owner,
-        "mask_by_key_points",
         params,
-        url,
         max_duration_s=None,
-        check=lambda info: check_video(info, settings, frame_index, points, auto_trim, preset),
+        check=lambda info: check_video(info, settings, params),
     )

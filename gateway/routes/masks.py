@@ -15,16 +15,16 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.app import JOBS, SETTINGS, STORAGE
 from gateway.auth import require_owner
 from gateway.errors import MaskApiError
-from gateway.jobs import JobRecord
+from gateway.job_params import ForegroundMaskParams, JobKind, KeyPointMaskParams, input_path
+from gateway.jobs import JobRecord, JobStatus
+from gateway.keys import JOBS, SETTINGS, STORAGE
 from gateway.limits import check_capacity, check_rate, start_job
-from gateway.pipeline.encode import DEFAULT_PRESET, PRESETS, check_output_size
-from gateway.pipeline.intake import fetch_and_probe
-from gateway.pipeline.jobs import input_path
-from gateway.pipeline.probe import MediaError, VideoInfo
 from gateway.storage import Storage
+from gateway.video.encode import DEFAULT_PRESET, PRESETS, check_output_size
+from gateway.video.intake import fetch_and_probe
+from gateway.video.probe import MediaError, VideoInfo
 from triton_models.foreground import ForegroundModel
 
 routes = web.RouteTableDef()
@@ -46,7 +46,7 @@ def status_body(record: JobRecord, storage: Storage) -> dict[str, Any]:
         "started_at": _iso(record.started_at),
         "finished_at": _iso(record.finished_at),
     }
-    if record.status == "completed" and record.result is not None:
+    if record.status == JobStatus.COMPLETED and record.result is not None:
         url, expires = storage.signed_url(record.id)
         body["mask_url"] = record.result.upload_link or url
         body["mask_url_expires_at"] = expires.isoformat().replace("+00:00", "Z")
@@ -54,7 +54,7 @@ def status_body(record: JobRecord, storage: Storage) -> dict[str, Any]:
             body["warning"] = record.warning
             body["original_duration"] = record.original_duration
             body["processed_duration"] = record.processed_duration
-    if record.status == "failed" and record.error is not None:
+    if record.status == JobStatus.FAILED and record.error is not None:
         body["error"] = {
             "code": record.error.code,
             "message": record.error.message,
@@ -96,14 +96,14 @@ def output_preset(body: dict[str, Any]) -> str:
     return preset
 
 
-def foreground_model(body: dict[str, Any]) -> str:
+def foreground_model(body: dict[str, Any]) -> ForegroundModel:
     """The optional `model` field: auto (default), rvm or salient (docs/video.md)."""
     model = body.get("model", ForegroundModel.AUTO.value)
     if model is None:
-        return ForegroundModel.AUTO.value
+        return ForegroundModel.AUTO
     if not isinstance(model, str) or model not in {m.value for m in ForegroundModel}:
         raise _invalid(f"Field 'model' must be one of: {', '.join(m.value for m in ForegroundModel)}.")
-    return model
+    return ForegroundModel(model)
 
 
 @routes.post("/foreground_mask")
@@ -111,40 +111,37 @@ async def foreground_mask(request: web.Request) -> web.Response:
     owner = require_owner(request, "mask")
     await check_rate(request, owner, "mask")
     body = await json_object(request)
-    url = video_url(body)
-    preset = output_preset(body)
-    model = foreground_model(body)
+    params = ForegroundMaskParams(
+        source_url=video_url(body), preset=output_preset(body), model=foreground_model(body)
+    )
     await check_capacity(request, owner, "mask")
     settings = request.app[SETTINGS]
     return await accept_video_job(
         request,
         owner,
-        "foreground_mask",
-        {"preset": preset, "model": model, "source_url": url},
-        url,
+        params,
         max_duration_s=settings.video_max_duration_s,
-        check=lambda info: check_output_size(PRESETS[preset], info),
+        check=lambda info: check_output_size(PRESETS[params.preset], info),
     )
 
 
 async def accept_video_job(
     request: web.Request,
     owner: str,
-    kind: str,
-    params: dict[str, Any],
-    url: str,
+    params: ForegroundMaskParams | KeyPointMaskParams,
     *,
     max_duration_s: float | None,
     check: Callable[[VideoInfo], None] | None = None,
 ) -> web.Response:
-    """The mask endpoints' common intake: download and probe before answering (so 413/415/422
-    come back on the request), run the endpoint's own `check`, enqueue, answer 202. Whatever
-    refuses the job removes its record and input: nothing is left behind."""
+    """The mask endpoints' common intake: download `params.source_url` and probe it before
+    answering (so 413/415/422 come back on the request), run the endpoint's own `check`, enqueue,
+    answer 202. Whatever refuses the job removes its record and input: nothing is left behind.
+    `max_duration_s`: longer videos are refused (422); None: no limit in the probe."""
     settings, storage, jobs = request.app[SETTINGS], request.app[STORAGE], request.app[JOBS]
-    record = await jobs.create(kind, owner, params)
+    record = await jobs.create(owner, params)
     try:
         info = await fetch_and_probe(
-            url, input_path(storage, record.id), settings, max_duration_s=max_duration_s
+            params.source_url, input_path(storage, record.id), settings, max_duration_s=max_duration_s
         )
         if check is not None:
             check(info)
@@ -166,6 +163,6 @@ async def accept_video_job(
 async def status(request: web.Request) -> web.Response:
     owner = require_owner(request, "mask")
     record = await request.app[JOBS].get(request.match_info["request_id"], owner)
-    if record is None or record.kind not in ("foreground_mask", "mask_by_key_points"):
+    if record is None or record.kind not in (JobKind.FOREGROUND_MASK, JobKind.MASK_BY_KEY_POINTS):
         raise MaskApiError(404, "Not Found", "No job with this request_id exists for this api_token.")
     return web.json_response(status_body(record, request.app[STORAGE]))

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.app import JOBS, STORAGE
 from gateway.errors import MaskApiError
+from gateway.jobs import JobStatus
+from gateway.keys import JOBS, STORAGE
 
 routes = web.RouteTableDef()
 
@@ -21,7 +22,7 @@ async def get_result(request: web.Request) -> web.StreamResponse:
     if not request.app[STORAGE].verify(job_id, query.get("expires", ""), query.get("sig", "")):
         raise MaskApiError(403, "Forbidden", "The result link is invalid or has expired.")
     record = await request.app[JOBS].get(job_id)
-    result = record.result if record is not None and record.status == "completed" else None
+    result = record.result if record is not None and record.status == JobStatus.COMPLETED else None
     path = request.app[STORAGE].path_of(job_id, result.filename) if result is not None else None
     if result is None or path is None:
         raise MaskApiError(404, "Not Found", "The result no longer exists.")

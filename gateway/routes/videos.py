@@ -23,16 +23,18 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import BadHttpMessage
 from PIL import Image, UnidentifiedImageError
 
-from gateway.app import JOBS, SETTINGS, STORAGE
 from gateway.auth import require_owner
 from gateway.errors import ApiError, BgApiError
 from gateway.fetch import FetchError, fetch_to_file
-from gateway.jobs import JobRecord
+from gateway.images.form import parse_rgb
+from gateway.images.params import RGB
+from gateway.job_params import TRIM_SLACK_S, VideoMatteParams, background_image_path, input_path
+from gateway.jobs import JobRecord, JobStatus
+from gateway.keys import JOBS, SETTINGS, STORAGE
 from gateway.limits import check_capacity, check_rate, start_job
-from gateway.pipeline.encode import TRANSPARENT_PRESETS
-from gateway.pipeline.jobs import bg_image_path, input_path
-from gateway.pipeline.probe import MediaError, probe
 from gateway.settings import Settings
+from gateway.video.encode import TRANSPARENT_PRESETS
+from gateway.video.probe import MediaError, probe
 from triton_models.foreground import ForegroundModel
 
 log = logging.getLogger("gateway.videos")
@@ -40,23 +42,11 @@ routes = web.RouteTableDef()
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".webm", ".avi", ".gif", ".mkv", ".m4v"})
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
-BG_COLOR_ERROR = "bg_color must be in format 'R,G,B' (e.g., '255,0,0')"
 _CHUNK = 256 * 1024
 
 
 def _detail(status: int, detail: str) -> BgApiError:
     return BgApiError(status, {"detail": detail})
-
-
-def parse_bg_color(raw: str) -> tuple[int, int, int]:
-    parts = raw.split(",")
-    try:
-        values = tuple(int(p.strip()) for p in parts)
-    except ValueError:
-        raise _detail(400, BG_COLOR_ERROR) from None
-    if len(values) != 3 or not all(0 <= v <= 255 for v in values):
-        raise _detail(400, BG_COLOR_ERROR)
-    return values[0], values[1], values[2]
 
 
 def _looks_like_video(part: BodyPartReader) -> bool:
@@ -141,14 +131,15 @@ def _check_image(path: Path) -> bool:
         return False
 
 
-async def _background(form: _Form, staging: Path, settings: Settings) -> dict[str, Any]:
-    """Priority bg_color > bg_image > bg_image_url; the chosen image ends at staging/bg_image."""
+async def _background(form: _Form, staging: Path, settings: Settings) -> tuple[RGB | None, bool]:
+    """-> (bg_color, bg_image): priority bg_color > bg_image > bg_image_url; the chosen image ends
+    at staging/bg_image; neither: transparent. Raises BgApiError(400) for an unusable background."""
     if form.bg_color is not None:
-        return {"bg_color": list(parse_bg_color(form.bg_color))}
+        return parse_rgb(form.bg_color, "bg_color"), False
     if form.bg_image is not None:
         if not await asyncio.to_thread(_check_image, form.bg_image):
             raise _detail(400, "bg_image must be an image file")
-        return {"bg_image": True}
+        return None, True
     if form.bg_image_url is not None:
         url = form.bg_image_url
         if not url.lower().startswith(("http://", "https://")):
@@ -163,8 +154,8 @@ async def _background(form: _Form, staging: Path, settings: Settings) -> dict[st
         ).suffix.lower() in (IMAGE_EXTENSIONS)
         if not declared_image or not await asyncio.to_thread(_check_image, dest):
             raise _detail(400, "URL must point to an image file")
-        return {"bg_image": True}
-    return {}
+        return None, True
+    return None, False
 
 
 def _preset_for(form: _Form, transparent: bool) -> str:
@@ -176,14 +167,14 @@ def _preset_for(form: _Form, transparent: bool) -> str:
     return {"webm": "webm_vp9", "mov": "mov_proresks"}.get(fmt or "", "mp4_h264")
 
 
-def _model(form: _Form) -> str:
+def _model(form: _Form) -> ForegroundModel:
     """The optional `model` field: auto (default), rvm or salient, as on /foreground_mask."""
     choices = [m.value for m in ForegroundModel]
     if form.model is None:
-        return ForegroundModel.AUTO.value
+        return ForegroundModel.AUTO
     if form.model not in choices:
         raise _detail(400, f"model must be one of: {', '.join(choices)}")
-    return form.model
+    return ForegroundModel(form.model)
 
 
 def _seconds(value: float) -> str:
@@ -208,21 +199,22 @@ async def submit_video(request: web.Request) -> web.Response:
             info = await asyncio.to_thread(probe, form.video, max_side=settings.video_max_side)
         except MediaError as exc:
             raise _detail(400, exc.details) from None
-        background = await _background(form, staging, settings)
+        bg_color, bg_image = await _background(form, staging, settings)
         trim_s = settings.video_submit_trim_s
-        trimmed = info.duration_s > trim_s + 1e-3
-        params: dict[str, Any] = {
-            **background,
-            "preset": _preset_for(form, not background),
-            "model": model,
-            "original_duration_s": info.duration_s,
-            "max_duration_s": trim_s if trimmed else None,
-            "trim_s": trim_s,
-        }
-        record = await jobs.create("video_matte", owner, params)
+        trimmed = info.duration_s > trim_s + TRIM_SLACK_S
+        params = VideoMatteParams(
+            preset=_preset_for(form, transparent=bg_color is None and not bg_image),
+            model=model,
+            bg_color=bg_color,
+            bg_image=bg_image,
+            original_duration_s=info.duration_s,
+            max_duration_s=trim_s if trimmed else None,
+            trim_s=trim_s,
+        )
+        record = await jobs.create(owner, params)
         os.replace(form.video, input_path(storage, record.id))
-        if background.get("bg_image"):
-            os.replace(staging / "bg_image", bg_image_path(storage, record.id))
+        if params.bg_image:
+            os.replace(staging / "bg_image", background_image_path(storage, record.id))
         await start_job(request, "bg", record)
     except ApiError:
         if record is not None:
@@ -256,12 +248,12 @@ def _not_found() -> BgApiError:
     return BgApiError(404, {"message": "Task not found", "status": "not_found"})
 
 
-def _trim_fields(record: JobRecord) -> tuple[dict[str, str], dict[str, str]]:
+def _trim_fields(record: JobRecord, params: VideoMatteParams) -> tuple[dict[str, str], dict[str, str]]:
     """(JSON fields, headers) describing a trim; both empty when the video was kept whole."""
     if not record.warning or record.original_duration is None or record.processed_duration is None:
         return {}, {}
     original, processed = _seconds(record.original_duration), _seconds(record.processed_duration)
-    trim_s = float(record.params.get("trim_s") or record.processed_duration)
+    trim_s = float(params.trim_s or record.processed_duration)
     fields = {"warning": record.warning, "original_duration": original, "processed_duration": processed}
     headers = {
         "X-Video-Warning": f"Original video ({original}) was trimmed to {trim_s:g} seconds",
@@ -276,7 +268,7 @@ async def video_result(request: web.Request) -> web.StreamResponse:
     owner = require_owner(request, "bg")
     job_id = request.match_info["uuid"]
     record = await request.app[JOBS].get(job_id, owner)
-    if record is None or record.kind != "video_matte":
+    if record is None or not isinstance(record.params, VideoMatteParams):
         raise _not_found()
     if not record.done:
         body: dict[str, Any] = {
@@ -289,11 +281,11 @@ async def video_result(request: web.Request) -> web.StreamResponse:
             body["total_frames"] = record.total_frames
             body["progress_percentage"] = record.progress_percentage
         return web.json_response(body, status=202)
-    if record.status == "failed" or record.result is None:
+    if record.status == JobStatus.FAILED or record.result is None:
         return web.json_response(
             {"message": "Video processing failed", "uuid": record.id, "status": "failed"}, status=500
         )
-    fields, trim_headers = _trim_fields(record)
+    fields, trim_headers = _trim_fields(record, record.params)
     if record.result.upload_link:
         return web.json_response(
             {

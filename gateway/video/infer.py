@@ -23,8 +23,8 @@ import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from gateway.pipeline.decode import DecodedFrame
 from gateway.triton import InferenceFailed, Triton, TritonUnavailable
+from gateway.video.decode import DecodedFrame
 from triton_models.foreground import ForegroundModel
 
 

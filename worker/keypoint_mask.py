@@ -1,10 +1,10 @@
-"""arq job `keypoint_mask_job` (/mask_by_key_points): the point-prompted object, as a mask video.
+"""Job `mask_by_key_points` (POST /mask_by_key_points): the point-prompted object, as a mask video.
 
 Flow: decode the (trimmed) clip once into a temp memmap, so memory stays bounded however long
 the 5 s clip is at 750p; walk two `keypoint_mask` sequences on Triton from the prompt frame
 (forward to the end, backward to frame 0) writing masks into a second memmap; then encode them
-in input order with the video pipeline's MaskWriter (timestamps, frame rate, audio kept).
-Both memmaps live in the job's temp dir, which the worker wrapper removes whatever happens.
+in input order with the video pipeline's VideoWriter (timestamps, frame rate, audio kept).
+Both memmaps live in the job's temp dir, which the wrapper in worker.main removes whatever happens.
 Frames are upright (display orientation), so key points are display coordinates; frames under
 keypoint_mask's minimum are padded (bottom/right, points unmoved) in `walk` and the masks cropped.
 """
@@ -16,31 +16,24 @@ import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import numpy as np
 
-from gateway.jobs import JobRecord, JobStore
-from gateway.pipeline import alpha as input_alpha
-from gateway.pipeline.compose import mask_frame
-from gateway.pipeline.decode import iter_frames
-from gateway.pipeline.encode import MaskWriter, preset_by_name
-from gateway.pipeline.geometry import crop_to, keypoint_min_size, pad_to
-from gateway.pipeline.jobs import input_path
-from gateway.pipeline.outcome import input_available, store_and_complete, user_facing_errors
-from gateway.pipeline.probe import MediaError, VideoInfo, probe
-from gateway.settings import Settings
-from gateway.storage import Storage
+from gateway.job_params import KeyPoint, KeyPointMaskParams, input_path
+from gateway.jobs import JobRecord
 from gateway.triton import Triton
+from gateway.video import alpha as input_alpha
+from gateway.video.compose import mask_frame
+from gateway.video.decode import iter_frames
+from gateway.video.encode import VideoWriter, preset_by_name
+from gateway.video.geometry import crop_to, keypoint_min_size, pad_to
+from gateway.video.probe import MediaError, VideoInfo, probe
+from worker.context import JobContext
+from worker.outcome import input_available, store_and_complete, user_facing_errors
 
 MODEL = "keypoint_mask"
 ProgressFn = Callable[[int], Awaitable[None]]
-
-
-def trim_length(info: VideoInfo, limit_s: float) -> float | None:
-    """Seconds to keep, or None when the whole video fits; the gateway refuses a too-long video
-    unless auto_trim is set, so the worker trims exactly when this says so."""
-    return limit_s if info.duration_s > limit_s + 1e-3 else None
 
 
 @dataclass
@@ -86,8 +79,8 @@ def decode_to_memmap(source: Path, info: VideoInfo, work: Path, max_duration_s: 
     return DecodedClip(frames, pts, span, alpha)
 
 
-def prompt_arrays(key_points: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
-    """[[x, y, label], ...] (as stored in the job params) -> points [1,N,2] fp32, labels [1,N] int32."""
+def prompt_arrays(key_points: Sequence[KeyPoint]) -> tuple[np.ndarray, np.ndarray]:
+    """((x, y, label), ...) (as in the job params) -> points [1,N,2] fp32, labels [1,N] int32."""
     arr = np.asarray(key_points, dtype=np.float32).reshape(-1, 3)
     return arr[None, :, :2].copy(), arr[None, :, 2].astype(np.int32)
 
@@ -151,7 +144,7 @@ def encode_masks(
     alpha: np.memmap | None = None,
 ) -> int:
     """Write the masks in input order; `alpha` (the input's own, [N,H,W]) is multiplied in."""
-    writer = MaskWriter(out_path, preset_by_name(preset_name), info, source, max_duration_s)
+    writer = VideoWriter(out_path, preset_by_name(preset_name), info, source, max_duration_s)
     try:
         for index, frame_pts in enumerate(pts):
             frame_alpha = np.asarray(alpha[index]) if alpha is not None else None
@@ -162,22 +155,19 @@ def encode_masks(
     return writer.close()
 
 
-async def _run(ctx: dict[str, Any], record: JobRecord) -> None:
-    settings: Settings = ctx["settings"]
-    jobs: JobStore = ctx["jobs"]
-    storage: Storage = ctx["storage"]
-    triton: Triton = ctx["triton"]
-    params = record.params
+async def run(job: JobContext, record: JobRecord, params: KeyPointMaskParams) -> None:
+    """White where the prompted object is, black elsewhere, as a video in the requested preset."""
+    jobs, storage = job.jobs, job.storage
     source = input_path(storage, record.id)
-    frame_index = int(params["frame_index"])
+    frame_index = params.frame_index
     if not await input_available(jobs, record, source):
         return
-    preset = preset_by_name(params["preset"])
+    preset = preset_by_name(params.preset)
     work = storage.new_temp_dir(record.id)
     out_path = work / f"output.{preset.extension}"
     async with user_facing_errors(jobs, record.id, "key-point") as outcome:
-        info = await asyncio.to_thread(probe, source, max_side=settings.video_max_side)
-        max_duration_s = trim_length(info, float(params["limit_s"]))
+        info = await asyncio.to_thread(probe, source, max_side=job.settings.video_max_side)
+        max_duration_s = params.trim_length(info.duration_s)
         clip = await asyncio.to_thread(decode_to_memmap, source, info, work, max_duration_s)
         n = clip.frames.shape[0]
         if frame_index >= n:
@@ -196,8 +186,8 @@ async def _run(ctx: dict[str, Any], record: JobRecord) -> None:
             done += count
             await jobs.set_progress(record.id, done, n)
 
-        points, labels = prompt_arrays(params["key_points"])
-        await segment(triton, clip.frames, frame_index, points, labels, masks, progress)
+        points, labels = prompt_arrays(params.key_points)
+        await segment(job.triton, clip.frames, frame_index, points, labels, masks, progress)
         masks.flush()
         await asyncio.to_thread(
             encode_masks,
@@ -206,7 +196,7 @@ async def _run(ctx: dict[str, Any], record: JobRecord) -> None:
             clip.pts,
             source,
             info,
-            params["preset"],
+            params.preset,
             max_duration_s,
             clip.alpha,
         )
@@ -223,12 +213,3 @@ async def _run(ctx: dict[str, Any], record: JobRecord) -> None:
         clip.processed_duration_s,
         max_duration_s is not None,
     )
-
-
-async def keypoint_mask_job(ctx: dict[str, Any], job_id: str) -> None:
-    """POST /mask_by_key_points: white where the prompted object is, black elsewhere."""
-    jobs: JobStore = ctx["jobs"]
-    record = await jobs.get(job_id)
-    if record is None or record.done:
-        return
-    await _run(ctx, record)

@@ -15,7 +15,7 @@ from pathlib import Path
 import av
 import av.error
 
-from gateway.pipeline.alpha import stream_has_alpha
+from gateway.video.alpha import stream_has_alpha
 
 # Demuxer names as libavformat reports them -> the container the API talks about.
 CONTAINERS: dict[str, str] = {
@@ -33,7 +33,7 @@ VIDEO_CODECS: dict[str, str] = {
     "av1": "AV1",
     "libdav1d": "AV1",
     "mjpeg": "PhotoJPEG",
-    # the codecs that carry transparency in MOV (gateway/pipeline/alpha.py)
+    # the codecs that carry transparency in MOV (gateway/video/alpha.py)
     "prores": "ProRes",
     "png": "PNG",
 }

@@ -1,6 +1,6 @@
 """Encode result frames (masks, composites, RGBA) with the input's timing, geometry and audio.
 
-`MaskWriter` keeps the input's resolution, sample aspect ratio, display rotation, average frame
+`VideoWriter` keeps the input's resolution, sample aspect ratio, display rotation, average frame
 rate and each frame's own timestamp (so VFR stays VFR), and carries the audio: stream-copied
 when the target container can hold the codec, re-encoded otherwise (table in docs/video.md).
 Frames arrive upright (as the input displays); how they are stored, and in which pixel format
@@ -26,11 +26,11 @@ import av
 import av.error
 import numpy as np
 
-from gateway.pipeline.geometry import encoder_options, encoder_pix_fmt, encoder_refuses, output_geometry
-from gateway.pipeline.matroska import MatroskaPatchError, set_display_size
-from gateway.pipeline.probe import MediaError, VideoInfo
+from gateway.video.geometry import encoder_options, encoder_pix_fmt, encoder_refuses, output_geometry
+from gateway.video.matroska import MatroskaPatchError, set_display_size
+from gateway.video.probe import MediaError, VideoInfo
 
-log = logging.getLogger("gateway.pipeline.encode")
+log = logging.getLogger("gateway.video.encode")
 
 
 @dataclass(frozen=True)
@@ -276,10 +276,15 @@ class _AudioCarrier:
         self.inp.close()
 
 
-class MaskWriter:
-    """`write(frame, pts)` queues a frame (HxW uint8 mask, HxWx3 RGB or HxWx4 RGBA, upright: the
-    input's display size); `close()` flushes and raises what the encoder thread hit. `abort()`
-    stops without flushing."""
+class VideoWriter:
+    """Writes the result video of any job: masks, composites and transparent frames alike.
+
+    `write(frame, pts)` queues one uint8 frame, upright at the input's display size: [H,W] (a
+    mask, written grey), [H,W,3] RGB or [H,W,4] RGBA (transparent presets); `pts` is in the
+    input's time base. `close()` flushes and returns the number of frames written; `abort()` stops
+    without flushing. Both `write` and `close` raise EncodeError with what the encoder thread hit.
+    The constructor raises av.error.FFmpegError when the container or codec cannot be opened.
+    """
 
     def __init__(
         self,

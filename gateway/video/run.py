@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from gateway.pipeline.decode import DecodedFrame, FrameReader, iter_frames
-from gateway.pipeline.encode import MaskWriter, Preset
-from gateway.pipeline.geometry import crop_to, display_size, foreground_min_size, pad_to
-from gateway.pipeline.infer import FrameResult, infer_frames
-from gateway.pipeline.probe import VideoInfo
 from gateway.triton import Triton
+from gateway.video.decode import DecodedFrame, FrameReader, iter_frames
+from gateway.video.encode import Preset, VideoWriter
+from gateway.video.geometry import crop_to, display_size, foreground_min_size, pad_to
+from gateway.video.infer import FrameResult, infer_frames
+from gateway.video.probe import VideoInfo
 
 ProgressFn = Callable[[int, int | None], Awaitable[None]]
 RenderFn = Callable[[FrameResult], np.ndarray]
@@ -83,11 +83,11 @@ async def run_video(
 ) -> RunResult:
     total = expected_frames(info, max_duration_s)
     reader = iter_frames(input_path, max_duration_s=max_duration_s)
-    writer: MaskWriter | None = None
+    writer: VideoWriter | None = None
     ok = False
     try:
         writer = await asyncio.to_thread(
-            MaskWriter, output_path, preset, info, input_path if keep_audio else None, max_duration_s
+            VideoWriter, output_path, preset, info, input_path if keep_audio else None, max_duration_s
         )
         done = 0
         last_time = 0.0

@@ -21,7 +21,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from gateway.pipeline.probe import VideoInfo
+from gateway.video.probe import VideoInfo
 
 # Containers without a display matrix: rotated inputs are written as upright pixels there.
 NO_ROTATION_TAG = frozenset({"gif"})

@@ -4,7 +4,7 @@ The queue bound is what keeps memory flat whatever the length: the decoder stops
 consumer (inference) falls behind. Closing the iterator early stops the thread and the file.
 Frames come out upright (the display rotation applied, as a player shows them): the models are
 trained on upright scenes, and key points and backgrounds are given in display orientation.
-An input's own transparency comes along with each frame (gateway/pipeline/alpha.py), upright too.
+An input's own transparency comes along with each frame (gateway/video/alpha.py), upright too.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import av
 import av.error
 import numpy as np
 
-from gateway.pipeline import alpha as input_alpha
-from gateway.pipeline.geometry import to_display
-from gateway.pipeline.probe import MediaError
+from gateway.video import alpha as input_alpha
+from gateway.video.geometry import to_display
+from gateway.video.probe import MediaError
 
 _DONE = object()
 

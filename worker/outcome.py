@@ -1,4 +1,5 @@
-"""What a video job's end means for the user, shared by every video job function.
+"""What a video job's end means for the user, shared by every video job (worker/video_foreground.py,
+worker/keypoint_mask.py).
 
 Each job decides how to make its output; how a finished or failed run is recorded is the same for
 all of them: the user-facing errors of the pipeline become a failed record with a reason the user
@@ -13,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.jobs import JobRecord, JobStore
-from gateway.pipeline.encode import EncodeError, Preset
-from gateway.pipeline.probe import MediaError
 from gateway.storage import Storage
 from gateway.triton import InferenceFailed
+from gateway.video.encode import EncodeError, Preset
+from gateway.video.probe import MediaError
 
 
 @dataclass
@@ -35,7 +36,9 @@ async def input_available(jobs: JobStore, record: JobRecord, source: Path) -> bo
 @asynccontextmanager
 async def user_facing_errors(jobs: JobStore, job_id: str, model: str) -> AsyncIterator[Outcome]:
     """Record the pipeline's user-facing errors as a failed job (and swallow them: the job is
-    over). Anything else propagates to the worker wrapper, which retries or records a 500."""
+    over). Anything else propagates to the wrapper in worker.main, which retries or records a 500.
+
+    `model` names the model in the InferenceFailed message ("video", "key-point")."""
     outcome = Outcome()
     try:
         yield outcome

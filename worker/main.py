@@ -1,7 +1,9 @@
-"""arq worker: settings, per-process clients and the job functions; `python -m gateway.worker`.
+"""arq worker: settings, per-process clients and the job functions; `python -m worker.main`.
 
-Job functions take `(ctx, job_id)` and read everything else from the job record. Each is wrapped
-by `job_function`, which owns the parts every job needs the same way:
+Every job kind has one coroutine `(job: JobContext, record: JobRecord, params: <its params>)`
+(one module per kind beside this one). `job_function` wraps it into the arq function registered
+under the kind's name (the name JobStore.enqueue uses); the wrapper reads the record, checks the
+parameters are the kind's, and owns the parts every job needs the same way:
 
 * status: marks the record processing, and failed (500) if the function raises or returns without
   completing or failing it, so no job ever hangs in "processing";
@@ -23,83 +25,95 @@ cancels the rest, which arq re-queues for another worker.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import shutil
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from arq import Retry, cron
 from arq.connections import RedisSettings
-from arq.constants import in_progress_key_prefix
-from arq.worker import run_worker
+from arq.worker import Function, func, run_worker
 
-from gateway.app import setup_logging
-from gateway.images.hd import image_hd_job
-from gateway.jobs import JobStore
-from gateway.limits import release_job_slot, slot_lifetime_s
-from gateway.pipeline.jobs import video_mask_job, video_matte_job
-from gateway.pipeline.keypoints_job import keypoint_mask_job
+from common import redis_keys
+from gateway.job_params import (
+    ForegroundMaskParams,
+    ImageHdParams,
+    JobKind,
+    JobParams,
+    KeyPointMaskParams,
+    VideoMatteParams,
+)
+from gateway.job_slots import release_job_slot, slot_lifetime_s
+from gateway.jobs import JobRecord, JobStore
+from gateway.json_log import setup_logging
 from gateway.settings import Settings
 from gateway.storage import Storage, is_job_id
 from gateway.triton import Triton, TritonUnavailable
+from worker import image_hd, keypoint_mask, video_foreground
+from worker.context import CTX_KEY, JobContext
 
-log = logging.getLogger("gateway.worker")
+log = logging.getLogger("worker")
 
-JobFn = Callable[[dict[str, Any], str], Awaitable[None]]
+P = TypeVar("P", bound=JobParams)
+JobRun = Callable[[JobContext, JobRecord, P], Awaitable[None]]
+ArqJob = Callable[[dict[str, Any], str], Awaitable[None]]
 
 HEARTBEAT_TTL_S = 60  # default of Settings.job_lease_s; the beat renews the lease 4 times per lease
 JOB_COMPLETION_WAIT_S = 15
 TRITON_RETRY_DELAY_S = 10
 
 
-async def _heartbeat(ctx: dict[str, Any], job_id: str) -> None:
-    key = in_progress_key_prefix + job_id
-    lease_s = max(1, ctx["settings"].job_lease_s)
+async def _heartbeat(job: JobContext, job_id: str) -> None:
+    key = redis_keys.arq_in_progress(job_id)
+    lease_s = max(1, job.settings.job_lease_s)
     while True:
         try:
             # pexpire never creates the key, so a beat racing arq's own cleanup is harmless.
-            await ctx["redis"].pexpire(key, lease_s * 1000)
+            await job.redis.pexpire(key, lease_s * 1000)
         except Exception:  # a missed beat only shortens the lease; the job itself goes on
             log.warning("heartbeat failed", extra={"job_id": job_id}, exc_info=True)
         await asyncio.sleep(lease_s / 4)
 
 
-async def _release(ctx: dict[str, Any], job_id: str, owner: str) -> None:
-    storage: Storage = ctx["storage"]
-    storage.remove_uploads(job_id)
-    await release_job_slot(ctx["redis"], owner, job_id)
+async def _release(job: JobContext, job_id: str, owner: str) -> None:
+    job.storage.remove_uploads(job_id)
+    await release_job_slot(job.redis, owner, job_id)
 
 
-def job_function(fn: JobFn) -> JobFn:
-    """Wrap a job function with status, lease, retry and clean-up handling (see module doc)."""
+def job_function(params_type: type[P], run: JobRun[P]) -> ArqJob:
+    """Wrap `run` with status, lease, retry and clean-up handling (see module doc).
 
-    @functools.wraps(fn)
-    async def run(ctx: dict[str, Any], job_id: str) -> None:
-        settings: Settings = ctx["settings"]
-        jobs: JobStore = ctx["jobs"]
-        storage: Storage = ctx["storage"]
+    The result takes arq's `(ctx, job_id)`; `ctx` holds the JobContext and arq's `job_try`."""
+
+    async def arq_job(ctx: dict[str, Any], job_id: str) -> None:
+        job = JobContext.of(ctx)
+        job_try = int(ctx["job_try"])
+        settings, jobs, storage = job.settings, job.jobs, job.storage
         record = await jobs.get(job_id)
         if record is None:  # expired or deleted while queued: nothing to do, nobody to tell
             return
         if record.done:  # a duplicate delivery after the job already ended
-            await _release(ctx, job_id, record.owner)
+            await _release(job, job_id, record.owner)
             return
         tries = settings.job_max_tries
-        if ctx["job_try"] > tries:
+        if job_try > tries:
             await jobs.fail(
                 job_id, 500, "Processing failed", f"The job was interrupted {tries} times; gave up."
             )
-            await _release(ctx, job_id, record.owner)
+            await _release(job, job_id, record.owner)
             return
-        beat = asyncio.create_task(_heartbeat(ctx, job_id))
+        beat = asyncio.create_task(_heartbeat(job, job_id))
         retrying = False
         try:
-            await jobs.mark_processing(job_id)
+            # None: the record ended or went while this delivery waited (another worker finished it)
+            if await jobs.mark_processing(job_id) is None:
+                return
             async with asyncio.timeout(settings.job_timeout_s) as deadline:
-                await fn(ctx, job_id)
+                if not isinstance(record.params, params_type):
+                    raise TypeError(f"{params_type.__name__} job given a {record.kind} record")
+                await run(job, record, record.params)
         except TimeoutError:
             if not deadline.expired():  # a timeout inside the job (a download, say), not ours
                 log.exception("job failed", extra={"job_id": job_id, "kind": record.kind})
@@ -108,10 +122,10 @@ def job_function(fn: JobFn) -> JobFn:
                 job_id, 500, "Processing timed out", detail or "An operation of the job timed out."
             )
         except TritonUnavailable:
-            if ctx["job_try"] < tries:
+            if job_try < tries:
                 retrying = True
-                log.warning("triton unavailable; retrying", extra={"job_id": job_id, "try": ctx["job_try"]})
-                raise Retry(defer=TRITON_RETRY_DELAY_S * ctx["job_try"]) from None
+                log.warning("triton unavailable; retrying", extra={"job_id": job_id, "try": job_try})
+                raise Retry(defer=TRITON_RETRY_DELAY_S * job_try) from None
             await jobs.fail(job_id, 500, "Processing failed", "The inference service is unavailable.")
         except asyncio.CancelledError:
             retrying = True  # worker shutdown: arq re-queues the job
@@ -127,9 +141,10 @@ def job_function(fn: JobFn) -> JobFn:
                 if final is not None and not final.done:
                     log.error("job returned without a result", extra={"job_id": job_id})
                     await jobs.fail(job_id, 500, "Processing failed", "The job ended without a result.")
-                await _release(ctx, job_id, record.owner)
+                await _release(job, job_id, record.owner)
 
-    return run
+    arq_job.__qualname__ = arq_job.__name__ = f"{params_type.KIND.value}_job"
+    return arq_job
 
 
 async def health_job(ctx: dict[str, Any]) -> str:
@@ -156,9 +171,14 @@ def _sweep(root: Path, max_age_s: float, only_job_dirs: bool = True) -> int:
 
 
 async def janitor(ctx: dict[str, Any]) -> int:
-    """Removes results nobody fetched (RESULT_TTL_S) and inputs/temp dirs of jobs long dead."""
-    settings: Settings = ctx["settings"]
-    storage: Storage = ctx["storage"]
+    """arq cron: `remove_stale` with the worker's settings and storage."""
+    job = JobContext.of(ctx)
+    return await remove_stale(job.settings, job.storage)
+
+
+async def remove_stale(settings: Settings, storage: Storage) -> int:
+    """Removes results nobody fetched (RESULT_TTL_S) and inputs/temp dirs of jobs long dead;
+    returns how many directories went."""
     stale_work_s = slot_lifetime_s(settings)
     removed = await asyncio.to_thread(_sweep, settings.results_dir, settings.result_ttl_s)
     removed += await asyncio.to_thread(_sweep, settings.tmp_dir, stale_work_s)
@@ -170,28 +190,34 @@ async def janitor(ctx: dict[str, Any]) -> int:
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
-    ctx["jobs"] = JobStore(ctx["redis"], settings)  # ctx["redis"] is arq's own pool
-    ctx["storage"] = Storage(settings)
-    ctx["triton"] = Triton(settings)
+    redis = ctx["redis"]  # arq's own pool
+    ctx[CTX_KEY] = JobContext(
+        settings=settings,
+        redis=redis,
+        jobs=JobStore(redis, settings),
+        storage=Storage(settings),
+        triton=Triton(settings),  # built here: the gRPC channel binds to the running loop
+    )
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    triton: Triton | None = ctx.get("triton")
-    if triton is not None:
-        await triton.close()
+    job: JobContext | None = ctx.get(CTX_KEY)
+    if job is not None:
+        await job.triton.close()
 
 
-# Each job engineer adds ONE import line at the top of this module and ONE entry here:
-#     from gateway.<module> import video_mask_job      # async def video_mask_job(ctx, job_id: str) -> None
-#     job_function(video_mask_job),
-# The arq function name is the function's own name (see gateway.jobs.FUNCTIONS).
-functions: list[Any] = [
-    health_job,
-    job_function(video_mask_job),
-    job_function(video_matte_job),
-    job_function(keypoint_mask_job),
-    job_function(image_hd_job),
-]
+def _registered(params_type: type[P], run: JobRun[P]) -> Function:
+    return func(job_function(params_type, run), name=params_type.KIND.value)
+
+
+# One entry per job kind, under the kind's name; tests/test_jobs.py checks none is missing.
+JOB_FUNCTIONS: dict[JobKind, Function] = {
+    JobKind.FOREGROUND_MASK: _registered(ForegroundMaskParams, video_foreground.mask),
+    JobKind.VIDEO_MATTE: _registered(VideoMatteParams, video_foreground.matte),
+    JobKind.MASK_BY_KEY_POINTS: _registered(KeyPointMaskParams, keypoint_mask.run),
+    JobKind.IMAGE_HD: _registered(ImageHdParams, image_hd.run),
+}
+functions: list[Any] = [health_job, *JOB_FUNCTIONS.values()]
 
 
 def worker_settings(settings: Settings) -> dict[str, Any]:

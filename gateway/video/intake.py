@@ -10,8 +10,8 @@ import asyncio
 from pathlib import Path
 
 from gateway.fetch import DownloadTooLarge, FetchError, fetch_to_file
-from gateway.pipeline.probe import MediaError, VideoInfo, probe
 from gateway.settings import Settings
+from gateway.video.probe import MediaError, VideoInfo, probe
 
 
 async def fetch_and_probe(
