@@ -26,9 +26,9 @@ from benchmarks.common import (
     serve_directory,
     write_json,
 )
+from common.settings import REPO_ROOT
 from export.reference import rvm_downsample_ratio
 from gateway.pipeline.probe import probe
-from gateway.settings import REPO_ROOT
 
 PNG = REPO_ROOT / "docs" / "bench_concurrency_memory.png"
 PARTS = ("video", "images", "peer")

@@ -24,7 +24,7 @@ import numpy as np
 import onnxruntime as ort
 import psutil
 
-from gateway.settings import REPO_ROOT, Settings
+from common.settings import REPO_ROOT, Settings
 from gateway.stack import Service, free_port, private_settings, running, stack_services
 
 DATA = REPO_ROOT.parent / "shared" / "data"

@@ -32,8 +32,8 @@ import numpy as np
 from benchmarks.common import TOKEN, bench_stack, mask_job_via_api, serve_directory
 from benchmarks.eval_keypoints import write_clip
 from benchmarks.keypoints_common import U2NetP, iou, load_sequence, sequences
+from common.settings import REPO_ROOT
 from gateway.foreground import ForegroundModel, ForegroundTracker
-from gateway.settings import REPO_ROOT
 
 MODELS = tuple(m.value for m in ForegroundModel)
 PERSON_ONLY = ("breakdance", "kite-surf", "parkour")

@@ -31,8 +31,8 @@ from typing import Any
 import aiohttp
 import av
 
+from common.settings import REPO_ROOT, Settings
 from gateway.app import _route_tables
-from gateway.settings import REPO_ROOT, Settings
 from gateway.stack import free_port, private_settings, running, stack_services
 
 DATA = REPO_ROOT.parent / "shared" / "data"

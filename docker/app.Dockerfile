@@ -7,6 +7,7 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 DATA_DIR=/data
 WORKDIR /opt/matting
 COPY pyproject.toml README.md ./
+COPY common ./common
 COPY gateway ./gateway
 COPY export ./export
 RUN pip install --no-cache-dir . && useradd --system --uid 10001 matting \

@@ -6,6 +6,7 @@ FROM nvcr.io/nvidia/tritonserver:24.10-py3
 
 WORKDIR /opt/matting
 COPY pyproject.toml README.md ./
+COPY common ./common
 COPY gateway ./gateway
 COPY export ./export
 COPY model_repository ./model_repository

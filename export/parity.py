@@ -18,10 +18,10 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from PIL import Image
 
+from common.settings import REPO_ROOT, Settings
 from export import reference
 from export.build import Result
 from export.repository import record_parity
-from gateway.settings import REPO_ROOT, Settings
 from gateway.stack import StackError, free_port, triton_service
 
 DATA = REPO_ROOT.parent / "shared" / "data"

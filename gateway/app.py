@@ -22,9 +22,9 @@ from aiohttp.typedefs import Handler
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
+from common.settings import Settings
 from gateway.errors import REQUEST_ID, error_middleware
 from gateway.jobs import JobStore
-from gateway.settings import Settings
 from gateway.storage import Storage
 from gateway.triton import Triton
 

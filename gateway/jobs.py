@@ -19,7 +19,7 @@ from arq.constants import default_queue_name
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
-from gateway.settings import Settings
+from common.settings import Settings
 from gateway.storage import StoredResult, is_job_id
 
 log = logging.getLogger("gateway.jobs")

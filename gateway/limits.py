@@ -20,10 +20,10 @@ from aiohttp import web
 from arq.constants import default_queue_name
 from redis.asyncio import Redis
 
+from common.settings import Settings
 from gateway.app import JOBS, REDIS, SETTINGS
 from gateway.errors import ApiError, Family, api_error
 from gateway.jobs import JobRecord
-from gateway.settings import Settings
 
 RATE_PREFIX = "limit:rate:"
 SLOTS_PREFIX = "limit:slots:"

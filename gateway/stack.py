@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from gateway.settings import REPO_ROOT, Settings
+from common.settings import REPO_ROOT, Settings
 
 PY_VERSION = f"{sys.version_info[0]}.{sys.version_info[1]}"
 

@@ -14,8 +14,8 @@ import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
+from common.settings import Settings
 from gateway.errors import ServiceUnavailable
-from gateway.settings import Settings
 
 REQUIRED_MODELS: tuple[str, ...] = ("rvm", "u2netp", "matte_image")
 _READY_TIMEOUT_S = 3.0

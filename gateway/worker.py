@@ -36,13 +36,13 @@ from arq.connections import RedisSettings
 from arq.constants import in_progress_key_prefix
 from arq.worker import run_worker
 
+from common.settings import Settings
 from gateway.app import setup_logging
 from gateway.images.hd import image_hd_job
 from gateway.jobs import JobStore
 from gateway.limits import release_job_slot, slot_lifetime_s
 from gateway.pipeline.jobs import video_mask_job, video_matte_job
 from gateway.pipeline.keypoints_job import keypoint_mask_job
-from gateway.settings import Settings
 from gateway.storage import Storage, is_job_id
 from gateway.triton import Triton, TritonUnavailable
 

@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.settings import REPO_ROOT, Settings
+from common.settings import REPO_ROOT, Settings
 from gateway.stack import (
     Service,
     free_port,

@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 
 import aiohttp
 
-from gateway.settings import Settings
+from common.settings import Settings
 from gateway.stack import (
     Service,
     gateway_service,

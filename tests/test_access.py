@@ -20,8 +20,8 @@ import redis
 from conftest import VIDEOS
 from media import ClipSpec, make_clip
 
+from common.settings import Settings
 from gateway.app import _route_tables
-from gateway.settings import Settings
 from gateway.stack import Service, free_port, gateway_service
 
 # Distinct from the session tokens so these counters and slots never touch another module's.

@@ -20,9 +20,9 @@ from conftest import SHARED, VIDEO_MASKS, Stack, mask_error
 from media import serve
 from tritonclient.utils import InferenceServerException
 
+from common.settings import REPO_ROOT
 from gateway.foreground import ForegroundTracker, PersonGate
 from gateway.mask_geometry import dilate, iou
-from gateway.settings import REPO_ROOT
 
 # DAVIS frames about halved: quick on two cores, big enough for both networks (even: H.264 4:2:0)
 SMALL = (428, 240)

@@ -30,8 +30,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from media import ClipSpec, make_clip, serve
 
+from common.settings import Settings
 from gateway.app import _route_tables
-from gateway.settings import Settings
 from gateway.stack import Service, free_port, gateway_service
 
 REQUEST_TIMEOUT_S = 30.0

@@ -18,11 +18,11 @@ from aiohttp import web
 from conftest import OTHER_TOKEN, TEST_TOKEN, Stack
 from redis.asyncio import Redis
 
+from common.settings import Settings, hash_token
 from gateway.app import create_app
 from gateway.auth import require_owner
 from gateway.jobs import JobRecord
 from gateway.limits import check_rate
-from gateway.settings import Settings, hash_token
 from gateway.stack import (
     Service,
     free_port,

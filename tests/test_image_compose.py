@@ -11,12 +11,12 @@ import pytest
 from conftest import IMAGES
 from PIL import Image, ImageCms
 
+from common.settings import REPO_ROOT
 from gateway.errors import BgApiError
 from gateway.images.compose import render, to_linear, to_srgb
 from gateway.images.decode import ImageTooLarge, InvalidImage, Limits, decode, probe
 from gateway.images.encode import encode_png
 from gateway.images.params import BG_COLOR_ERROR, Params, parse_params
-from gateway.settings import REPO_ROOT
 
 PHOTO = IMAGES / "sod_bsds300" / "images" / "100098.jpg"
 LIMITS = Limits(max_side=2048, max_pixels=2048 * 2048)

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from arq.connections import ArqRedis
 
+from common.settings import Settings
 from gateway.jobs import JobStore
 from gateway.limits import ADMISSION_KEY, SLOTS_PREFIX, acquire_job_slot, admit_to_queue, release_job_slot
-from gateway.settings import Settings
 from gateway.storage import Storage
 from gateway.worker import job_function
 

@@ -18,9 +18,9 @@ from conftest import IMAGES, VIDEOS
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
+from common.settings import REPO_ROOT
 from export import reference, sources
 from export.parity import TOLERANCES, diff, video_frames
-from gateway.settings import REPO_ROOT
 
 SOD = IMAGES / "sod_bsds300" / "images"
 SMALL = (320, 180)  # sequence-semantics tests run on real frames shrunk, to stay quick on 2 cores

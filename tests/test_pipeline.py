@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from media import inspect, serve
 
+from common.settings import Settings
 from gateway.pipeline.compose import mask_frame
 from gateway.pipeline.decode import DecodedFrame, iter_frames
 from gateway.pipeline.encode import PRESETS, TRANSPARENT_PRESETS, MaskWriter, Preset
@@ -17,7 +18,6 @@ from gateway.pipeline.infer import infer_frames
 from gateway.pipeline.intake import fetch_and_probe
 from gateway.pipeline.probe import MediaError, probe
 from gateway.pipeline.run import run_video
-from gateway.settings import Settings
 from gateway.stack import free_port
 from gateway.triton import Triton, TritonUnavailable
 

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway.settings import Settings
+from common.settings import Settings
 
 HELP = "export the shipped models (rvm, u2netp) into the Triton model repository"
 

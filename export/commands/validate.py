@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from gateway.settings import REPO_ROOT, Settings
+from common.settings import REPO_ROOT, Settings
 
 HELP = "check served models against their references (max/mean abs error, mask IoU)"
 IMAGES = REPO_ROOT.parent / "shared" / "data" / "images" / "sod_bsds300" / "images"

@@ -11,11 +11,11 @@ import asyncio
 import logging
 from typing import Any
 
+from common.settings import Settings
 from gateway.images.decode import ImageTooLarge, InvalidImage, Limits
 from gateway.images.params import Params
 from gateway.images.process import process_image
 from gateway.jobs import JobStore
-from gateway.settings import Settings
 from gateway.storage import Storage
 from gateway.triton import Triton
 

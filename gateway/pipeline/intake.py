@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from common.settings import Settings
 from gateway.fetch import DownloadTooLarge, FetchError, fetch_to_file
 from gateway.pipeline.probe import MediaError, VideoInfo, probe
-from gateway.settings import Settings
 
 
 async def fetch_and_probe(

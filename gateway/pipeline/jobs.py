@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
+from common.settings import Settings
 from gateway.foreground import ForegroundModel
 from gateway.jobs import JobRecord, JobStore
 from gateway.pipeline import alpha as input_alpha
@@ -26,7 +27,6 @@ from gateway.pipeline.infer import FrameResult
 from gateway.pipeline.outcome import input_available, store_and_complete, user_facing_errors
 from gateway.pipeline.probe import VideoInfo, probe
 from gateway.pipeline.run import RenderFn, run_video
-from gateway.settings import Settings
 from gateway.storage import Storage
 from gateway.triton import Triton
 

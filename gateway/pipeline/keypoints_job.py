@@ -20,6 +20,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from common.settings import Settings
 from gateway.jobs import JobRecord, JobStore
 from gateway.pipeline import alpha as input_alpha
 from gateway.pipeline.compose import mask_frame
@@ -29,7 +30,6 @@ from gateway.pipeline.geometry import crop_to, keypoint_min_size, pad_to
 from gateway.pipeline.jobs import input_path
 from gateway.pipeline.outcome import input_available, store_and_complete, user_facing_errors
 from gateway.pipeline.probe import MediaError, VideoInfo, probe
-from gateway.settings import Settings
 from gateway.storage import Storage
 from gateway.triton import Triton
 

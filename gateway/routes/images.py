@@ -21,6 +21,7 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import BadHttpMessage
 
+from common.settings import Settings
 from gateway.app import JOBS, SETTINGS, STORAGE, TRITON
 from gateway.auth import require_owner
 from gateway.errors import ApiError, BgApiError
@@ -31,7 +32,6 @@ from gateway.images.hd import INPUT_NAME, hd_limits
 from gateway.images.params import INVALID_REQUEST, OPERATIONS, parse_params
 from gateway.images.process import process_image
 from gateway.limits import check_capacity, check_rate, start_job
-from gateway.settings import Settings
 
 routes = web.RouteTableDef()
 

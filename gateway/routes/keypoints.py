@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from common.settings import Settings
 from gateway.app import SETTINGS
 from gateway.auth import require_owner
 from gateway.errors import MaskApiError
@@ -23,7 +24,6 @@ from gateway.pipeline.keypoints_job import trim_length
 from gateway.pipeline.probe import VideoInfo
 from gateway.pipeline.run import expected_frames
 from gateway.routes.masks import accept_video_job, json_object, output_preset, video_url
-from gateway.settings import Settings
 
 routes = web.RouteTableDef()
 

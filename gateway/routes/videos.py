@@ -23,6 +23,7 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import BadHttpMessage
 from PIL import Image, UnidentifiedImageError
 
+from common.settings import Settings
 from gateway.app import JOBS, SETTINGS, STORAGE
 from gateway.auth import require_owner
 from gateway.errors import ApiError, BgApiError
@@ -33,7 +34,6 @@ from gateway.limits import check_capacity, check_rate, start_job
 from gateway.pipeline.encode import TRANSPARENT_PRESETS
 from gateway.pipeline.jobs import bg_image_path, input_path
 from gateway.pipeline.probe import MediaError, probe
-from gateway.settings import Settings
 
 log = logging.getLogger("gateway.videos")
 routes = web.RouteTableDef()
