@@ -26,13 +26,13 @@ models: $(STAMP)
 	$(PY) -m export models
 
 run: setup
-	$(PY) -m gateway.stack run
+	$(PY) -m devstack.stack run
 
 up: setup
-	$(PY) -m gateway.stack up
+	$(PY) -m devstack.stack up
 
 down:
-	$(PY) -m gateway.stack down
+	$(PY) -m devstack.stack down
 
 test: setup
 	$(PY) -m ruff check .

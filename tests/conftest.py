@@ -2,7 +2,7 @@
 
 Every process listens on a free loopback port and writes under a per-session temporary data dir,
 so the suite never touches a developer's running stack. The processes are started with the same
-functions `make run` uses (gateway.stack).
+functions `make run` uses (devstack.stack).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 
 from common.settings import REPO_ROOT, Settings
-from gateway.stack import (
+from devstack.stack import (
     Service,
     free_port,
     gateway_service,

@@ -21,8 +21,8 @@ from conftest import VIDEOS
 from media import ClipSpec, make_clip
 
 from common.settings import Settings
+from devstack.stack import Service, free_port, gateway_service
 from gateway.app import _route_tables
-from gateway.stack import Service, free_port, gateway_service
 
 # Distinct from the session tokens so these counters and slots never touch another module's.
 TOKEN_A = f"access-a-{uuid.uuid4().hex}"

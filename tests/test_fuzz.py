@@ -31,8 +31,8 @@ from hypothesis import strategies as st
 from media import ClipSpec, make_clip, serve
 
 from common.settings import Settings
+from devstack.stack import Service, free_port, gateway_service
 from gateway.app import _route_tables
-from gateway.stack import Service, free_port, gateway_service
 
 REQUEST_TIMEOUT_S = 30.0
 DB = 8

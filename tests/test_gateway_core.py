@@ -19,17 +19,17 @@ from conftest import OTHER_TOKEN, TEST_TOKEN, Stack
 from redis.asyncio import Redis
 
 from common.settings import Settings, hash_token
-from gateway.app import create_app
-from gateway.auth import require_owner
-from gateway.jobs import JobRecord
-from gateway.limits import check_rate
-from gateway.stack import (
+from devstack.stack import (
     Service,
     free_port,
     gateway_service,
     redis_service,
     triton_service,
 )
+from gateway.app import create_app
+from gateway.auth import require_owner
+from gateway.jobs import JobRecord
+from gateway.limits import check_rate
 from gateway.storage import Storage, StoredResult
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")

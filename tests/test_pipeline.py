@@ -11,6 +11,7 @@ import pytest
 from media import inspect, serve
 
 from common.settings import Settings
+from devstack.stack import free_port
 from gateway.pipeline.compose import mask_frame
 from gateway.pipeline.decode import DecodedFrame, iter_frames
 from gateway.pipeline.encode import PRESETS, TRANSPARENT_PRESETS, MaskWriter, Preset
@@ -18,7 +19,6 @@ from gateway.pipeline.infer import infer_frames
 from gateway.pipeline.intake import fetch_and_probe
 from gateway.pipeline.probe import MediaError, probe
 from gateway.pipeline.run import run_video
-from gateway.stack import free_port
 from gateway.triton import Triton, TritonUnavailable
 
 CODEC = {

@@ -57,7 +57,7 @@ def _server(url: str | None, repository: Path) -> Iterator[str]:
     if url:
         yield url
         return
-    from gateway.stack import free_port, triton_service
+    from devstack.stack import free_port, triton_service
 
     with tempfile.TemporaryDirectory(prefix="export-validate-") as tmp:
         settings = Settings(

@@ -1,6 +1,6 @@
 """Start, watch and stop the whole local stack: Redis, tritonserver, the gateway and arq workers.
 
-`make run` is `python -m gateway.stack run` (foreground, Ctrl-C stops everything), `make up` /
+`make run` is `python -m devstack.stack run` (foreground, Ctrl-C stops everything), `make up` /
 `make down` run the same thing in the background. The test fixtures use the same functions to
 start real Redis and tritonserver processes on free loopback ports, so what the tests exercise is
 what a user runs.
@@ -380,7 +380,7 @@ def up(workers: int = 1, timeout_s: float = 600.0) -> int:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.stack", "run", "--workers", str(workers)],
+            [sys.executable, "-m", "devstack.stack", "run", "--workers", str(workers)],
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=REPO_ROOT,
@@ -423,7 +423,7 @@ def down() -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gateway.stack", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m devstack.stack", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("run", "up"):
         p = sub.add_parser(name)
