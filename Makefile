@@ -26,13 +26,13 @@ models: $(STAMP)
 	$(PY) -m export models
 
 run: setup
-	$(PY) -m devstack.stack run
+	$(PY) -m devstack run
 
 up: setup
-	$(PY) -m devstack.stack up
+	$(PY) -m devstack up
 
 down:
-	$(PY) -m devstack.stack down
+	$(PY) -m devstack down
 
 test: setup
 	$(PY) -m ruff check .

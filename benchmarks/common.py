@@ -25,7 +25,8 @@ import onnxruntime as ort
 import psutil
 
 from common.settings import REPO_ROOT, Settings
-from devstack.stack import Service, free_port, private_settings, running, stack_services
+from devstack.processes import Service, free_port, running
+from devstack.stack import private_settings, stack_services
 
 DATA = REPO_ROOT.parent / "shared" / "data"
 OUT_DIR = REPO_ROOT / "bench_out"

@@ -1,6 +1,6 @@
 """Bounded load test on loopback: `make load` (or `python -m benchmarks.load --seconds 60`).
 
-Starts its own stack with the devstack.stack functions (Redis, tritonserver, gateway, 2 workers) on
+Starts its own stack with the devstack functions (Redis, tritonserver, gateway, 2 workers) on
 free ports under a temp dir, then for a fixed time runs many concurrent clients on /status and on
 the image endpoints that exist, plus a burst of video jobs well beyond the queue's capacity. It
 stops by itself, waits (bounded) for every accepted job to reach a terminal state and prints
@@ -32,7 +32,8 @@ import aiohttp
 import av
 
 from common.settings import REPO_ROOT, Settings
-from devstack.stack import free_port, private_settings, running, stack_services
+from devstack.processes import free_port, running
+from devstack.stack import private_settings, stack_services
 from gateway.app import _route_tables
 
 DATA = REPO_ROOT.parent / "shared" / "data"

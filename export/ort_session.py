@@ -1,7 +1,7 @@
 """onnxruntime sessions for the CPU (Python backend) configs of the ONNX models.
 
 Imported by model_repository/{rvm,u2netp}/1/model.py (the stub finds it through PYTHONPATH, which
-devstack.stack.triton_env sets to the repository root). It cannot live in model_repository/:
+devstack.tritonserver.triton_env sets to the repository root). It cannot live in model_repository/:
 Triton polls every folder there as a model, __pycache__ included, and refuses to start.
 """
 

@@ -19,7 +19,8 @@ import tritonclient.grpc as grpcclient
 from PIL import Image
 
 from common.settings import REPO_ROOT, Settings
-from devstack.stack import StackError, free_port, triton_service
+from devstack.processes import StackError, free_port
+from devstack.tritonserver import triton_service
 from export import reference
 from export.build import Result
 from export.repository import record_parity

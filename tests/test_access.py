@@ -21,7 +21,8 @@ from conftest import VIDEOS
 from media import ClipSpec, make_clip
 
 from common.settings import Settings
-from devstack.stack import Service, free_port, gateway_service
+from devstack.app_services import gateway_service
+from devstack.processes import Service, free_port
 from gateway.app import _route_tables
 
 # Distinct from the session tokens so these counters and slots never touch another module's.

@@ -20,7 +20,8 @@ import tritonclient.grpc as grpcclient
 from onnx import TensorProto, helper, numpy_helper
 
 from common.settings import REPO_ROOT, Settings
-from devstack.stack import Service, free_port, triton_service
+from devstack.processes import Service, free_port
+from devstack.tritonserver import triton_service
 from export.__main__ import main
 from export.sources import sha256_file
 

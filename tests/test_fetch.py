@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from common.settings import Settings
-from devstack.stack import free_port
+from devstack.processes import free_port
 from gateway.fetch import DownloadTooLarge, FetchError, PinnedResolver, fetch_to_file, refusal_reason
 
 PAYLOAD = os.urandom(100_000)

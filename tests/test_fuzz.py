@@ -31,7 +31,8 @@ from hypothesis import strategies as st
 from media import ClipSpec, make_clip, serve
 
 from common.settings import Settings
-from devstack.stack import Service, free_port, gateway_service
+from devstack.app_services import gateway_service
+from devstack.processes import Service, free_port
 from gateway.app import _route_tables
 
 REQUEST_TIMEOUT_S = 30.0

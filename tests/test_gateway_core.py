@@ -19,13 +19,10 @@ from conftest import OTHER_TOKEN, TEST_TOKEN, Stack
 from redis.asyncio import Redis
 
 from common.settings import Settings, hash_token
-from devstack.stack import (
-    Service,
-    free_port,
-    gateway_service,
-    redis_service,
-    triton_service,
-)
+from devstack.app_services import gateway_service
+from devstack.processes import Service, free_port
+from devstack.redis_server import redis_service
+from devstack.tritonserver import triton_service
 from gateway.app import create_app
 from gateway.auth import require_owner
 from gateway.jobs import JobRecord

@@ -11,7 +11,7 @@ import pytest
 from media import inspect, serve
 
 from common.settings import Settings
-from devstack.stack import free_port
+from devstack.processes import free_port
 from gateway.pipeline.compose import mask_frame
 from gateway.pipeline.decode import DecodedFrame, iter_frames
 from gateway.pipeline.encode import PRESETS, TRANSPARENT_PRESETS, MaskWriter, Preset

@@ -57,7 +57,8 @@ def _server(url: str | None, repository: Path) -> Iterator[str]:
     if url:
         yield url
         return
-    from devstack.stack import free_port, triton_service
+    from devstack.processes import free_port
+    from devstack.tritonserver import triton_service
 
     with tempfile.TemporaryDirectory(prefix="export-validate-") as tmp:
         settings = Settings(

@@ -2,7 +2,7 @@
 
 START request: the prompt frame with `points` [1,N,2] (x, y pixels) and `labels` [1,N] (1/0);
 following requests: the next frames in the walking direction. Output `mask` [1,H,W] 0/255.
-The algorithm lives in gateway.keypoints (PYTHONPATH = repo root, see devstack/stack.triton_env);
+The algorithm lives in gateway.keypoints (PYTHONPATH = repo root, see devstack.tritonserver.triton_env);
 this file only adapts Triton's sequence protocol to it. With sam_encoder.onnx and
 sam_decoder.onnx in this folder the SAM backend replaces the default; the public I/O is the same.
 """
