@@ -3,14 +3,15 @@ nvidia-pytriton wheel, laid out the way tritonserver expects them."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from common.settings import REPO_ROOT, Settings
-from devstack.processes import Service, http_ok
+from devstack.processes import Service, free_port, http_ok
 
 PY_VERSION = f"{sys.version_info[0]}.{sys.version_info[1]}"
 
@@ -91,3 +92,27 @@ def triton_service(
     argv.extend(extra_args)
     ready_url = f"http://{settings.triton_host}:{settings.triton_http_port}/v2/health/ready"
     return Service("tritonserver", argv, lambda: http_ok(ready_url), log_path, env=triton_env())
+
+
+@contextlib.contextmanager
+def private_triton(
+    repository: Path, workdir: Path, extra_args: Sequence[str] = (), timeout_s: float = 300.0
+) -> Iterator[Settings]:
+    """A tritonserver of its own serving `repository` on free loopback ports, for a check or a
+    test; its log (tritonserver.log) and backend directory go under `workdir`. Yields the Settings
+    that name its ports; stops it on exit. Raises StackError when it is not ready in `timeout_s`
+    seconds."""
+    settings = Settings(
+        triton_grpc_port=free_port(),
+        triton_http_port=free_port(),
+        triton_metrics_port=free_port(),
+        model_repository=repository,
+        data_dir=workdir,
+    )
+    svc = triton_service(settings, workdir / "tritonserver.log", workdir / "backends", extra_args)
+    svc.start()
+    try:
+        svc.wait_ready(timeout_s)
+        yield settings
+    finally:
+        svc.stop()

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     if pending and not args.no_parity:
         from export import parity
 
-        ok = parity.verify(args.repository.resolve(), results, args.sources_dir)
+        ok = parity.verify(args.repository.resolve(), results)
         if not ok:
             return 1
     print(f"done in {time.monotonic() - started:.2f} s")
