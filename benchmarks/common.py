@@ -24,8 +24,9 @@ import numpy as np
 import onnxruntime as ort
 import psutil
 
-from gateway.settings import REPO_ROOT, Settings
-from gateway.stack import Service, free_port, private_settings, running, stack_services
+from common.settings import REPO_ROOT, Settings
+from devstack.processes import Service, free_port, running
+from devstack.stack import private_settings, stack_services
 
 DATA = REPO_ROOT.parent / "shared" / "data"
 OUT_DIR = REPO_ROOT / "bench_out"

@@ -32,7 +32,7 @@ import numpy as np
 from benchmarks.common import TOKEN, bench_stack, mask_job_via_api, serve_directory
 from benchmarks.eval_keypoints import write_clip
 from benchmarks.keypoints_common import U2NetP, iou, load_sequence, sequences
-from gateway.settings import REPO_ROOT
+from common.settings import REPO_ROOT
 from triton_models.foreground import ForegroundModel, ForegroundTracker
 
 MODELS = tuple(m.value for m in ForegroundModel)

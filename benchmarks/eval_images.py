@@ -27,8 +27,8 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.common import TOKEN, bench_stack
+from common.settings import REPO_ROOT
 from export.reference import raw_session, rvm_sequence, u2netp_alpha
-from gateway.settings import REPO_ROOT
 
 DATA = (REPO_ROOT.parent / "shared" / "data" / "images").resolve()
 SOD = DATA / "sod_bsds300"

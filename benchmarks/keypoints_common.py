@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from gateway.settings import REPO_ROOT
+from common.settings import REPO_ROOT
 
 VIDEO_MASKS = (REPO_ROOT.parent / "shared" / "data" / "video_masks").resolve()
 

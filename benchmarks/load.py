@@ -1,6 +1,6 @@
 """Bounded load test on loopback: `make load` (or `python -m benchmarks.load --seconds 60`).
 
-Starts its own stack with the gateway.stack functions (Redis, tritonserver, gateway, 2 workers) on
+Starts its own stack with the devstack functions (Redis, tritonserver, gateway, 2 workers) on
 free ports under a temp dir, then for a fixed time runs many concurrent clients on /status and on
 the image endpoints that exist, plus a burst of video jobs well beyond the queue's capacity. It
 stops by itself, waits (bounded) for every accepted job to reach a terminal state and prints
@@ -31,9 +31,10 @@ from typing import Any
 import aiohttp
 import av
 
+from common.settings import REPO_ROOT, Settings
+from devstack.processes import free_port, running
+from devstack.stack import private_settings, stack_services
 from gateway.app import ROUTE_TABLES
-from gateway.settings import REPO_ROOT, Settings
-from gateway.stack import free_port, private_settings, running, stack_services
 
 DATA = REPO_ROOT.parent / "shared" / "data"
 TOKENS = [f"load-token-{i}" for i in range(4)]

@@ -8,7 +8,7 @@ FROM nvcr.io/nvidia/tritonserver:24.10-py3 AS export
 WORKDIR /opt/matting
 COPY pyproject.toml README.md ./
 COPY common ./common
-COPY gateway ./gateway
+COPY devstack ./devstack
 COPY export ./export
 COPY triton_models ./triton_models
 COPY model_repository ./model_repository

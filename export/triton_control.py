@@ -24,7 +24,7 @@ def load(url: str, name: str, timeout_s: float = 120.0) -> None:
     except InferenceServerException as exc:
         hint = ""
         if "explicit" in str(exc) or "not allowed" in str(exc):
-            hint = " (the server must run with --model-control-mode=explicit, as gateway.stack starts it)"
+            hint = " (the server must run with --model-control-mode=explicit, as devstack starts it)"
         raise ControlError(f"loading {name!r} at {url} failed: {exc.message()}{hint}") from exc
     deadline = time.monotonic() + timeout_s
     while not triton.is_model_ready(name):

@@ -17,12 +17,12 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from arq.connections import ArqRedis
 
+from common.settings import Settings
 from gateway.errors import REQUEST_ID, error_middleware
 from gateway.jobs import JobStore
 from gateway.json_log import setup_logging
 from gateway.keys import JOBS, REDIS, SETTINGS, STORAGE, TRITON
 from gateway.routes import health, images, keypoints, masks, results, videos
-from gateway.settings import Settings
 from gateway.storage import Storage
 from gateway.triton import Triton
 

@@ -10,9 +10,9 @@ import hmac
 
 from aiohttp import web
 
+from common.settings import hash_token
 from gateway.errors import Family, api_error
 from gateway.keys import SETTINGS
-from gateway.settings import hash_token
 
 TOKEN_HEADER = "api_token"
 

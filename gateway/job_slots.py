@@ -13,7 +13,7 @@ import time
 from redis.asyncio import Redis
 
 from common import redis_keys
-from gateway.settings import Settings
+from common.settings import Settings
 
 ADMISSION_TICKET_S = 60
 

@@ -22,8 +22,8 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from common import redis_keys
+from common.settings import Settings
 from gateway.job_params import JobKind, JobParams, params_from_dict
-from gateway.settings import Settings
 from gateway.storage import StoredResult, is_job_id
 
 log = logging.getLogger("gateway.jobs")

@@ -11,8 +11,8 @@ from __future__ import annotations
 from aiohttp import web
 from redis.asyncio import Redis
 
+from common.settings import Settings
 from gateway.jobs import JobStore
-from gateway.settings import Settings
 from gateway.storage import Storage
 from gateway.triton import Triton
 

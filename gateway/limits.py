@@ -20,6 +20,7 @@ import time
 from aiohttp import web
 
 from common import redis_keys
+from common.settings import Settings
 from gateway.errors import ApiError, Family, api_error
 from gateway.job_slots import (
     acquire_job_slot,
@@ -30,7 +31,6 @@ from gateway.job_slots import (
 )
 from gateway.jobs import JobRecord
 from gateway.keys import JOBS, REDIS, SETTINGS
-from gateway.settings import Settings
 
 WINDOW_S = 60
 BUSY_RETRY_AFTER_S = 15

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlencode
 
-from gateway.settings import Settings
+from common.settings import Settings
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 

@@ -15,7 +15,7 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from common.model_contract import GATEWAY_MODELS
-from gateway.settings import Settings
+from common.settings import Settings
 from gateway.unavailable import ServiceUnavailable
 
 REQUIRED_MODELS: tuple[str, ...] = GATEWAY_MODELS

@@ -2,7 +2,7 @@
 
 Every process listens on a free loopback port and writes under a per-session temporary data dir,
 so the suite never touches a developer's running stack. The processes are started with the same
-functions `make run` uses (gateway.stack).
+functions `make run` uses (devstack).
 """
 
 from __future__ import annotations
@@ -20,15 +20,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.settings import REPO_ROOT, Settings
-from gateway.stack import (
-    Service,
-    free_port,
-    gateway_service,
-    redis_service,
-    triton_service,
-    worker_service,
-)
+from common.settings import REPO_ROOT, Settings
+from devstack.app_services import gateway_service, worker_service
+from devstack.processes import Service, free_port
+from devstack.redis_server import redis_service
+from devstack.tritonserver import triton_service
 
 SHARED = (REPO_ROOT.parent / "shared").resolve()
 DATA = SHARED / "data"

@@ -2,7 +2,7 @@
 
 The session stack (conftest.py) is shared by every module, so nothing there may be killed. This one
 lives under a module's temp dir, listens on free loopback ports and is started with the same
-gateway.stack functions `make run` uses. Its data dir (results, uploads, temp files) sits on a
+devstack functions `make run` uses. Its data dir (results, uploads, temp files) sits on a
 small tmpfs when the process may mount one (root), so a test can fill the disk for real; Redis
 data, logs and Triton backends stay outside it so a full data disk breaks only what it would in
 production. Triton loads only what the video jobs need (`foreground`, `rvm`, `u2netp`), so
@@ -23,15 +23,12 @@ from urllib.parse import urlparse
 
 import aiohttp
 
-from gateway.settings import Settings
-from gateway.stack import (
-    Service,
-    gateway_service,
-    private_settings,
-    redis_service,
-    triton_service,
-    worker_service,
-)
+from common.settings import Settings
+from devstack.app_services import gateway_service, worker_service
+from devstack.processes import Service
+from devstack.redis_server import redis_service
+from devstack.stack import private_settings
+from devstack.tritonserver import triton_service
 
 FAULT_TOKEN = "fault-token-gamma"
 TERMINAL = ("completed", "failed")

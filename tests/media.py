@@ -21,7 +21,7 @@ import av
 import numpy as np
 from PIL import Image
 
-from gateway.stack import free_port
+from devstack.processes import free_port
 
 
 @dataclass(frozen=True)

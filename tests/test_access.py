@@ -21,9 +21,10 @@ from conftest import VIDEOS
 from media import ClipSpec, make_clip
 
 from common import redis_keys
+from common.settings import Settings
+from devstack.app_services import gateway_service
+from devstack.processes import Service, free_port
 from gateway.app import ROUTE_TABLES
-from gateway.settings import Settings
-from gateway.stack import Service, free_port, gateway_service
 
 # Distinct from the session tokens so these counters and slots never touch another module's.
 TOKEN_A = f"access-a-{uuid.uuid4().hex}"

@@ -13,9 +13,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from common.settings import REPO_ROOT
 from export import reference, sources, wrap
 from export.repository import Target
-from gateway.settings import REPO_ROOT
 
 REPO = REPO_ROOT / "model_repository"
 U8, F32 = onnx.TensorProto.UINT8, onnx.TensorProto.FLOAT

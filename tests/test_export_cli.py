@@ -19,10 +19,11 @@ import pytest
 import tritonclient.grpc as grpcclient
 from onnx import TensorProto, helper, numpy_helper
 
+from common.settings import REPO_ROOT, Settings
+from devstack.processes import free_port
+from devstack.tritonserver import private_triton
 from export.__main__ import main
 from export.sources import sha256_file
-from gateway.settings import REPO_ROOT, Settings
-from gateway.stack import Service, free_port, triton_service
 
 REPOSITORY = REPO_ROOT / "model_repository"
 
@@ -189,20 +190,8 @@ def scratch_triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[S
     root = tmp_path_factory.mktemp("scratch")
     repo = root / "repository"
     shutil.copytree(REPOSITORY / "u2netp", repo / "u2netp", ignore=shutil.ignore_patterns("__pycache__"))
-    settings = Settings(
-        triton_grpc_port=free_port(),
-        triton_http_port=free_port(),
-        triton_metrics_port=free_port(),
-        model_repository=repo,
-        data_dir=root,
-    )
-    svc: Service = triton_service(settings, root / "tritonserver.log", root / "backends")
-    svc.start()
-    try:
-        svc.wait_ready(120)
+    with private_triton(repo, root, timeout_s=120) as settings:
         yield settings, repo
-    finally:
-        svc.stop()
 
 
 def infer_affine(url: str, x: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ from faults import PrivateStack, start_private_stack, submit_mask, wait_status
 from media import ClipSpec, inspect, make_clip, serve
 
 from common import redis_keys
-from gateway.settings import Settings
+from common.settings import Settings
 from gateway.storage import Storage
 from worker.main import remove_stale
 

@@ -12,9 +12,9 @@ import pytest
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from common.settings import Settings
+from devstack.processes import free_port
 from gateway.fetch import DownloadTooLarge, FetchError, PinnedResolver, fetch_to_file, refusal_reason
-from gateway.settings import Settings
-from gateway.stack import free_port
 
 PAYLOAD = os.urandom(100_000)
 

@@ -20,7 +20,7 @@ from conftest import SHARED, VIDEO_MASKS, Stack, mask_error
 from media import serve
 from tritonclient.utils import InferenceServerException
 
-from gateway.settings import REPO_ROOT
+from common.settings import REPO_ROOT
 from triton_models.foreground import ForegroundTracker, PersonGate
 from triton_models.mask_geometry import dilate, iou
 

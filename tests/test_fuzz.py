@@ -30,9 +30,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from media import ClipSpec, make_clip, serve
 
+from common.settings import Settings
+from devstack.app_services import gateway_service
+from devstack.processes import Service, free_port
 from gateway.app import ROUTE_TABLES
-from gateway.settings import Settings
-from gateway.stack import Service, free_port, gateway_service
 
 REQUEST_TIMEOUT_S = 30.0
 DB = 8

@@ -19,19 +19,16 @@ from conftest import OTHER_TOKEN, TEST_TOKEN, Stack
 from redis.asyncio import Redis
 
 from common import redis_keys
+from common.settings import Settings, hash_token
+from devstack.app_services import gateway_service
+from devstack.processes import Service, free_port
+from devstack.redis_server import redis_service
+from devstack.tritonserver import triton_service
 from gateway.app import create_app
 from gateway.auth import require_owner
 from gateway.job_params import ForegroundMaskParams
 from gateway.jobs import JobRecord, JobStatus
 from gateway.limits import check_rate
-from gateway.settings import Settings, hash_token
-from gateway.stack import (
-    Service,
-    free_port,
-    gateway_service,
-    redis_service,
-    triton_service,
-)
 from gateway.storage import Storage, StoredResult
 from triton_models.foreground import ForegroundModel
 

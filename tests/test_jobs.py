@@ -12,6 +12,7 @@ import pytest
 from arq.connections import ArqRedis
 
 from common import redis_keys
+from common.settings import Settings
 from gateway.images.params import Params
 from gateway.job_params import (
     PARAMS_BY_KIND,
@@ -24,7 +25,6 @@ from gateway.job_params import (
 )
 from gateway.job_slots import acquire_job_slot, admit_to_queue, release_job_slot
 from gateway.jobs import JobRecord, JobStatus, JobStore
-from gateway.settings import Settings
 from gateway.storage import Storage
 from gateway.triton import Triton
 from triton_models.foreground import ForegroundModel

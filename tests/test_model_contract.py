@@ -13,7 +13,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from common.model_contract import GATEWAY_MODELS, MODELS, ModelSpec, TensorSpec, model_spec
-from gateway.settings import REPO_ROOT
+from common.settings import REPO_ROOT
 from gateway.triton import REQUIRED_MODELS
 
 REPOSITORY = REPO_ROOT / "model_repository"

@@ -2,7 +2,7 @@
 Python models see the triton_models package (installed from its own pyproject.toml) and the
 runtime libraries, and nothing of this repository: not the gateway, the export tool or common/.
 
-The Python backend's stub runs the `python` first on PATH (gateway.stack.triton_env) in isolated
+The Python backend's stub runs the `python` first on PATH (devstack.tritonserver.triton_env) in isolated
 mode: it ignores PYTHONPATH and puts its working directory on sys.path. So the package is
 installed into the site-packages of a bare venv put first on PATH (the dev venv's libraries
 reach it through one .pth line, which leaves the dev venv's own .pth files, the editable install
@@ -25,8 +25,9 @@ import tritonclient.grpc as grpcclient
 from conftest import IMAGES, require_models
 
 from common.model_contract import MODELS
-from gateway.settings import REPO_ROOT, Settings
-from gateway.stack import free_port, triton_service
+from common.settings import REPO_ROOT, Settings
+from devstack.processes import free_port
+from devstack.tritonserver import triton_service
 
 PROBE = "import_probe"
 FORBIDDEN = ("gateway", "export", "common")

@@ -1,5 +1,5 @@
 """The public Triton models over real gRPC against a real tritonserver, compared with raw
-onnxruntime on the original graphs (export.reference). Tolerances: export.parity.TOLERANCES."""
+onnxruntime on the original graphs (export.reference). Tolerances: export.parity.PARITY_TOLERANCES."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ from conftest import IMAGES, VIDEOS
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
+from common.settings import REPO_ROOT
 from export import reference, sources
-from export.parity import TOLERANCES, diff, video_frames
+from export.parity import PARITY_TOLERANCES, compare, video_frames
 from gateway.images.process import _model_input
-from gateway.settings import REPO_ROOT
 from triton_models.decode import SRGB_ICC, Limits, decode
 
 SOD = IMAGES / "sod_bsds300" / "images"
@@ -78,11 +78,10 @@ def test_u2netp_and_matte_image_match_rembg_reference(client, raw_u2netp, name: 
     expected = reference.u2netp_alpha(raw_u2netp, rgb)
     direct = client.infer("u2netp", [_input("image", rgb)]).as_numpy("alpha")
     ensemble = client.infer("matte_image", _bytes(path.read_bytes())).as_numpy("alpha")
-    tol = TOLERANCES["u2netp"]
-    for got in (direct, ensemble):
+    for model, got in (("u2netp", direct), ("matte_image", ensemble)):
         assert got.dtype == np.uint8
-        worst, mean = diff(got, expected)
-        assert worst <= tol.max_abs and mean <= tol.mean_abs, (name, worst, mean)
+        agreement = compare(model, "alpha", name, got, expected, PARITY_TOLERANCES[model])
+        assert agreement.passed, agreement
     assert np.array_equal(direct, ensemble)  # decoding in Triton == decoding here
 
 
@@ -99,18 +98,15 @@ def test_matte_image_applies_exif_orientation(client) -> None:
 def test_rvm_matches_raw_recurrent_loop_on_real_720p_frames(client, raw_rvm) -> None:
     frames = list(video_frames(VIDEOS / "06_pingpong.mp4", 4))
     expected = list(reference.rvm_sequence(raw_rvm, frames))
-    tol = TOLERANCES["rvm"]
     for i, frame in enumerate(frames):
         r = client.infer(
             "rvm", [_input("frame", frame[None])], sequence_id=4242,
             sequence_start=i == 0, sequence_end=i == len(frames) - 1,
         )  # fmt: skip
-        for got, ref in (
-            (r.as_numpy("alpha")[0], expected[i][0]),
-            (r.as_numpy("foreground")[0], expected[i][1]),
-        ):
-            worst, mean = diff(got, ref)
-            assert worst <= tol.max_abs and mean <= tol.mean_abs, (i, worst, mean)
+        for output, ref in (("alpha", expected[i][0]), ("foreground", expected[i][1])):
+            got = r.as_numpy(output)[0]
+            agreement = compare("rvm", output, f"#{i}", got, ref, PARITY_TOLERANCES["rvm"])
+            assert agreement.passed, agreement
 
 
 def test_interleaved_sequences_equal_each_alone(client, triton_url: str) -> None:

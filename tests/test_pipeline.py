@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from media import inspect, serve
 
-from gateway.settings import Settings
-from gateway.stack import free_port
+from common.settings import Settings
+from devstack.processes import free_port
 from gateway.triton import Triton, TritonUnavailable
 from gateway.video.compose import mask_frame
 from gateway.video.decode import DecodedFrame, iter_frames

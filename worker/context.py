@@ -12,8 +12,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from common.settings import Settings
 from gateway.jobs import JobStore
-from gateway.settings import Settings
 from gateway.storage import Storage
 from gateway.triton import Triton
 

@@ -37,6 +37,7 @@ from arq.connections import RedisSettings
 from arq.worker import Function, func, run_worker
 
 from common import redis_keys
+from common.settings import Settings
 from gateway.job_params import (
     ForegroundMaskParams,
     ImageHdParams,
@@ -48,7 +49,6 @@ from gateway.job_params import (
 from gateway.job_slots import release_job_slot, slot_lifetime_s
 from gateway.jobs import JobRecord, JobStore
 from gateway.json_log import setup_logging
-from gateway.settings import Settings
 from gateway.storage import Storage, is_job_id
 from gateway.triton import Triton, TritonUnavailable
 from worker import image_hd, keypoint_mask, video_foreground

@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from gateway.settings import Settings
+from common.settings import Settings
 
 HELP = "add an ONNX file to the model repository as a new model or a new version"
 EPILOG = textwrap.dedent(

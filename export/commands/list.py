@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from gateway.settings import Settings
+from common.settings import Settings
 
 HELP = "list the repository's models: versions, source, checksum, backend per config"
 EPILOG = textwrap.dedent(

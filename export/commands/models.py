@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway.settings import Settings
+from common.settings import Settings
 
 HELP = "export the shipped models (rvm, u2netp) into the Triton model repository"
 
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     if pending and not args.no_parity:
         from export import parity
 
-        ok = parity.verify(args.repository.resolve(), results, args.sources_dir)
+        ok = parity.verify(args.repository.resolve(), results)
         if not ok:
             return 1
     print(f"done in {time.monotonic() - started:.2f} s")

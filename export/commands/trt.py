@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from gateway.settings import Settings
+from common.settings import Settings
 
 HELP = "build TensorRT plans (FP16, optimisation profiles) from the repository's ONNX models"
 EPILOG = textwrap.dedent(

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from gateway.settings import REPO_ROOT, Settings
+from common.settings import REPO_ROOT, Settings
 
 HELP = "check served models against their references (max/mean abs error, mask IoU)"
 IMAGES = REPO_ROOT.parent / "shared" / "data" / "images" / "sod_bsds300" / "images"
@@ -57,30 +57,19 @@ def _server(url: str | None, repository: Path) -> Iterator[str]:
     if url:
         yield url
         return
-    from gateway.stack import free_port, triton_service
+    from devstack.tritonserver import private_triton
 
     with tempfile.TemporaryDirectory(prefix="export-validate-") as tmp:
-        settings = Settings(
-            triton_grpc_port=free_port(),
-            triton_http_port=free_port(),
-            triton_metrics_port=free_port(),
-            model_repository=repository.resolve(),
-            data_dir=Path(tmp),
-        )
-        svc = triton_service(settings, Path(tmp) / "tritonserver.log", Path(tmp) / "backends")
-        print(f"starting tritonserver on {settings.triton_grpc_url} (log {svc.log_path})", file=sys.stderr)
-        svc.start()
-        try:
-            svc.wait_ready(300)
+        print(f"starting tritonserver (log {Path(tmp) / 'tritonserver.log'})", file=sys.stderr)
+        with private_triton(repository.resolve(), Path(tmp)) as settings:
             yield settings.triton_grpc_url
-        finally:
-            svc.stop()
 
 
 def run(args: argparse.Namespace) -> int:
     from tritonclient.utils import InferenceServerException
 
-    from export import validation
+    from devstack.processes import StackError
+    from export import parity
     from export.progress import bar
     from export.sources import SourceError
     from export.triton_control import client
@@ -89,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
     if not images:
         print(f"error: no .jpg images in {args.image_dir}", file=sys.stderr)
         return 2
-    added = [p.name for p in sorted(args.repository.iterdir()) if validation.is_added(p)]
-    known = [*validation.CHECKS, *added]
+    added = [p.name for p in sorted(args.repository.iterdir()) if parity.is_added(p)]
+    known = [*parity.VALIDATED, *added]
     names = args.models or [m for m in known if (args.repository / m / "config.pbtxt").is_file()]
     unknown = [m for m in names if m not in known]
     if unknown:
@@ -98,19 +87,19 @@ def run(args: argparse.Namespace) -> int:
             f"error: no reference for {', '.join(unknown)} (checkable: {', '.join(known)})", file=sys.stderr
         )
         return 2
-    rows: list[validation.Row] = []
+    rows: list[parity.Agreement] = []
     try:
         with _server(args.url, args.repository) as url:
             triton = client(url)
             for name in bar(names, len(names), "validating"):
-                if name in validation.CHECKS:
-                    rows.extend(validation.CHECKS[name](triton, images, args.sources_dir))
+                if name in parity.VALIDATED:
+                    rows.extend(parity.validate(triton, name, images, args.sources_dir))
                 else:
-                    rows.extend(validation.check_added(triton, args.repository / name))
-    except (SourceError, InferenceServerException) as exc:
+                    rows.extend(parity.check_added(triton, args.repository / name))
+    except (SourceError, InferenceServerException, StackError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(validation.encode_table(rows))
+    print(parity.encode_table(rows))
     failed = [r for r in rows if not r.passed]
     print(f"{len(rows) - len(failed)}/{len(rows)} within tolerance")
     return 1 if failed else 0

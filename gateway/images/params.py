@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, get_args
 
-from gateway.settings import Settings
+from common.settings import Settings
 from triton_models.decode import Limits
 
 Operation = Literal["matte", "blur", "color", "gradient", "shadow"]

@@ -21,6 +21,7 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import BadHttpMessage
 
+from common.settings import Settings
 from gateway.auth import require_owner
 from gateway.errors import ApiError, BgApiError
 from gateway.fetch import DownloadTooLarge, FetchError, fetch_to_file
@@ -32,7 +33,6 @@ from gateway.job_params import ImageHdParams, JobKind, input_path
 from gateway.jobs import JobStatus
 from gateway.keys import JOBS, SETTINGS, STORAGE, TRITON
 from gateway.limits import check_capacity, check_rate, start_job
-from gateway.settings import Settings
 from triton_models.decode import ImageTooLarge, InvalidImage, Limits, probe
 
 routes = web.RouteTableDef()

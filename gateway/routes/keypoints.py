@@ -13,13 +13,13 @@ from typing import Any
 
 from aiohttp import web
 
+from common.settings import Settings
 from gateway.auth import require_owner
 from gateway.errors import MaskApiError
 from gateway.job_params import KeyPoint, KeyPointMaskParams
 from gateway.keys import SETTINGS
 from gateway.limits import check_capacity, check_rate
 from gateway.routes.masks import accept_video_job, json_object, output_preset, video_url
-from gateway.settings import Settings
 from gateway.video.encode import check_output_size, preset_by_name
 from gateway.video.geometry import display_size
 from gateway.video.probe import VideoInfo

@@ -23,6 +23,7 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import BadHttpMessage
 from PIL import Image, UnidentifiedImageError
 
+from common.settings import Settings
 from gateway.auth import require_owner
 from gateway.errors import ApiError, BgApiError
 from gateway.fetch import FetchError, fetch_to_file
@@ -32,7 +33,6 @@ from gateway.job_params import TRIM_SLACK_S, VideoMatteParams, background_image_
 from gateway.jobs import JobRecord, JobStatus
 from gateway.keys import JOBS, SETTINGS, STORAGE
 from gateway.limits import check_capacity, check_rate, start_job
-from gateway.settings import Settings
 from gateway.video.encode import TRANSPARENT_PRESETS
 from gateway.video.probe import MediaError, probe
 from triton_models.foreground import ForegroundModel

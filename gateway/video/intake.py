@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from common.settings import Settings
 from gateway.fetch import DownloadTooLarge, FetchError, fetch_to_file
-from gateway.settings import Settings
 from gateway.video.probe import MediaError, VideoInfo, probe
 
 

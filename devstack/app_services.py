@@ -1,0 +1,61 @@
+"""The project's own processes: the aiohttp gateway and arq workers, configured through the
+environment so each child builds the same Settings as the launcher."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from common import redis_keys
+from common.settings import Settings
+from devstack.processes import Service, http_ok
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes a child process build the same Settings."""
+    return {
+        "GATEWAY_HOST": settings.gateway_host,
+        "GATEWAY_PORT": str(settings.gateway_port),
+        "TRITON_HOST": settings.triton_host,
+        "TRITON_GRPC_PORT": str(settings.triton_grpc_port),
+        "TRITON_HTTP_PORT": str(settings.triton_http_port),
+        "TRITON_METRICS_PORT": str(settings.triton_metrics_port),
+        "REDIS_URL": settings.redis_url,
+        "MODEL_REPOSITORY": str(settings.model_repository),
+        "DATA_DIR": str(settings.data_dir),
+    }
+
+
+def gateway_service(settings: Settings, log_path: Path, env: dict[str, str] | None = None) -> Service:
+    url = f"http://{settings.gateway_host}:{settings.gateway_port}/healthz"
+    return Service(
+        "gateway",
+        [sys.executable, "-m", "gateway.app"],
+        lambda: http_ok(url),
+        log_path,
+        env={**settings_env(settings), **(env or {})},
+    )
+
+
+def _worker_registered(redis_url: str) -> bool:
+    """arq writes its health-check key on the first pass of its main loop: the worker is polling."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(redis_url, socket_timeout=1, socket_connect_timeout=1)
+        with client:
+            return bool(client.exists(redis_keys.ARQ_WORKER_HEALTH_CHECK))
+    except redis.RedisError:
+        return False
+
+
+def worker_service(
+    settings: Settings, index: int, log_path: Path, env: dict[str, str] | None = None
+) -> Service:
+    return Service(
+        f"worker-{index}",
+        [sys.executable, "-m", "worker.main"],
+        lambda: _worker_registered(settings.redis_url),
+        log_path,
+        env={**settings_env(settings), **(env or {})},
+    )

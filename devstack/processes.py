@@ -1,0 +1,130 @@
+"""Child processes of the development stack: start one with its log file, wait until its
+readiness probe answers, stop its whole process group. Nothing here knows which services exist.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.settings import REPO_ROOT
+
+
+class StackError(RuntimeError):
+    """A service of the stack could not be started or did not become ready."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(host: str, port: int) -> bool:
+    """Whether a TCP connection to host:port succeeds within 0.5 s."""
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+        return True
+    return False
+
+
+def http_ok(url: str, timeout: float = 2.0) -> bool:
+    """Whether GET url answers 200 within `timeout` seconds; any failure is False, never raised."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+@dataclass
+class Service:
+    """One child process with its log file and a readiness probe."""
+
+    name: str
+    argv: list[str]
+    ready: Callable[[], bool]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        # A new session so Ctrl-C in the terminal reaches only the launcher, which then stops the
+        # children in order instead of all of them racing each other.
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
+            cwd=REPO_ROOT,
+            start_new_session=True,
+        )
+        log.close()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Poll the readiness probe every 0.25 s.
+
+        Raises StackError (with the last log lines) when the process exits first or the probe
+        has not answered after `timeout_s` seconds.
+        """
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise StackError(f"{self.name} exited early; last log lines:\n{self.tail()}")
+            if self.ready():
+                return
+            time.sleep(0.25)
+        raise StackError(f"{self.name} not ready after {timeout_s:.0f}s; last log lines:\n{self.tail()}")
+
+    def stop(self, timeout_s: float = 20.0, sig: int = signal.SIGTERM) -> None:
+        """Send `sig` to the process group; SIGKILL it after `timeout_s` seconds. No-op if not running."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=5)
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@contextlib.contextmanager
+def running(services: list[Service], timeout_s: float = 300.0) -> Iterator[list[Service]]:
+    """Start `services` in order, each ready within `timeout_s` seconds before the next starts;
+    stop the started ones in reverse order on exit. Raises StackError from `Service.wait_ready`.
+    """
+    started: list[Service] = []
+    try:
+        for svc in services:
+            print(f"starting {svc.name} (log: {svc.log_path})", flush=True)
+            svc.start()
+            started.append(svc)
+            svc.wait_ready(timeout_s)
+        yield started
+    finally:
+        for svc in reversed(started):
+            print(f"stopping {svc.name}", flush=True)
+            svc.stop()

@@ -1,0 +1,28 @@
+"""Redis for the development stack (Debian's redis-server binary, installed by `make setup`)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from devstack.processes import Service, StackError, port_open
+
+
+def redis_service(port: int, data_dir: Path) -> Service:
+    """Redis on 127.0.0.1:`port` with append-only persistence in `data_dir`, so a restart loses no
+    queued job. Raises StackError when no redis-server binary is on PATH."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise StackError("redis-server not found: run `make setup` (it installs Debian's redis-server)")
+    argv = [
+        binary,
+        "--bind", "127.0.0.1",
+        "--port", str(port),
+        "--dir", str(data_dir),
+        "--appendonly", "yes",
+        "--appendfsync", "everysec",
+        "--save", "",
+        "--protected-mode", "yes",
+    ]  # fmt: skip
+    return Service("redis", argv, lambda: port_open("127.0.0.1", port), data_dir / "redis.log")

@@ -1,0 +1,162 @@
+"""The whole local stack: Redis, tritonserver, the gateway and arq workers, in start order.
+
+`run` keeps it in the foreground (Ctrl-C stops everything), `up` / `down` run the same thing in
+the background with a pid file. Tests and benchmarks compose their own stacks from
+`stack_services` and `private_settings`, so what they exercise is what a user runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+from common.settings import REPO_ROOT, Settings
+from devstack.app_services import gateway_service, worker_service
+from devstack.processes import Service, StackError, free_port, http_ok, port_open, running
+from devstack.redis_server import redis_service
+from devstack.tritonserver import triton_service
+
+
+def _redis_port(settings: Settings) -> int:
+    return urlparse(settings.redis_url).port or 6379
+
+
+def private_settings(data_dir: Path) -> Settings:
+    """Settings for a stack of its own (tests, benchmarks): every service on a free loopback port."""
+    return Settings(
+        gateway_port=free_port(),
+        triton_grpc_port=free_port(),
+        triton_http_port=free_port(),
+        triton_metrics_port=free_port(),
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        data_dir=data_dir,
+    )
+
+
+def stack_services(
+    settings: Settings,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+    *,
+    start_redis: bool = True,
+) -> list[Service]:
+    """Redis, tritonserver, gateway and workers for `settings`, in start order (stop in reverse)."""
+    logs = settings.data_dir / "logs"
+    services: list[Service] = []
+    if start_redis:
+        services.append(redis_service(_redis_port(settings), settings.data_dir / "redis"))
+    services.append(triton_service(settings, logs / "tritonserver.log", settings.data_dir / "backends"))
+    services.append(gateway_service(settings, logs / "gateway.log", env))
+    services.extend(worker_service(settings, i, logs / f"worker-{i}.log", env) for i in range(workers))
+    return services
+
+
+def plan_stack(settings: Settings, workers: int = 1) -> list[Service]:
+    """The services `make run` starts: Redis only when nothing answers at REDIS_URL already."""
+    redis_port = _redis_port(settings)
+    start_redis = not port_open("127.0.0.1", redis_port)
+    if not start_redis:
+        print(f"using the Redis already listening on port {redis_port}")
+    return stack_services(settings, workers, start_redis=start_redis)
+
+
+def _dev_token_notice(settings: Settings) -> dict[str, str]:
+    """With no token configured, mint one for this run and say so: a usable service out of the box."""
+    if settings.api_token_hashes:
+        return {}
+    token = "dev-" + os.urandom(12).hex()
+    print(
+        f"\nNo API_TOKENS configured: development token for this run:\n\n    api_token: {token}\n",
+        flush=True,
+    )
+    return {"API_TOKENS": token}
+
+
+def run(workers: int = 1) -> int:
+    settings = Settings.from_env()
+    extra = _dev_token_notice(settings)
+    os.environ.update(extra)
+    services = plan_stack(settings, workers)
+    stop = {"flag": False}
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        stop["flag"] = True
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    try:
+        with running(services) as started:
+            print(f"\nready: gateway on {settings.base_url}  (Ctrl-C stops everything)\n", flush=True)
+            while not stop["flag"]:
+                dead = [s for s in started if not s.alive()]
+                if dead:
+                    print(f"{dead[0].name} exited; last log lines:\n{dead[0].tail()}", flush=True)
+                    return 1
+                time.sleep(0.5)
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _pid_file(settings: Settings) -> Path:
+    return settings.data_dir / "stack.pid"
+
+
+def up(workers: int = 1, timeout_s: float = 600.0) -> int:
+    """Run the stack in the background and return once /readyz answers 200."""
+    settings = Settings.from_env()
+    pid_file = _pid_file(settings)
+    if pid_file.exists():
+        print(f"a stack seems to be running already (pid file {pid_file}); `make down` first")
+        return 1
+    log_path = settings.data_dir / "logs" / "stack.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "devstack", "run", "--workers", str(workers)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+            start_new_session=True,
+        )
+    pid_file.write_text(str(proc.pid), encoding="utf-8")
+    ready_url = f"http://{settings.gateway_host}:{settings.gateway_port}/readyz"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pid_file.unlink(missing_ok=True)
+            print(f"the stack exited during start-up; see {log_path}")
+            return 1
+        if http_ok(ready_url):
+            print(f"ready: {settings.base_url} (log: {log_path})")
+            token_lines = [ln for ln in log_path.read_text().splitlines() if "api_token:" in ln]
+            if token_lines:
+                print("development token:", token_lines[-1].split("api_token:")[1].strip())
+            return 0
+        time.sleep(1)
+    print(f"not ready after {timeout_s:.0f}s; see {log_path}")
+    return 1
+
+
+def down() -> int:
+    settings = Settings.from_env()
+    pid_file = _pid_file(settings)
+    if not pid_file.exists():
+        print("no stack running")
+        return 0
+    pid = int(pid_file.read_text(encoding="utf-8").strip())
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(120):
+            os.kill(pid, 0)
+            time.sleep(0.5)
+    pid_file.unlink(missing_ok=True)
+    print("stopped")
+    return 0
