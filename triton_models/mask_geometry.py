@@ -60,3 +60,13 @@ def touching(region: np.ndarray, seed: np.ndarray, gap: int) -> np.ndarray:
     n, labels = groups(region, gap)
     hit = np.unique(labels[dilate(seed, 1) & region])
     return np.isin(labels, hit[hit != 0])
+
+
+def off_border(mask: np.ndarray) -> np.ndarray:
+    """The connected components of `mask` that do not touch the image's border."""
+    n, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    edge = np.unique(np.r_[labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+    keep = np.ones(n, bool)
+    keep[edge] = False
+    keep[0] = False
+    return keep[labels]

@@ -14,8 +14,9 @@ Why this shape (figures: docs/video.md, `python -m benchmarks.eval_foreground`):
   warped by DIS optical flow, near what the current frame sees; RVM's own recurrent state keeps
   people stable.
 - With people as the subject, the salient parts attached to them (a horse under its rider, a
-  bike) join them, and so do other main salient subjects (a dog beside its owner, at least `MAIN`
-  of the largest salient component); small things in the crop are someone else's business.
+  bike) join them, and so do other main salient subjects that are whole in the frame and move
+  against the scene (a dog beside its owner; not the flower pot by a jump), and stay while they
+  are salient; small or static things in the crop are someone else's business.
 - The matte keeps RVM's own full-resolution alpha for people (its hair and motion blur) and the
   upsampled soft saliency elsewhere.
 All analysis happens at a reduced size (`work_long_side`); crops are cut from the full frame.
@@ -31,7 +32,7 @@ import cv2
 import numpy as np
 
 from triton_models.keypoints.flow import FlowWarper
-from triton_models.mask_geometry import bbox, dilate, expand, touching
+from triton_models.mask_geometry import bbox, dilate, expand, off_border, touching
 
 # RGB uint8 [h,w,3] -> saliency uint8 [h,w] (0..255): U2-Net-p through Triton BLS or onnxruntime.
 SaliencyFn = Callable[[np.ndarray], np.ndarray]
@@ -87,6 +88,7 @@ class ForegroundTracker:
     VALIDATED = 0.3  # an RVM component is a subject when at least this share of it is salient
     SURE = 0.5  # saliency / alpha above which a pixel belongs to a component
     MAX_CROP_SIDE = 1024  # a crop is reduced to this before U2-Net-p (which works at 320 px)
+    MOVING = 0.004  # a subject beside the people moves this share of the long side against the scene
     CARRY = 0.3  # share of the warped previous matte in this frame's salient matte
 
     def __init__(self, saliency: SaliencyFn, work_long_side: int = 512) -> None:
@@ -95,6 +97,7 @@ class ForegroundTracker:
         self.gate = PersonGate()
         self._flow = FlowWarper()
         self._prev: np.ndarray | None = None  # float32 work-size salient matte of the last frame
+        self._people_before = False  # whether people were the subject of the last frame
 
     def step(self, frame: np.ndarray, person_alpha: np.ndarray | None) -> ForegroundFrame:
         """frame RGB uint8 [H,W,3]; person_alpha RVM's alpha uint8 [H,W] for this frame, or None
@@ -122,9 +125,13 @@ class ForegroundTracker:
         main = self._main(salient)
         # With people as the subject the crop frames them, what they are attached to (the horse
         # under a rider: a crop of the rider alone would cut the horse out for good), any other
-        # main subject beside them (the dog its owner plays with) and what was the subject a
-        # frame ago (the dog again, when it is briefly smaller than `MAIN`).
-        seeds = people | main | (warped > self.SURE)
+        # main subject beside them that is whole in the frame and moves against the scene (the
+        # dog its owner plays with, not a flower pot or a fence: objects cut by the frame's edge
+        # are mostly scene, the boundary prior of Zhu et al., CVPR 2014), and what was the
+        # subject a frame ago in person mode (the dog again, when it briefly stands still).
+        carried = warped > self.SURE if self._people_before else np.zeros((h, w), bool)
+        beside = self._moving(off_border(main) & ~touching(salient, people, gap), salient)
+        seeds = people | beside | carried
         framing = people | touching(salient, seeds, gap) if people_subject else main
         if not framing.any():
             framing = warped > self.SURE  # saliency blinked: look where the subject just was
@@ -136,11 +143,12 @@ class ForegroundTracker:
                 # Salient parts attached to the people (a horse, a bike) and the other main
                 # subjects, where the whole frame also sees them as salient or they were the
                 # subject a frame ago: a crop alone makes a wall beside a runner stand out.
-                seen = salient | dilate(warped > self.SURE, gap)
+                seen = salient | dilate(carried, gap)
                 kept = touching(crop > self.SURE, seeds, gap) & seen
                 crop = np.where(kept, crop, 0.0)
             sal_soft = self._fuse(crop, warped)
         self._prev = sal_soft
+        self._people_before = people_subject
         person_region = dilate(people, 2) if people_subject else np.zeros((h, w), bool)
         return self._compose(sal_soft, person_region, person_alpha, people_subject, (full_h, full_w))
 
@@ -188,6 +196,21 @@ class ForegroundTracker:
         seen = np.bincount(labels[salient], minlength=n)
         keep = seen >= self.VALIDATED * area
         keep[0] = False
+        return keep[labels]
+
+    def _moving(self, candidates: np.ndarray, salient: np.ndarray) -> np.ndarray:
+        """The components of `candidates` whose median optical flow differs from the scene's
+        (the non-salient pixels') by more than MOVING px: a dog running about, not a flower pot
+        that only moves with the camera."""
+        flow = self._flow.last_flow
+        if flow is None or not candidates.any() or salient.all():
+            return np.zeros_like(candidates)
+        scene = np.median(flow[~salient], axis=0)
+        n, labels = cv2.connectedComponents(candidates.astype(np.uint8), connectivity=8)
+        keep = np.zeros(n, bool)
+        for k in range(1, n):
+            own = np.median(flow[labels == k], axis=0)
+            keep[k] = float(np.linalg.norm(own - scene)) > self.MOVING * max(candidates.shape)
         return keep[labels]
 
     def _main(self, salient: np.ndarray) -> np.ndarray:

@@ -30,9 +30,12 @@ class FlowWarper:
         # thin, fast parts (legs, wheels) follow noticeably better.
         self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
         self.prev_gray: np.ndarray | None = None
+        # float32 [h,w,2]: where each pixel of the last warped frame came from, in px (x, y)
+        self.last_flow: np.ndarray | None = None
 
     def reset(self, rgb: np.ndarray) -> None:
         self.prev_gray = _grey(rgb)
+        self.last_flow = None
 
     def warp(
         self, rgb: np.ndarray, prev_mask: np.ndarray, points: np.ndarray | None = None
@@ -47,6 +50,7 @@ class FlowWarper:
         gray = _grey(rgb)
         h, w = rgb.shape[:2]
         back = self._dis.calc(gray, self.prev_gray, None)[:h, :w]
+        self.last_flow = back.copy()
         inside = prev_mask > 0.5
         if inside.sum() >= 16:
             # Flow vectors that disagree with the object's own median motion (by more than a few
