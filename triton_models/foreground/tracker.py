@@ -112,13 +112,18 @@ class ForegroundTracker:
         whole = self.saliency(np.ascontiguousarray(small)).astype(np.float32) / 255.0
         salient = whole > self.SURE
         warped = self._warp_previous(small)
+        # The last frame's subject, where people were the subject: it validates people and keeps
+        # a subject beside them in place for the frames saliency looks elsewhere.
+        carried = warped > self.SURE if self._people_before else np.zeros((h, w), bool)
 
         people = np.zeros((h, w), bool)
         person_small = np.zeros((h, w), np.float32)
         if person_alpha is not None:
             person_small = cv2.resize(person_alpha, size, interpolation=cv2.INTER_AREA).astype(np.float32)
             person_small /= 255.0
-            people = self._validated_people(person_small > self.SURE, salient)
+            # Saliency may pick the dog over its owner for a frame: a person who was the subject
+            # a frame ago stays validated rather than vanishing from the matte.
+            people = self._validated_people(person_small > self.SURE, salient | carried)
         people_subject = self.gate.update(people.sum() / max(1, salient.sum())) and people.any()
 
         gap = max(2, round(0.006 * max(h, w)))
@@ -129,7 +134,6 @@ class ForegroundTracker:
         # dog its owner plays with, not a flower pot or a fence: objects cut by the frame's edge
         # are mostly scene, the boundary prior of Zhu et al., CVPR 2014), and what was the
         # subject a frame ago in person mode (the dog again, when it briefly stands still).
-        carried = warped > self.SURE if self._people_before else np.zeros((h, w), bool)
         beside = self._moving(off_border(main) & ~touching(salient, people, gap), salient)
         seeds = people | beside | carried
         framing = people | touching(salient, seeds, gap) if people_subject else main
@@ -187,13 +191,14 @@ class ForegroundTracker:
         person = np.divide(rvm, alpha, out=np.zeros_like(alpha), where=alpha > 0)
         return ForegroundFrame(np.clip(alpha * 255.0 + 0.5, 0, 255).astype(np.uint8), person, people_subject)
 
-    def _validated_people(self, people: np.ndarray, salient: np.ndarray) -> np.ndarray:
-        """RVM components that saliency agrees are a subject: not a crowd behind a dancer."""
+    def _validated_people(self, people: np.ndarray, agreed: np.ndarray) -> np.ndarray:
+        """RVM components that saliency (or the last frame's subject) agrees are a subject: not a
+        crowd behind a dancer."""
         n, labels = cv2.connectedComponents(people.astype(np.uint8), connectivity=8)
         if n <= 1:
             return np.zeros_like(people)
         area = np.bincount(labels.ravel(), minlength=n)
-        seen = np.bincount(labels[salient], minlength=n)
+        seen = np.bincount(labels[agreed], minlength=n)
         keep = seen >= self.VALIDATED * area
         keep[0] = False
         return keep[labels]
