@@ -159,7 +159,9 @@ def start_private_stack(root: Path, workers: int = 2, **env_overrides: str) -> P
 async def submit_mask(
     http: aiohttp.ClientSession, url: str, headers: dict[str, str], video_url: str, preset: str = "mkv_h264"
 ) -> str:
-    body = {"video": video_url, "output_container_and_codec": preset}
+    # RVM alone: these tests are about processes dying, and `auto` (three networks a frame) would
+    # stretch a mid-job kill past its time bound on a loaded two-core machine.
+    body = {"video": video_url, "output_container_and_codec": preset, "model": "rvm"}
     async with http.post(f"{url}/foreground_mask", json=body, headers=headers) as r:
         payload = await r.json()
         assert r.status == 202, payload
