@@ -63,7 +63,8 @@ def touching(region: np.ndarray, seed: np.ndarray, gap: int) -> np.ndarray:
 
 
 def off_border(mask: np.ndarray) -> np.ndarray:
-    """The connected components of `mask` that do not touch the image's border."""
+    """bool [h,w] -> bool [h,w]: the 8-connected components of `mask` that touch none of the
+    image's four edges (a subject whole in the frame rather than scene cut by it)."""
     n, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
     edge = np.unique(np.r_[labels[0], labels[-1], labels[:, 0], labels[:, -1]])
     keep = np.ones(n, bool)
