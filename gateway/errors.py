@@ -110,14 +110,16 @@ def api_error(
 ) -> ApiError:
     """One error in the caller's family; message/details default to the status' fixed texts.
 
-    The background family carries only ``{"message": ...}`` (its documented generic shape).
+    The background family carries only ``{"message": ...}`` (its documented generic shape), so
+    there the explicit details, when given, are the message: a 429 says which limit and when to
+    retry, not a bare "Too Many Requests".
     """
     reason, default_details = _REASONS.get(status, ("Error", ""))
     if family == "mask":
         return MaskApiError(
             status, message or reason, default_details if details is None else details, headers
         )
-    return BgApiError(status, {"message": message or reason}, headers)
+    return BgApiError(status, {"message": details or message or reason}, headers)
 
 
 def _from_http_exception(family: Family, exc: web.HTTPException) -> ApiError:
