@@ -6,9 +6,11 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from media import inspect, serve
+from PIL import Image
 
 from common.settings import Settings
 from devstack.processes import free_port
@@ -101,10 +103,41 @@ def _encode(src: Path, out: Path, preset: Preset, max_s: float | None = None) ->
     for frame in iter_frames(src, max_duration_s=max_s):
         luma = frame.rgb.mean(axis=2).astype(np.uint8)
         if preset.alpha:
-            writer.write(np.dstack([frame.rgb, luma]), frame.pts)
+            writer.write(np.dstack([frame.rgb, luma]), frame.pts, frame.duration)
         else:
-            writer.write(mask_frame(luma), frame.pts)
+            writer.write(mask_frame(luma), frame.pts, frame.duration)
     return writer.close()
+
+
+def _video_end_s(path: Path) -> float:
+    """Where the last frame stops showing: the latest pts + duration of the video's packets."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        ends = [
+            (packet.pts + (packet.duration or 0)) * packet.time_base
+            for packet in container.demux(stream)
+            if packet.pts is not None and packet.size
+        ]
+    return float(max(ends))
+
+
+@pytest.mark.parametrize("name", ["gif", "mp4_h264", "webm_vp9", "mov_h265"])
+@pytest.mark.parametrize("delays_ms", [[100, 500], [40, 40, 1000], [250, 70, 30, 420]])
+def test_each_frame_keeps_its_own_duration(tmp_path: Path, name: str, delays_ms: list[int]) -> None:
+    """An animation's long last frame (a GIF's final hold) lasts as long as in the input, not one
+    average frame period; a trim cuts it at the limit."""
+    src = tmp_path / "anim.gif"
+    shades = np.linspace(0, 255, len(delays_ms)).astype(np.uint8)
+    images = [Image.fromarray(np.full((32, 48, 3), shade, np.uint8)) for shade in shades]
+    images[0].save(src, save_all=True, append_images=images[1:], duration=delays_ms, loop=0)
+    preset = PRESETS[name]
+    out = tmp_path / f"out.{preset.extension}"
+    assert _encode(src, out, preset) == len(delays_ms)
+    assert _video_end_s(out) == pytest.approx(sum(delays_ms) / 1000, abs=0.011)
+    assert inspect(out).intervals_ms == tuple(delays_ms[:-1])
+    cut_s = (sum(delays_ms) - delays_ms[-1] / 2) / 1000  # in the middle of the last frame
+    _encode(src, out, preset, max_s=cut_s)
+    assert _video_end_s(out) == pytest.approx(cut_s, abs=0.011)
 
 
 EXPECTED = {  # preset -> (decoder name, audio codec of the output for an AAC input)

@@ -40,6 +40,7 @@ ProgressFn = Callable[[int], Awaitable[None]]
 class DecodedClip:
     frames: np.memmap  # uint8 [N,H,W,3], upright: H x W is the display size
     pts: list[int]
+    durations: list[int]  # per frame, in the input's time base; 0: not stored
     processed_duration_s: float
     alpha: np.memmap | None = None  # uint8 [N,H,W], the input's own alpha; None: all opaque
 
@@ -50,8 +51,9 @@ def decode_to_memmap(source: Path, info: VideoInfo, work: Path, max_duration_s: 
     raw = work / "frames.u8"
     raw_alpha = work / "alpha.u8"
     pts: list[int] = []
+    durations: list[int] = []
     shape: tuple[int, ...] = ()
-    last_s = 0.0
+    end_s = 0.0
     alpha_out: BinaryIO | None = None
     with contextlib.ExitStack() as files:
         out = files.enter_context(raw.open("wb"))
@@ -66,17 +68,16 @@ def decode_to_memmap(source: Path, info: VideoInfo, work: Path, max_duration_s: 
             if alpha_out is not None:
                 alpha_out.write((frame.alpha if frame.alpha is not None else opaque).tobytes())
             pts.append(frame.pts)
-            last_s = frame.time_s - info.start_pts * float(info.time_base)
+            durations.append(frame.duration)
+            end_s = frame.end_s(info.fps) - info.start_pts * float(info.time_base)
     if not pts:
         raise MediaError(400, "Unreadable video", "No frame could be decoded from the video.")
-    span = last_s + (1.0 / float(info.fps) if info.fps else 0.0)
-    if max_duration_s is not None:
-        span = min(span, max_duration_s)
+    span = end_s if max_duration_s is None else min(end_s, max_duration_s)
     frames = np.memmap(raw, dtype=np.uint8, mode="r", shape=(len(pts), *shape))
     alpha = None
     if alpha_out is not None:
         alpha = np.memmap(raw_alpha, dtype=np.uint8, mode="r", shape=(len(pts), *shape[:2]))
-    return DecodedClip(frames, pts, span, alpha)
+    return DecodedClip(frames, pts, durations, span, alpha)
 
 
 def prompt_arrays(key_points: Sequence[KeyPoint]) -> tuple[np.ndarray, np.ndarray]:
@@ -137,6 +138,7 @@ def encode_masks(
     out_path: Path,
     masks: np.memmap,
     pts: Sequence[int],
+    durations: Sequence[int],
     source: Path,
     info: VideoInfo,
     preset_name: str,
@@ -146,9 +148,10 @@ def encode_masks(
     """Write the masks in input order; `alpha` (the input's own, [N,H,W]) is multiplied in."""
     writer = VideoWriter(out_path, preset_by_name(preset_name), info, source, max_duration_s)
     try:
-        for index, frame_pts in enumerate(pts):
+        for index, (frame_pts, duration) in enumerate(zip(pts, durations, strict=True)):
             frame_alpha = np.asarray(alpha[index]) if alpha is not None else None
-            writer.write(mask_frame(input_alpha.times(np.asarray(masks[index]), frame_alpha)), frame_pts)
+            mask = mask_frame(input_alpha.times(np.asarray(masks[index]), frame_alpha))
+            writer.write(mask, frame_pts, duration)
     except BaseException:
         writer.abort()
         raise
@@ -194,6 +197,7 @@ async def run(job: JobContext, record: JobRecord, params: KeyPointMaskParams) ->
             out_path,
             masks,
             clip.pts,
+            clip.durations,
             source,
             info,
             params.preset,

@@ -35,10 +35,18 @@ class DecodedFrame:
     index: int
     alpha: np.ndarray | None = None  # uint8 HxW, the input's own alpha; None: opaque
     colour: np.ndarray | None = None  # uint8 HxWx3 straight colour under `alpha` (None with it)
+    duration: int = 0  # in time_base, how long the frame shows (a GIF's delay); 0: not stored
 
     @property
     def time_s(self) -> float:
         return float(self.pts * self.time_base)
+
+    def end_s(self, fps: Fraction) -> float:
+        """When the frame stops showing, in seconds: pts + its own duration, else one 1/fps period
+        (0 fps: no period)."""
+        if self.duration > 0:
+            return float((self.pts + self.duration) * self.time_base)
+        return self.time_s + (float(1 / fps) if fps else 0.0)
 
 
 def _decode_into(
@@ -77,6 +85,7 @@ def _decode_into(
                     index,
                     None if alpha is None else to_display(alpha, rotation),
                     None if colour is None else to_display(colour, rotation),
+                    int(frame.duration or 0),
                 )
                 index += 1
                 while not stop.is_set():

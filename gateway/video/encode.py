@@ -279,10 +279,13 @@ class _AudioCarrier:
 class VideoWriter:
     """Writes the result video of any job: masks, composites and transparent frames alike.
 
-    `write(frame, pts)` queues one uint8 frame, upright at the input's display size: [H,W] (a
-    mask, written grey), [H,W,3] RGB or [H,W,4] RGBA (transparent presets); `pts` is in the
-    input's time base. `close()` flushes and returns the number of frames written; `abort()` stops
-    without flushing. Both `write` and `close` raise EncodeError with what the encoder thread hit.
+    `write(frame, pts, duration)` queues one uint8 frame, upright at the input's display size: [H,W]
+    (a mask, written grey), [H,W,3] RGB or [H,W,4] RGBA (transparent presets); `pts` and
+    `duration` are in the input's time base. Each frame's own duration is kept on its packet, so
+    the last frame shows as long as in the input (a GIF's long final delay, a slide's hold)
+    instead of one average frame period. `close()` flushes and returns the number of frames
+    written; `abort()` stops without flushing. Both `write` and `close` raise EncodeError with what
+    the encoder thread hit.
     The constructor raises av.error.FFmpegError when the container or codec cannot be opened.
     """
 
@@ -352,13 +355,14 @@ class VideoWriter:
             # 255 as black and white.
             ctx.color_range = 2
 
-    def write(self, frame: np.ndarray, pts: int) -> None:
-        """Queue one frame; `pts` is in the input's time base. Blocks while the queue is full."""
+    def write(self, frame: np.ndarray, pts: int, duration: int = 0) -> None:
+        """Queue one frame; `pts` and `duration` (0: not known) are in the input's time base.
+        Blocks while the queue is full."""
         while True:
             if self._error is not None:
                 raise EncodeError(f"encoder failed: {self._error}") from self._error
             try:
-                self._queue.put((frame, pts), timeout=0.2)
+                self._queue.put((frame, pts, duration), timeout=0.2)
                 return
             except queue.Full:
                 continue
@@ -414,6 +418,12 @@ class VideoWriter:
         self._audio.start(origin, cut)
         return first_s - origin
 
+    def _mux_video(self, packet: av.Packet, durations: dict[int, int]) -> None:
+        duration = durations.pop(packet.pts, 0) if packet.pts is not None else 0
+        if duration and not packet.duration:
+            packet.duration = duration
+        self._container.mux(packet)
+
     def _run(self) -> None:
         container = self._container
         try:
@@ -421,6 +431,9 @@ class VideoWriter:
             lead = Fraction(0)
             last_out = -1
             out_tb = self._stream.codec_context.time_base
+            # out pts -> that frame's duration: encoders leave packet durations at 0, and a muxer
+            # then guesses the last frame's from the average rate
+            durations: dict[int, int] = {}
             while True:
                 if self._abort.is_set():
                     return
@@ -430,7 +443,7 @@ class VideoWriter:
                     continue
                 if item is _STOP:
                     break
-                array, pts = item  # type: ignore[misc]
+                array, pts, duration = item  # type: ignore[misc]
                 if start_pts is None:
                     start_pts = pts
                     self._set_pix_fmt(array)
@@ -445,16 +458,21 @@ class VideoWriter:
                 if out_pts <= last_out:
                     continue  # only GIF's coarse clock can fold two frames onto one tick
                 last_out = out_pts
+                if duration > 0:
+                    shown = Fraction(duration) * self.info.time_base
+                    if self.max_duration_s is not None:
+                        shown = min(shown, self.max_duration_s - rel)  # the trim ends the last one
+                    durations[out_pts] = max(1, round(shown / out_tb))
                 vf = self._to_video_frame(array)
                 vf.pts = out_pts
                 vf.time_base = out_tb
                 for packet in self._stream.encode(vf):
-                    container.mux(packet)
+                    self._mux_video(packet, durations)
                 self.frames_written += 1
                 if self._audio is not None:
                     self._audio.advance(pts * self.info.time_base + Fraction(1, 2))
             for packet in self._stream.encode(None):
-                container.mux(packet)
+                self._mux_video(packet, durations)
             if self._audio is not None:
                 self._audio.finish()
         except BaseException as exc:

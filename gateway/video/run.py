@@ -90,7 +90,7 @@ async def run_video(
             VideoWriter, output_path, preset, info, input_path if keep_audio else None, max_duration_s
         )
         done = 0
-        last_time = 0.0
+        end_s = 0.0
         results = infer_frames(
             triton,
             _frames(reader, model),
@@ -103,9 +103,9 @@ async def run_video(
         async for result in results:
             result = _cropped(result, height, width)
             frame = await asyncio.to_thread(render, result)
-            await asyncio.to_thread(writer.write, frame, result.frame.pts)
+            await asyncio.to_thread(writer.write, frame, result.frame.pts, result.frame.duration)
             done += 1
-            last_time = result.frame.time_s - info.start_pts * float(info.time_base)
+            end_s = result.frame.end_s(info.fps) - info.start_pts * float(info.time_base)
             if progress is not None:
                 total = max(total, done)
                 await progress(done, total)
@@ -113,9 +113,7 @@ async def run_video(
         writer = None
         if progress is not None:
             await progress(written, written)
-        span = last_time + (1.0 / float(info.fps) if info.fps else 0.0)
-        if max_duration_s is not None:
-            span = min(span, max_duration_s)
+        span = end_s if max_duration_s is None else min(end_s, max_duration_s)
         ok = True
         return RunResult(frames=written, processed_duration_s=span)
     finally:
