@@ -3,8 +3,10 @@
 For each sequence: the frames become an H.264 clip, the deepest ground-truth point of one frame is
 the positive prompt (plus the deepest background point as a negative), and mean region similarity
 J (IoU against the ground truth, every frame) is reported for a prompt on frame 0 (forward) and on
-the middle frame (backward + forward), with the time per frame. Two baselines from the same run:
-the prompt frame's mask copied to every frame, and unprompted per-frame U2-Net-p saliency.
+the middle frame (backward + forward), with the time per frame, and presence recall ("pr"): the
+share of frames with the object visible where the mask overlaps it with IoU > 0.3. Two baselines
+from the same run: the prompt frame's mask copied to every frame, and unprompted per-frame U2-Net-p
+saliency.
 
     python -m benchmarks.eval_keypoints --in-process            # the algorithm, no servers
     python -m benchmarks.eval_keypoints --gateway http://127.0.0.1:8080 --token T
@@ -25,7 +27,14 @@ import av
 import numpy as np
 
 from benchmarks.common import mask_job_via_api, serve_directory
-from benchmarks.keypoints_common import U2NetP, iou, load_sequence, prompt_from_mask, sequences
+from benchmarks.keypoints_common import (
+    U2NetP,
+    iou,
+    load_sequence,
+    presence_recall,
+    prompt_from_mask,
+    sequences,
+)
 from triton_models.keypoints import KeypointTracker, Prompt
 from triton_models.keypoints.tracker import SaliencyFn
 from triton_models.mask_geometry import bbox, expand
@@ -112,14 +121,14 @@ def main() -> None:
     nan = float("nan")
     with tempfile.TemporaryDirectory(prefix="kp-eval-") as tmp_dir, serve_directory(Path(tmp_dir)) as base:
         tmp = Path(tmp_dir)
-        print(f"{'sequence':16} {'frames':>6} {'J fwd':>6} {'J mid':>6} {'copy':>6} {'u2netp':>6} "
-              f"{'ms':>7} {'sal ms':>7} {'calls':>5}")  # fmt: skip
+        print(f"{'sequence':16} {'frames':>6} {'J fwd':>6} {'J mid':>6} {'pr fwd':>6} {'pr mid':>6} "
+              f"{'copy':>6} {'u2netp':>6} {'ms':>7} {'sal ms':>7} {'calls':>5}")  # fmt: skip
         for seq in args.sequences or sequences():
             frames, gts = load_sequence(seq, args.limit or None)
             if args.gateway:
                 write_clip(tmp / f"{seq}.mp4", frames)
             starts = {"both": (0, len(frames) // 2), "first": (0,), "middle": (len(frames) // 2,)}
-            scores, elapsed, sal_s, calls, walked = {}, 0.0, 0.0, 0, 0
+            scores, presence, elapsed, sal_s, calls, walked = {}, {}, 0.0, 0.0, 0, 0
             for start in starts[args.starts]:
                 points = prompt_from_mask(gts[start], negative=not args.no_negative)
                 t0, s0, c0 = time.perf_counter(), net.seconds, net.calls
@@ -143,7 +152,9 @@ def main() -> None:
                 if len(masks) != len(gts):
                     raise RuntimeError(f"{seq}: {len(masks)} masks for {len(gts)} frames")
                 scores[start] = np.mean([iou(m > 127, g) for m, g in zip(masks, gts, strict=True)])
+                presence[start] = presence_recall(masks, gts)
             j_fwd, j_mid = scores.get(0, nan), scores.get(len(frames) // 2, nan)
+            pr_fwd, pr_mid = presence.get(0, nan), presence.get(len(frames) // 2, nan)
             copy = np.mean([iou(gts[0], g) for g in gts])
             saliency = (
                 nan
@@ -155,16 +166,18 @@ def main() -> None:
             # in-process: the tracker's own time (saliency calls excluded, reported beside it);
             # through the API: the whole job's wall time.
             ms = 1000 * (elapsed - sal_s if args.in_process else elapsed) / walked
-            rows.append((j_fwd, j_mid, copy, saliency, ms, 1000 * sal_s / walked, calls / walked))
+            rows.append(
+                (j_fwd, j_mid, pr_fwd, pr_mid, copy, saliency, ms, 1000 * sal_s / walked, calls / walked)
+            )
             print(
-                f"{seq:16} {len(frames):6d} {j_fwd:6.3f} {j_mid:6.3f} {copy:6.3f} {saliency:6.3f} "
-                f"{rows[-1][4]:7.1f} {rows[-1][5]:7.1f} {rows[-1][6]:5.2f}",
+                f"{seq:16} {len(frames):6d} {j_fwd:6.3f} {j_mid:6.3f} {pr_fwd:6.3f} {pr_mid:6.3f} "
+                f"{copy:6.3f} {saliency:6.3f} {rows[-1][6]:7.1f} {rows[-1][7]:7.1f} {rows[-1][8]:5.2f}",
                 flush=True,
             )
     m = np.nanmean(rows, axis=0)
     print(
-        f"{'MEAN':16} {'':6} {m[0]:6.3f} {m[1]:6.3f} {m[2]:6.3f} {m[3]:6.3f} "
-        f"{m[4]:7.1f} {m[5]:7.1f} {m[6]:5.2f}"
+        f"{'MEAN':16} {'':6} {m[0]:6.3f} {m[1]:6.3f} {m[2]:6.3f} {m[3]:6.3f} {m[4]:6.3f} {m[5]:6.3f} "
+        f"{m[6]:7.1f} {m[7]:7.1f} {m[8]:5.2f}"
     )
     mode = "in-process" if args.in_process else f"API {args.gateway}"
     print(f"mode: {mode}; ms = per frame walked (in-process: tracker only, U2-Net-p calls beside it: "

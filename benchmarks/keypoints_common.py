@@ -43,6 +43,16 @@ def iou(pred: np.ndarray, gt: np.ndarray) -> float:
     return 1.0 if union == 0 else float(np.logical_and(pred, gt).sum() / union)
 
 
+def presence_recall(masks: list[np.ndarray], gts: list[np.ndarray], bar: float = 0.3) -> float:
+    """Share of the frames where the object is visible in the ground truth on which the mask
+    overlaps it with IoU > `bar` (issue 16's measure of a lost object; J hides a long loss behind
+    good frames). masks uint8 0..255 or bool [H,W]; 1.0 when the object is never visible."""
+    seen = [(m > 127 if m.dtype == np.uint8 else m, g) for m, g in zip(masks, gts, strict=True) if g.any()]
+    if not seen:
+        return 1.0
+    return float(np.mean([iou(m, g) > bar for m, g in seen]))
+
+
 class U2NetP:
     """The exported U²-Net-p (model_repository/u2netp/1/model.onnx, the graph Triton serves:
     uint8 HxWx3 -> uint8 HxW, pre/post inside) under onnxruntime: the unprompted baseline and the

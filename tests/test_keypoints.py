@@ -60,6 +60,23 @@ def _write(path: Path, frames: list[np.ndarray], fps: int = FPS) -> Path:
     return path
 
 
+# 01_dog, frames 40-139 (of the real clip): the dog runs out of the frame on the right (gone from
+# frame 74 to 101, seen frame by frame), comes back from 102 and is whole again from 108.
+EXIT_FIRST, EXIT_GONE, EXIT_BACK, EXIT_LAST = 40, range(74, 102), 108, 139
+EXIT_PROMPT = {"x": 175, "y": 108, "type": "positive"}  # the dog's back on frame 40, at 320x180
+
+
+def _dog_leaves_and_returns() -> list[np.ndarray]:
+    with av.open(str(VIDEOS / "01_dog.mp4")) as container:
+        frames = [
+            cv2.resize(frame.to_ndarray(format="rgb24"), SIZE, interpolation=cv2.INTER_AREA)
+            for index, frame in enumerate(container.decode(video=0))
+            if EXIT_FIRST <= index <= EXIT_LAST
+        ]
+    assert len(frames) == EXIT_LAST - EXIT_FIRST + 1
+    return frames
+
+
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory: pytest.TempPathFactory, triton_url: str) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("kp-clips")
@@ -75,6 +92,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory, triton_url: str) -> dict[str
     _write(root / "pair.mp4", pair)
     _write(root / "long.mp4", long_frames, fps=8)
     _write(root / "big.mp4", big)
+    _write(root / "exit.mp4", _dog_leaves_and_returns(), fps=24)
     make_clip(
         VIDEOS / "01_dog.mp4",
         root,
@@ -174,6 +192,26 @@ async def test_one_positive_point_follows_the_object(
     ious = [_iou(m, g) for m, g in zip(masks, gt, strict=True)]
     print(f"dog 1 point: mean J {np.mean(ious):.3f}, min {min(ious):.3f}")
     assert np.mean(ious) > 0.6 and min(ious) > 0.4
+
+
+async def test_the_object_that_leaves_the_frame_is_found_again(
+    stack: Stack, http: aiohttp.ClientSession, url: str, tmp_path: Path
+) -> None:
+    """Empty while the dog is out of the frame (not a phantom stuck at the edge), on the dog again
+    once it is back (found by its prompt-frame colours, not the woman the whole frame's
+    saliency sees meanwhile)."""
+    _, out = await _run(http, stack, {"video": f"{url}/exit.mp4", "key_points": [EXIT_PROMPT]}, tmp_path)
+    masks = _masks(out)
+    assert len(masks) == EXIT_LAST - EXIT_FIRST + 1
+    frame = {index: masks[index - EXIT_FIRST] for index in range(EXIT_FIRST, EXIT_LAST + 1)}
+    areas = {index: int(mask.sum()) for index, mask in frame.items()}
+    print("mask area per frame:", areas)
+    assert all(areas[i] > 100 for i in range(EXIT_FIRST, 64))  # before it leaves (mid-jump too)
+    assert all(areas[i] == 0 for i in EXIT_GONE[2:])  # gone (2 frames for the remnant to fade)
+    back = range(EXIT_BACK + 4, EXIT_LAST + 1)  # saliency sees the entering dog a few frames late
+    assert all(300 < areas[i] < 6000 for i in back)
+    woman_x = 0.4 * SIZE[0]  # she stays left of this line on every frame
+    assert all(np.nonzero(frame[i])[1].mean() > woman_x for i in back)
 
 
 async def test_the_less_salient_of_two_objects(

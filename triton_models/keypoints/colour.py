@@ -41,3 +41,17 @@ class ColourModel:
         """float32 [h,w] 0..1: how much more the pixel's colour is the object's than the
         surroundings' (0.5 = either)."""
         return self._table[_bins(rgb)]
+
+
+def histogram(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """float64 [LEVELS**3]: the normalised joint RGB histogram of `rgb` [h,w,3] uint8 under the
+    bool `mask` [h,w] (all zeros for an empty mask)."""
+    counts = np.bincount(_bins(rgb)[mask], minlength=LEVELS**3).astype(np.float64)
+    return counts / max(1.0, counts.sum())
+
+
+def similarity(p: np.ndarray, q: np.ndarray) -> float:
+    """Bhattacharyya coefficient of two normalised histograms: 1 same colours, 0 none shared
+    (Bhattacharyya, 1943; the usual appearance measure of histogram trackers, Comaniciu et al.,
+    "Kernel-based object tracking", TPAMI 2003)."""
+    return float(np.sqrt(p * q).sum())

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from triton_models.keypoints.colour import ColourModel
+from triton_models.keypoints.colour import ColourModel, histogram, similarity
 from triton_models.keypoints.flow import FlowWarper
 from triton_models.keypoints.prompt import Prompt
 from triton_models.mask_geometry import Box, bbox, dilate, ellipse, expand, groups, iou
@@ -44,6 +44,10 @@ def _touches_inner_edge(mask: np.ndarray, box: Box, shape: tuple[int, int]) -> b
         or (x1 < w and mask[y0:y1, x1 - 1].any())
         or (y1 < h and mask[y1 - 1, x0:x1].any())
     )
+
+
+def _at_frame_edge(mask: np.ndarray) -> bool:
+    return bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
 
 
 def _box_mask(box: Box, shape: tuple[int, int]) -> np.ndarray:
@@ -89,6 +93,13 @@ class KeypointTracker:
     # How far saliency redraws the warped mask where both look at the object: more when they
     # agree (saliency is sharper at the edges), less when they do not (an occluder, a blur).
     TRUST_AGREE, TRUST_DISAGREE = 0.75, 0.5
+    # Re-acquisition of a lost object (it left the frame, or the mask died): a salient component
+    # whose colour histogram is this much the prompt frame's object (Bhattacharyya coefficient;
+    # 01_dog through H.264: the dog 0.93, the woman beside it 0.58-0.60), less where the colour
+    # model also vouches for it, and whose size is plausible (from ENTERING of the object's size
+    # at the frame's edge, where it may be coming back in).
+    LOOKS_ALIKE, LOOKS_ALIKE_WITH_COLOUR = 0.75, 0.5
+    ENTERING = 0.05
 
     def __init__(self, saliency: SaliencyFn | None, work_long_side: int = 480) -> None:
         self.saliency = saliency
@@ -102,6 +113,7 @@ class KeypointTracker:
         self._frame: np.ndarray | None = None
         self._colour: ColourModel | None = None
         self._area = 0.0  # the object's recent size (work px), what "lost" is measured against
+        self._appearance: np.ndarray | None = None  # the prompt frame's object: colour histogram
 
     # --- geometry -----------------------------------------------------------------------------
 
@@ -249,6 +261,7 @@ class KeypointTracker:
                 mask = _disc((h, w), pos, 3 * radius)
         self._box = expand(bbox(mask), self.MARGIN, self._min_side, (h, w))
         self._fit_colour(small, mask)
+        self._appearance = histogram(small, mask)
         self._area = float(mask.sum())
         return self._commit(mask.astype(np.float32))
 
@@ -263,11 +276,9 @@ class KeypointTracker:
         if moved is not None:
             self._negatives = moved
         prior = warped > 0.5
-        box = (
-            self._steady(expand(bbox(prior), self.MARGIN, self._min_side, (h, w)))
-            if prior.any()
-            else self._box
-        )
+        if not prior.any():
+            return self._reacquire(small)
+        box = self._steady(expand(bbox(prior), self.MARGIN, self._min_side, (h, w)))
         sal = self._crop_saliency(box)
 
         # Salient components that are (mostly) the warped object; the rest of the crop is other
@@ -285,8 +296,14 @@ class KeypointTracker:
         a = self.TRUST_AGREE if agree >= 0.25 else self.TRUST_DISAGREE
         fused = np.where(cand, np.maximum(sal, a * sal + (1.0 - a) * warped), self.FADE * warped)
         col = self._colour.prob(small) if self._colour is not None else None
+        # Most of the object gone, what is left at the frame's edge, and saliency sees none of it:
+        # it is leaving the frame. Kept, the remnant would stay stuck at the edge (the scene
+        # there does not move) and grow into whatever is salient beside it.
+        leaving = _at_frame_edge(prior) and prior.sum() < self.LOST * self._area
         if not salient.any():
-            if col is None:
+            if leaving:
+                fused = self.FADE * warped
+            elif col is None:
                 fused = warped
             else:
                 # Saliency is blind to the object here: its colours attached to the warped mask
@@ -299,14 +316,15 @@ class KeypointTracker:
         reach = max(2, round(0.1 * np.sqrt(prior.sum())))
         fused[~dilate(prior, reach)] = 0.0
         size = float((fused > 0.5).sum())
-        if col is not None and size < self.LOST * self._area:
-            found = self._redetect(col, box)
+        if size < self.LOST * self._area and not leaving:
+            found = self._redetect(small, col, box)
             if found is not None:
                 fused, size = np.maximum(fused, found), float((found > 0.5).sum())
-        if size == 0 and prior.any():
+        if size == 0 and not leaving:
             fused = warped  # flow says it is still in the frame: a stale mask beats none
-        elif size >= self.LOST * self._area:
-            self._area = 0.8 * self._area + 0.2 * size  # follows an object that nears or recedes
+        elif size >= self.LOST * self._area and (size > self._area or not _at_frame_edge(prior)):
+            # follows an object that nears or recedes; the frame's edge cutting it is no shrinking
+            self._area = 0.8 * self._area + 0.2 * size
         self._box = box
         return self._commit(fused)
 
@@ -324,26 +342,56 @@ class KeypointTracker:
             keep[neg_hit[neg_hit != 0]] = False
         return keep[comps] & region
 
-    def _redetect(self, col: np.ndarray, box: Box) -> np.ndarray | None:
-        """The object found again after it was lost (occluded, or flow slid off it): saliency of
-        a crop twice as wide as the last one, the salient component of about the object's size
-        whose colours are most the object's. One extra saliency call, only on lost frames."""
-        h, w = col.shape
-        sal = self._crop_saliency(expand(box, 0.5, self._min_side, (h, w)))
-        sure = (sal > self.SURE).astype(np.uint8)
-        n, comps, stats, _ = cv2.connectedComponentsWithStats(sure, connectivity=8)
-        if n <= 1:
-            return None
-        sizes = stats[1:, cv2.CC_STAT_AREA].astype(np.float64)
-        score = _means(comps, n, col)[1:]
-        plausible = (sizes >= 0.3 * self._area) & (sizes <= 3.0 * self._area) & (score >= self.COLOUR_SURE)
+    def _reacquire(self, small: np.ndarray) -> np.ndarray:
+        """The step of a frame without a mask to follow (the object left the frame, or the mask
+        died): the object is looked for in the whole frame, then around where it was last seen
+        (where a small object, or one coming back in, is salient only in a crop). Two saliency
+        calls per such frame. Nothing found: an empty mask, and the next frame looks again."""
+        h, w = small.shape[:2]
+        assert self._box is not None
+        col = self._colour.prob(small) if self._colour is not None else None
+        found = self._candidate(self._crop_saliency((0, 0, w, h)), small, col)
+        if found is None:
+            found = self._redetect(small, col, self._box)
+        if found is None:
+            return self._commit(np.zeros((h, w), np.float32))
+        self._box = expand(bbox(found > 0.5), self.MARGIN, self._min_side, (h, w))
+        return self._commit(found)
+
+    def _redetect(self, small: np.ndarray, col: np.ndarray | None, box: Box) -> np.ndarray | None:
+        """The object found again near `box` after it was lost (occluded, or flow slid off it):
+        saliency of a crop twice as wide, and at least three times the object's size across (the
+        last box of an object that left the frame is the sliver it left by). One extra saliency
+        call, only on lost frames."""
+        h, w = small.shape[:2]
+        side = max(self._min_side, round(3 * np.sqrt(self._area)))
+        return self._candidate(self._crop_saliency(expand(box, 0.5, side, (h, w))), small, col)
+
+    def _candidate(self, sal: np.ndarray, small: np.ndarray, col: np.ndarray | None) -> np.ndarray | None:
+        """The salient component (work-size map `sal` > SURE) that is the object, as its soft
+        saliency, or None: of a plausible size (0.3x to 3x the object's recent size; from
+        ENTERING at the frame's edge, where it may be coming back in), holding no negative point,
+        whose colours are the object's (mean P(object|colour) >= COLOUR_SURE where the colour
+        model is trusted) and whose colour histogram is the prompt frame object's (Bhattacharyya
+        >= LOOKS_ALIKE, or LOOKS_ALIKE_WITH_COLOUR beside the colour model); the most alike."""
+        assert self._appearance is not None
+        h, w = sal.shape
+        n, comps = groups(sal > self.SURE, self._gap)
+        held: set[int] = set()
         if len(self._negatives):
-            neg_hit = comps[_disc((h, w), self._negatives, 2)]
-            plausible[neg_hit[neg_hit != 0] - 1] = False
-        if not plausible.any():
-            return None
-        best = 1 + int(np.argmax(np.where(plausible, score, -1.0)))
-        return np.where(comps == best, sal, 0.0).astype(np.float32)
+            held = set(np.unique(comps[_disc((h, w), self._negatives, 2)]).tolist())
+        best, best_score = 0, self.LOOKS_ALIKE if col is None else self.LOOKS_ALIKE_WITH_COLOUR
+        for label in range(1, n):
+            part = comps == label
+            smallest = (self.ENTERING if _at_frame_edge(part) else 0.3) * self._area
+            if label in held or not smallest <= part.sum() <= 3.0 * self._area:
+                continue
+            if col is not None and float(col[part].mean()) < self.COLOUR_SURE:
+                continue
+            score = similarity(histogram(small, part), self._appearance)
+            if score >= best_score:
+                best, best_score = label, score
+        return np.where(comps == best, sal, 0.0).astype(np.float32) if best else None
 
     def _steady(self, box: Box) -> Box:
         """`box` re-centred but shrunk at most 15 % per frame from the last one: a mask that lost
