@@ -8,7 +8,7 @@ SERVE := $(VENV)/.serve-installed
 DEV := $(VENV)/.dev-installed
 EXPORT := $(VENV)/.export-installed
 
-.PHONY: setup run up down test lint export-tools models bench load redis clean
+.PHONY: setup run up down test lint export-tools models bench load redis clean check-image-steps
 
 setup: $(SERVE) redis models
 
@@ -66,6 +66,12 @@ bench: setup
 # Bounded load test on its own stack (free loopback ports); stops by itself, exit 1 on a 5xx or a lost job.
 load: setup
 	$(PY) -m benchmarks.load --seconds $${LOAD_SECONDS:-60}
+
+# The Triton image's build steps without Docker, in Python 3.10 venvs (docs/gpu.md). Needs a
+# python3.10 (e.g. PYTHON310=~/.pyenv/versions/3.10.13/bin/python3.10) and network for pip.
+PYTHON310 ?= python3.10
+check-image-steps: $(SERVE)
+	$(PY) docker/build_steps.py docker/triton.Dockerfile --python $(PYTHON310)
 
 clean:
 	rm -rf .run

@@ -104,7 +104,7 @@ def machine() -> dict[str, object]:
         "cores": os.cpu_count(),
         "ram_gib": round(psutil.virtual_memory().total / 1024**3, 1),
         "load_1m_at_start": round(os.getloadavg()[0], 2),
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "python": platform.python_version(),
     }
 

@@ -17,6 +17,7 @@ from types import ModuleType
 
 import onnx
 
+from common.settings import Settings
 from export import pbtxt
 
 Dims = tuple[int, ...]
@@ -33,19 +34,123 @@ class Profile:
     max: Dims
 
 
-# The resolutions the API allows. rvm: 256 px to 4K frames, up to 4 batched sequences; its states
-# live at the in-graph working size (long side <= 512, halved per stage: 1/2, 1/4, 1/8, 1/16),
-# starting as 1x1x1x1 zeros. u2netp: the image endpoints' sides (IMAGE_MAX_SIDE 2048).
-PRESETS: dict[str, dict[str, Profile]] = {
-    "rvm": {
-        "frame": Profile((1, 256, 256, 3), (1, 720, 1280, 3), (4, 2160, 3840, 3)),
-        "r1i": Profile((1, 1, 1, 1), (1, 16, 144, 256), (4, 16, 256, 256)),
-        "r2i": Profile((1, 1, 1, 1), (1, 20, 72, 128), (4, 20, 128, 128)),
-        "r3i": Profile((1, 1, 1, 1), (1, 40, 36, 64), (4, 40, 64, 64)),
-        "r4i": Profile((1, 1, 1, 1), (1, 64, 18, 32), (4, 64, 32, 32)),
-    },
-    "u2netp": {"image": Profile((32, 32, 3), (720, 1280, 3), (2048, 2048, 3))},
-}
+@dataclass(frozen=True)
+class DimRange:
+    """MIN <= OPT <= MAX of one named graph dim."""
+
+    min: int
+    opt: int
+    max: int
+
+
+# The smallest side a frame or image may have (model_repository/README.md: sides >= 2; the
+# gateway pads thinner frames). The largest follow the settings: every frame the API admits
+# (VIDEO_MAX_SIDE, both orientations: portrait 4K too) and every image (IMAGE_MAX_SIDE).
+MIN_SIDE = 2
+OPT_HEIGHT, OPT_WIDTH = 720, 1280
+# RVM's recurrent states live at the working resolution (long side at most the graph's
+# downsample_base), at 1/2, 1/4, 1/8 and 1/16 of it, and start as [1,1,1,1].
+RVM_STATE_STRIDE = {"r1i": 2, "r2i": 4, "r3i": 8, "r4i": 16}
+
+
+def _initializer(model: onnx.ModelProto, name: str) -> float:
+    from onnx import numpy_helper
+
+    for tensor in model.graph.initializer:
+        if tensor.name == name:
+            return float(numpy_helper.to_array(tensor).reshape(-1)[0])
+    raise TrtError(f"the graph has no initializer {name!r}: not the wrapped rvm graph?")
+
+
+def _rvm_ranges(model: onnx.ModelProto, max_batch: int, max_side: int) -> dict[str, DimRange]:
+    base = _initializer(model, "downsample_base")
+    ratio = min(1.0, base / max(OPT_HEIGHT, OPT_WIDTH))
+    work_h, work_w = int(OPT_HEIGHT * ratio), int(OPT_WIDTH * ratio)
+    ranges = {
+        "batch": DimRange(1, 1, max_batch),
+        "height": DimRange(MIN_SIDE, OPT_HEIGHT, max_side),
+        "width": DimRange(MIN_SIDE, OPT_WIDTH, max_side),
+    }
+    channels = {o.name[:-1] + "i": o.type.tensor_type.shape.dim[1].dim_value for o in model.graph.output}
+    for state, stride in RVM_STATE_STRIDE.items():
+        longest = -(-int(base) // stride)  # ceil: the encoder's stride-2 convolutions round up
+        ranges[f"{state}_channels"] = DimRange(1, channels[state], channels[state])
+        ranges[f"{state}_height"] = DimRange(1, -(-work_h // stride), longest)
+        ranges[f"{state}_width"] = DimRange(1, -(-work_w // stride), longest)
+    return ranges
+
+
+def dim_ranges(
+    model_name: str, model: onnx.ModelProto, max_batch: int, settings: Settings
+) -> dict[str, DimRange]:
+    """The range of every named dim of a shipped model's graph inputs. rvm: `max_batch` frames
+    (its GPU config's max_batch_size), sides MIN_SIDE..VIDEO_MAX_SIDE; u2netp: sides
+    MIN_SIDE..IMAGE_MAX_SIDE (the gateway sends 320x320, the trackers crops up to 512).
+    Other models: {} (give --shape)."""
+    if model_name == "rvm":
+        return _rvm_ranges(model, max_batch, max(settings.video_max_side, OPT_WIDTH))
+    if model_name == "u2netp":
+        side = max(settings.image_max_side, OPT_WIDTH)
+        return {"height": DimRange(MIN_SIDE, OPT_HEIGHT, side), "width": DimRange(MIN_SIDE, OPT_WIDTH, side)}
+    return {}
+
+
+def preset(model: onnx.ModelProto, ranges: dict[str, DimRange]) -> dict[str, Profile]:
+    """A profile for every graph input with a dimension named in `ranges` (fixed dims stay)."""
+    result = {}
+    for value in model.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        if not any(d.dim_param in ranges for d in dims):
+            continue
+        picked = [
+            DimRange(d.dim_value, d.dim_value, d.dim_value)
+            if d.HasField("dim_value")
+            else ranges[d.dim_param]
+            for d in dims
+        ]
+        result[value.name] = Profile(
+            tuple(r.min for r in picked), tuple(r.opt for r in picked), tuple(r.max for r in picked)
+        )
+    return result
+
+
+def buildable_problems(model: onnx.ModelProto, profiles: dict[str, Profile]) -> list[str]:
+    """What TensorRT would refuse in one optimisation profile, checked without TensorRT: every
+    dynamic input has a profile of its rank with its fixed dims, MIN <= OPT <= MAX dim by dim, and
+    dims that share a name (TensorRT ties them equal) have overlapping ranges whose MIN, OPT and
+    MAX shapes agree."""
+    found: list[str] = []
+    by_name: dict[str, list[tuple[str, int, DimRange]]] = {}
+    for value in model.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        dynamic = [not d.HasField("dim_value") for d in dims]
+        if not any(dynamic):
+            continue
+        profile = profiles.get(value.name)
+        if profile is None:
+            found.append(f"input {value.name!r} has dynamic dims and no profile")
+            continue
+        if not len(profile.min) == len(profile.opt) == len(profile.max) == len(dims):
+            found.append(f"profile of {value.name!r} does not have the input's rank {len(dims)}")
+            continue
+        for i, d in enumerate(dims):
+            r = DimRange(profile.min[i], profile.opt[i], profile.max[i])
+            if not 1 <= r.min <= r.opt <= r.max:
+                found.append(f"{value.name!r} dim {i}: MIN <= OPT <= MAX does not hold ({r})")
+            if d.HasField("dim_value") and r != DimRange(d.dim_value, d.dim_value, d.dim_value):
+                found.append(f"{value.name!r} dim {i} is fixed at {d.dim_value}, the profile says {r}")
+            if d.dim_param:
+                by_name.setdefault(d.dim_param, []).append((value.name, i, r))
+    for name, uses in by_name.items():
+        ranges = {r for _, _, r in uses}
+        if len(ranges) > 1:
+            where = ", ".join(f"{t}[{i}]={r.min}..{r.max}" for t, i, r in uses)
+            overlap = max(r.min for r in ranges) <= min(r.max for r in ranges)
+            found.append(
+                f"dim {name!r} is shared by {where}: TensorRT ties them equal, so their ranges must "
+                f"agree{'' if overlap else ' (they do not even overlap)'}"
+            )
+    return found
 
 
 def parse_shape(text: str) -> tuple[str, Profile]:
@@ -63,11 +168,14 @@ def parse_shape(text: str) -> tuple[str, Profile]:
 
 
 def profiles_for(
-    model: onnx.ModelProto, preset: dict[str, Profile], overrides: dict[str, Profile]
+    model: onnx.ModelProto, presets: dict[str, Profile], overrides: dict[str, Profile]
 ) -> dict[str, Profile]:
-    """A profile for every input with a dynamic dimension; static inputs need none."""
+    """A profile for every input with a dynamic dimension; static inputs need none.
+
+    Raises TrtError for an input without one, a profile that does not fit its input, or a set
+    TensorRT could not build (buildable_problems)."""
     io = pbtxt.graph_io(model)
-    chosen = {**preset, **overrides}
+    chosen = {**presets, **overrides}
     result = {}
     for tensor in io.inputs:
         if -1 not in tensor.dims:
@@ -82,6 +190,9 @@ def profiles_for(
         if len(profile.min) != len(tensor.dims) or not fixed_ok:
             raise TrtError(f"profile for {tensor.name!r} {profile} does not fit its dims {list(tensor.dims)}")
         result[tensor.name] = profile
+    found = buildable_problems(model, result)
+    if found:
+        raise TrtError("the profiles cannot be built: " + "; ".join(found))
     return result
 
 

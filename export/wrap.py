@@ -15,7 +15,7 @@ import onnx.version_converter
 from onnx import TensorProto, helper, numpy_helper
 
 # Bump when the grafted front/back ends change, so `export models` rewrites the files.
-WRAPPER_VERSION = 3
+WRAPPER_VERSION = 4
 OPSET = 18
 IR_VERSION = 8  # the oldest IR that carries opset 18: loadable by older onnxruntime builds too
 
@@ -100,6 +100,25 @@ def _finish(graph: onnx.GraphProto, doc: str) -> onnx.ModelProto:
     return model
 
 
+def _state_value(value: onnx.ValueInfoProto) -> onnx.ValueInfoProto:
+    """A recurrent state's value info with dim names of its own: `batch` (shared with `frame`,
+    because Triton batches a state with its frame), then `<name>_channels`, `<name>_height`,
+    `<name>_width` for the free dims (a fixed dim, like r1o's 16 channels, stays fixed).
+
+    The released graph names the states' sides `height`/`width` like the frame's, but they are
+    other sizes: states live at the working resolution (long side <= 512, halved per stage) and
+    start as [1,1,1,1]. TensorRT's parser treats equal names as equal sizes, so shared names made
+    every optimisation profile unbuildable (frame 256.. against state 1..128). Inputs and outputs
+    get different names too: r1i is [1,1,1,1] on a sequence's first frame while r1o is not."""
+    dims = value.type.tensor_type.shape.dim
+    labels = ("batch", f"{value.name}_channels", f"{value.name}_height", f"{value.name}_width")
+    shape: list[int | str] = [
+        label if i == 0 or not dim.HasField("dim_value") else dim.dim_value
+        for i, (dim, label) in enumerate(zip(dims, labels, strict=True))
+    ]
+    return helper.make_tensor_value_info(value.name, value.type.tensor_type.elem_type, shape)
+
+
 def wrap_rvm(raw: onnx.ModelProto, downsample_base: float = RVM_DOWNSAMPLE_BASE) -> onnx.ModelProto:
     """frame uint8 [B,H,W,3] -> alpha uint8 [B,H,W], foreground uint8 [B,H,W,3]; r1..r4 pass through."""
     g = _upgrade(raw).graph
@@ -124,8 +143,8 @@ def wrap_rvm(raw: onnx.ModelProto, downsample_base: float = RVM_DOWNSAMPLE_BASE)
         helper.make_node("Transpose", ["raw/fgr"], ["post/fgr_nhwc"], perm=[0, 2, 3, 1]),
         *_to_u8("post/fg", "post/fgr_nhwc", "foreground", scale=True),
     ]
-    states_in = [i for i in g.input if i.name.startswith("r") and i.name.endswith("i")]
-    states_out = [o for o in g.output if o.name.startswith("r") and o.name.endswith("o")]
+    states_in = [_state_value(i) for i in g.input if i.name.startswith("r") and i.name.endswith("i")]
+    states_out = [_state_value(o) for o in g.output if o.name.startswith("r") and o.name.endswith("o")]
     graph = helper.make_graph(
         pre + list(g.node) + post,
         "rvm_uint8",

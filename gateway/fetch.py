@@ -22,6 +22,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
+from common import compat
 from common.settings import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -237,7 +238,7 @@ async def fetch_to_file(
         raise FetchError("The URL is not valid.") from exc
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(deadline, 15.0))
     try:
-        async with asyncio.timeout(deadline):
+        async with compat.timeout(deadline):
             hop = await _follow(parsed, settings, timeout)
             response = hop.response
             try:

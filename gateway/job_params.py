@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
 
+from common.compat import StrEnum
 from gateway.images.params import RGB, Params
 from gateway.storage import Storage
 from triton_models.foreground import ForegroundModel

@@ -14,7 +14,6 @@ import logging
 import time
 import uuid
 from dataclasses import asdict, dataclass, fields, replace
-from enum import StrEnum
 from typing import Any
 
 from arq.connections import ArqRedis
@@ -22,6 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from common import redis_keys
+from common.compat import StrEnum
 from common.settings import Settings
 from gateway.job_params import JobKind, JobParams, params_from_dict
 from gateway.storage import StoredResult, is_job_id

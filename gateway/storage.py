@@ -16,11 +16,12 @@ import shutil
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlencode
 
+from common.compat import UTC
 from common.settings import Settings
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")

@@ -332,17 +332,7 @@ def test_trt_without_tensorrt_is_a_clear_error(capsys: pytest.CaptureFixture[str
     assert "needs the tensorrt package and an NVIDIA GPU" in err and ".[gpu]" in err
 
 
-@pytest.mark.parametrize("model", ["rvm", "u2netp"])
-def test_trt_presets_cover_every_dynamic_input(model: str) -> None:
-    from export.tensorrt_build import PRESETS, profiles_for
-
-    graph = onnx.load(str(REPOSITORY / model / "1" / "model.onnx"), load_external_data=False)
-    profiles = profiles_for(graph, PRESETS[model], {})
-    assert set(profiles) == {i.name for i in graph.graph.input}
-    for p in profiles.values():
-        assert all(a <= b <= c for a, b, c in zip(p.min, p.opt, p.max, strict=True))
-    if model == "rvm":
-        assert profiles["frame"].max[1:3] == (2160, 3840)  # 4K frames
+# The built-in profiles (made from the graph and the settings): tests/test_gpu_contract.py.
 
 
 def test_trt_shape_errors() -> None:

@@ -50,7 +50,11 @@ def test_config_matches_the_contract(path: Path) -> None:
     config = _config(path)
     spec = model_spec(path.parent.name if path.name == "config.pbtxt" else path.parent.parent.name)
     assert config.name == spec.name
-    assert config.max_batch_size == spec.max_batch_size
+    if path.name == "config.pbtxt":
+        assert config.max_batch_size == spec.max_batch_size
+    else:  # a host's config may batch less (rvm on the GPU: 1, docs/gpu.md) but sends the same shapes
+        assert (config.max_batch_size > 0) == (spec.max_batch_size > 0)
+        assert config.max_batch_size <= spec.max_batch_size
     assert config.HasField("sequence_batching") == spec.stateful
     assert _tensors(config.input) == _spec_tensors(spec.inputs)
     assert _tensors(config.output) == _spec_tensors(spec.outputs)

@@ -36,7 +36,7 @@ from arq import Retry, cron
 from arq.connections import RedisSettings
 from arq.worker import Function, func, run_worker
 
-from common import redis_keys
+from common import compat, redis_keys
 from common.settings import Settings
 from gateway.job_params import (
     ForegroundMaskParams,
@@ -110,7 +110,7 @@ def job_function(params_type: type[P], run: JobRun[P]) -> ArqJob:
             # None: the record ended or went while this delivery waited (another worker finished it)
             if await jobs.mark_processing(job_id) is None:
                 return
-            async with asyncio.timeout(settings.job_timeout_s) as deadline:
+            async with compat.timeout(settings.job_timeout_s) as deadline:
                 if not isinstance(record.params, params_type):
                     raise TypeError(f"{params_type.__name__} job given a {record.kind} record")
                 await run(job, record, record.params)

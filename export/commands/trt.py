@@ -16,8 +16,9 @@ EPILOG = textwrap.dedent(
     """\
     Needs an NVIDIA GPU and the gpu extra (pip install -e '.[gpu]'). Writes <model>/<version>/model.plan
     beside the model.onnx it was built from and <model>/configs/trt.pbtxt; serve it with
-    tritonserver --model-config-name=trt. rvm and u2netp have built-in profiles (rvm: 256 px to
-    4K frames, batch up to 4); other models need --shape for each input with dynamic dims.
+    tritonserver --model-config-name=trt. rvm and u2netp have built-in profiles made from the graph
+    and the settings (rvm: one frame of 2 px to VIDEO_MAX_SIDE a side, either orientation; u2netp:
+    2 px to IMAGE_MAX_SIDE); other models need --shape for each input with dynamic dims.
 
     examples:
       python -m export trt rvm
@@ -55,10 +56,11 @@ def run(args: argparse.Namespace) -> int:
     from export.adding import versions
     from export.progress import Steps
     from export.tensorrt_build import (
-        PRESETS,
         TrtError,
         build_plan,
+        dim_ranges,
         parse_shape,
+        preset,
         profiles_for,
         require_tensorrt,
         trt_config_for,
@@ -75,14 +77,16 @@ def run(args: argparse.Namespace) -> int:
             if onnx_path is None or not onnx_path.is_file():
                 raise TrtError(f"{name}: no <version>/model.onnx in {model_dir}")
             model = onnx.load(str(onnx_path), load_external_data=False)
+            config = trt_config_for(model_dir, model)
+            ranges = dim_ranges(name, model, config.max_batch_size, Settings.from_env())
             with Steps(name, 2) as steps:
                 steps.next("building the plan (minutes for large models)")
-                profiles = profiles_for(model, PRESETS.get(name, {}), overrides)
+                profiles = profiles_for(model, preset(model, ranges), overrides)
                 plan = build_plan(
                     onnx_path, profiles, fp16=not args.no_fp16, workspace_gib=args.workspace_gib
                 )
                 steps.next("writing model.plan and configs/trt.pbtxt")
-                target = write(model_dir, found[-1], plan, trt_config_for(model_dir, model))
+                target = write(model_dir, found[-1], plan, config)
             print(f"{name}: wrote {target} ({len(plan) / 1e6:.1f} MB)")
     except TrtError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -17,6 +17,23 @@ from export.families import Artifact, FamilyError, load_checkpoint, load_into
 
 VARIANTS = ("mobilenetv3", "resnet50")
 
+_FRAME = {0: "batch", 2: "height", 3: "width"}
+# Every dim of a state input is dynamic, the channels too: a sequence starts with [1,1,1,1]
+# zeros and feeds back r1o..r4o ([B,16|20|40|64,h,w]) afterwards; traced with the [1,1,1,1]
+# example, a static channel dim would refuse the second frame. Each state names its dims apart
+# from the frame's (its sides follow the working resolution, not the frame): TensorRT ties equal
+# names to equal sizes. Only the batch dim is shared, as Triton batches a state with its frame.
+DYNAMIC_AXES: dict[str, dict[int, str]] = {
+    "src": _FRAME,
+    "fgr": _FRAME,
+    "pha": _FRAME,
+    **{
+        f"r{k}i": {0: "batch", 1: f"r{k}i_channels", 2: f"r{k}i_height", 3: f"r{k}i_width"}
+        for k in range(1, 5)
+    },
+    **{f"r{k}o": {0: "batch", 2: f"r{k}o_height", 3: f"r{k}o_width"} for k in range(1, 5)},
+}
+
 
 def matting_network(code_path: Path | None) -> Any:
     if code_path is None:
@@ -54,8 +71,6 @@ def build(args: argparse.Namespace) -> list[Artifact]:
     src = torch.rand(1, 3, 288, 512)
     states = [torch.zeros(1, 1, 1, 1)] * 4
     ratio = torch.tensor([0.5])
-    batch_hw = {0: "batch", 2: "height", 3: "width"}
-    recurrent = {n: batch_hw for n in ("r1i", "r2i", "r3i", "r4i", "r1o", "r2o", "r3o", "r4o")}
     return [
         Artifact(
             f"rvm_{args.rvm_variant}.onnx",
@@ -63,7 +78,7 @@ def build(args: argparse.Namespace) -> list[Artifact]:
             (src, *states, ratio),
             ["src", "r1i", "r2i", "r3i", "r4i", "downsample_ratio"],
             ["fgr", "pha", "r1o", "r2o", "r3o", "r4o"],
-            {"src": batch_hw, "fgr": batch_hw, "pha": batch_hw, **recurrent},
+            DYNAMIC_AXES,
             doc=f"Robust Video Matting ({args.rvm_variant}), raw float I/O",
         )
     ]

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
+from common.compat import UTC
 from gateway.auth import require_owner
 from gateway.errors import MaskApiError
 from gateway.job_params import ForegroundMaskParams, JobKind, KeyPointMaskParams, input_path

@@ -115,7 +115,7 @@ async def infer_frames(
                 return
             try:
                 result, error = await asyncio.wait_for(anext(stream), timeout_s)
-            except TimeoutError:
+            except asyncio.TimeoutError:  # 3.10's wait_for raises this, not the builtin
                 raise TritonUnavailable(f"{name}: no answer within {timeout_s:g}s") from None
             except StopAsyncIteration:
                 raise TritonUnavailable(f"{name}: the stream closed before every frame came back") from None

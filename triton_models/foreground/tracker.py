@@ -24,9 +24,10 @@ All analysis happens at a reduced size (`work_long_side`); crops are cut from th
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
+from enum import Enum
 
 import cv2
 import numpy as np
@@ -36,6 +37,19 @@ from triton_models.mask_geometry import bbox, dilate, expand, off_border, touchi
 
 # RGB uint8 [h,w,3] -> saliency uint8 [h,w] (0..255): U2-Net-p through Triton BLS or onnxruntime.
 SaliencyFn = Callable[[np.ndarray], np.ndarray]
+
+if sys.version_info >= (3, 11):
+    from enum import StrEnum  # novermin
+else:  # the NGC tritonserver 24.10 image's Python 3.10 (triton_models imports no `common`)
+
+    class StrEnum(str, Enum):
+        """enum.StrEnum of 3.11: members are str, and str()/format() give the value."""
+
+        def __str__(self) -> str:
+            return str(self.value)
+
+        def __format__(self, spec: str) -> str:
+            return str(self.value).__format__(spec)
 
 
 class ForegroundModel(StrEnum):
