@@ -22,11 +22,12 @@ from gateway.errors import REQUEST_ID, error_middleware
 from gateway.jobs import JobStore
 from gateway.json_log import setup_logging
 from gateway.keys import JOBS, REDIS, SETTINGS, STORAGE, TRITON
-from gateway.routes import health, images, keypoints, masks, results, videos
+from gateway.routes import docs, health, images, keypoints, masks, results, videos
 from gateway.storage import Storage
 from gateway.triton import Triton
 
 ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
+    docs.routes,
     health.routes,
     images.routes,
     keypoints.routes,
@@ -104,6 +105,7 @@ def create_app(settings: Settings) -> web.Application:
     app.on_response_prepare.append(_add_request_id_header)
     for table in ROUTE_TABLES:
         app.router.add_routes(table)
+    docs.add_docs_page(app)
     return app
 
 

@@ -25,7 +25,7 @@ from common.settings import Settings
 from gateway.auth import require_owner
 from gateway.errors import ApiError, BgApiError
 from gateway.fetch import DownloadTooLarge, FetchError, fetch_to_file
-from gateway.images.form import INVALID_REQUEST, parse_params
+from gateway.images.form import INVALID_REQUEST, parse_params, validate_form
 from gateway.images.generate import NotTransparent, generate_image
 from gateway.images.params import OPERATIONS, hd_limits
 from gateway.images.process import process_image
@@ -33,6 +33,7 @@ from gateway.job_params import ImageHdParams, JobKind, input_path
 from gateway.jobs import JobStatus
 from gateway.keys import JOBS, SETTINGS, STORAGE, TRITON
 from gateway.limits import check_capacity, check_rate, start_job
+from gateway.schemas.requests import GenerateForm
 from triton_models.decode import ImageTooLarge, InvalidImage, Limits, probe
 
 routes = web.RouteTableDef()
@@ -45,7 +46,6 @@ PNG_HEADERS = {"Cache-Control": "no-cache"}
 
 _FIELD_MAX_BYTES = 4096
 _CHUNK = 256 * 1024
-_MAX_PROMPT_CHARS = 1000
 
 
 class _BodyTooLarge(Exception):
@@ -137,10 +137,7 @@ async def _regular(request: web.Request, operation: str) -> web.Response:
         limits = _regular_limits(settings)
         try:
             if operation == "generate":
-                prompt = fields.get("prompt", "")
-                if len(prompt) > _MAX_PROMPT_CHARS:
-                    message = f"prompt must be at most {_MAX_PROMPT_CHARS} characters"
-                    raise BgApiError(400, {"message": message})
+                prompt = validate_form(GenerateForm, fields).prompt
                 return _png(await generate_image(request.app[TRITON], path, prompt, limits))
             params = parse_params(fields, operation)
             return _png(await process_image(request.app[TRITON], path, params, limits))

@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from gateway.auth import require_owner
 from gateway.errors import MaskApiError
@@ -21,13 +23,14 @@ from gateway.job_params import ForegroundMaskParams, JobKind, KeyPointMaskParams
 from gateway.jobs import JobRecord, JobStatus
 from gateway.keys import JOBS, SETTINGS, STORAGE
 from gateway.limits import check_capacity, check_rate, start_job
+from gateway.schemas.requests import ForegroundMaskRequest
 from gateway.storage import Storage
-from gateway.video.encode import DEFAULT_PRESET, PRESETS, check_output_size
+from gateway.video.encode import PRESETS, check_output_size
 from gateway.video.intake import fetch_and_probe
 from gateway.video.probe import MediaError, VideoInfo
-from triton_models.foreground import ForegroundModel
 
 routes = web.RouteTableDef()
+RequestT = TypeVar("RequestT", bound=BaseModel)
 
 
 def _iso(ts: float | None) -> str | None:
@@ -78,42 +81,30 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def video_url(body: dict[str, Any]) -> str:
-    url = body.get("video")
-    if url is None:
-        raise _invalid("Field 'video' is required: a publicly accessible URL of the input video.")
-    if not isinstance(url, str) or not url.strip().lower().startswith(("http://", "https://")):
-        raise _invalid("Field 'video' must be an http(s) URL string.")
-    return url.strip()
+def mask_request(model: type[RequestT], body: dict[str, Any]) -> RequestT:
+    """`body` validated by the endpoint's request model; raises MaskApiError(422) naming the field."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise _invalid(_describe(exc.errors()[0])) from None
 
 
-def output_preset(body: dict[str, Any]) -> str:
-    preset = body.get("output_container_and_codec", DEFAULT_PRESET)
-    if preset is None:
-        return DEFAULT_PRESET
-    if not isinstance(preset, str) or preset not in PRESETS:
-        raise _invalid(f"Field 'output_container_and_codec' must be one of: {', '.join(PRESETS)}.")
-    return preset
-
-
-def foreground_model(body: dict[str, Any]) -> ForegroundModel:
-    """The optional `model` field: auto (default), rvm or salient (docs/video.md)."""
-    model = body.get("model", ForegroundModel.AUTO.value)
-    if model is None:
-        return ForegroundModel.AUTO
-    if not isinstance(model, str) or model not in {m.value for m in ForegroundModel}:
-        raise _invalid(f"Field 'model' must be one of: {', '.join(m.value for m in ForegroundModel)}.")
-    return ForegroundModel(model)
+def _describe(error: ErrorDetails) -> str:
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(".")
+    if error["type"] == "missing":
+        return f"Field '{where}' is required."
+    if error["type"] == "string_pattern_mismatch":
+        return f"Field '{where}' must be an http(s) URL."
+    message = error["msg"].removeprefix("Value error, ")
+    return f"Field '{where}': {message}." if where else f"{message}."
 
 
 @routes.post("/foreground_mask")
 async def foreground_mask(request: web.Request) -> web.Response:
     owner = require_owner(request, "mask")
     await check_rate(request, owner, "mask")
-    body = await json_object(request)
-    params = ForegroundMaskParams(
-        source_url=video_url(body), preset=output_preset(body), model=foreground_model(body)
-    )
+    fields = mask_request(ForegroundMaskRequest, await json_object(request))
+    params = ForegroundMaskParams(source_url=fields.url, preset=fields.preset, model=fields.foreground_model)
     await check_capacity(request, owner, "mask")
     settings = request.app[SETTINGS]
     return await accept_video_job(
