@@ -32,6 +32,11 @@ def rate_window(owner: str, minute: int) -> str:
     return f"limit:rate:{owner}:{minute}"
 
 
+def poll_window(owner: str, minute: int) -> str:
+    """The polling endpoints' own window (status and result reads), apart from submits."""
+    return f"limit:poll:{owner}:{minute}"
+
+
 def job_slots(owner: str) -> str:
     return f"limit:slots:{owner}"
 

@@ -102,6 +102,7 @@ class Settings:
     api_token_hashes: frozenset[str] = field(default_factory=frozenset)
     signing_secret: bytes = b""
     rate_limit_per_minute: int = 120
+    poll_limit_per_minute: int = 600  # /status, /video/result, /image/hd/result reads per token
     max_concurrent_jobs_per_token: int = 4
     max_queued_jobs: int = 200  # beyond this the queue answers 429/503 instead of accepting work
 
@@ -175,6 +176,7 @@ class Settings:
             ),
             signing_secret=_signing_secret(data_dir),
             rate_limit_per_minute=_env_int("RATE_LIMIT_PER_MINUTE", d.rate_limit_per_minute),
+            poll_limit_per_minute=_env_int("POLL_LIMIT_PER_MINUTE", d.poll_limit_per_minute),
             max_concurrent_jobs_per_token=_env_int(
                 "MAX_CONCURRENT_JOBS_PER_TOKEN", d.max_concurrent_jobs_per_token
             ),

@@ -18,7 +18,7 @@ from aiohttp.typedefs import Handler
 from arq.connections import ArqRedis
 
 from common.settings import Settings
-from gateway.errors import REQUEST_ID, error_middleware
+from gateway.errors import REQUEST_ID, REQUEST_ID_IS_OURS, error_middleware
 from gateway.jobs import JobStore
 from gateway.json_log import setup_logging
 from gateway.keys import JOBS, REDIS, SETTINGS, STORAGE, TRITON
@@ -54,7 +54,9 @@ def connect_redis(settings: Settings) -> ArqRedis:
 async def request_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Request id first (every later layer logs with it), then one access-log line per request."""
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    request[REQUEST_ID] = incoming if _SANE_REQUEST_ID.match(incoming) else str(uuid.uuid4())
+    chosen = bool(_SANE_REQUEST_ID.match(incoming))  # anything else is never logged nor echoed
+    request[REQUEST_ID] = incoming if chosen else str(uuid.uuid4())
+    request[REQUEST_ID_IS_OURS] = not chosen
     started = time.perf_counter()
     status = 500
     try:

@@ -109,10 +109,15 @@ class JobStore:
         s = self.settings
         return s.result_ttl_s + s.job_timeout_s * (s.job_max_tries + 1) + 86_400
 
-    async def create(self, owner: str, params: JobParams) -> JobRecord:
-        """A queued record of the kind `params` belong to (not yet enqueued: see `enqueue`)."""
+    async def create(self, owner: str, params: JobParams, job_id: str | None = None) -> JobRecord:
+        """A queued record of the kind `params` belong to (not yet enqueued: see `enqueue`).
+
+        `job_id`: the id to use (the submitting request's own, a UUID4 the gateway made), so the
+        202's id, the X-Request-ID header and the logs agree; a fresh UUID4 when None or taken."""
+        if job_id is None or not is_job_id(job_id) or await self.redis.exists(redis_keys.job_record(job_id)):
+            job_id = str(uuid.uuid4())
         record = JobRecord(
-            id=str(uuid.uuid4()),
+            id=job_id,
             kind=params.KIND,
             owner=owner,
             status=JobStatus.QUEUED,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -40,17 +41,31 @@ async def check_rate(request: web.Request, owner: str, family: Family) -> None:
     """Sliding-window estimate over two fixed one-minute windows (no burst at window edges).
 
     Raises the family's 429 with Retry-After (seconds) past RATE_LIMIT_PER_MINUTE."""
-    settings = request.app[SETTINGS]
-    limit = settings.rate_limit_per_minute
+    limit = request.app[SETTINGS].rate_limit_per_minute
+    await _check_window(request, owner, family, limit, redis_keys.rate_window, "requests")
+
+
+async def check_poll_rate(request: web.Request, owner: str, family: Family) -> None:
+    """The polling endpoints' own per-token window (POLL_LIMIT_PER_MINUTE), so a tight polling
+    loop is slowed down without eating into the budget for submits; same 429 + Retry-After."""
+    limit = request.app[SETTINGS].poll_limit_per_minute
+    await _check_window(request, owner, family, limit, redis_keys.poll_window, "status polls")
+
+
+async def _check_window(
+    request: web.Request,
+    owner: str,
+    family: Family,
+    limit: int,
+    key: Callable[[str, int], str],
+    what: str,
+) -> None:
     if limit <= 0:
         return
     redis = request.app[REDIS]
     now = time.time()
     window = int(now // WINDOW_S)
-    current_key, previous_key = (
-        redis_keys.rate_window(owner, window),
-        redis_keys.rate_window(owner, window - 1),
-    )
+    current_key, previous_key = key(owner, window), key(owner, window - 1)
     async with redis.pipeline(transaction=True) as pipe:
         pipe.incr(current_key)
         pipe.expire(current_key, 2 * WINDOW_S)
@@ -64,7 +79,7 @@ async def check_rate(request: web.Request, owner: str, family: Family) -> None:
             family,
             429,
             "Too Many Requests",
-            f"Rate limit of {limit} requests per minute exceeded; retry in {retry_after}s.",
+            f"Rate limit of {limit} {what} per minute exceeded; retry in {retry_after}s.",
             headers={"Retry-After": str(retry_after)},
         )
 

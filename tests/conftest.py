@@ -158,6 +158,7 @@ def stack(triton_settings: Settings, redis_port: int, data_dir: Path) -> Iterato
         "API_TOKENS": f"{TEST_TOKEN},{OTHER_TOKEN}",
         "ALLOW_LOOPBACK_URLS": "true",
         "RATE_LIMIT_PER_MINUTE": os.environ.get("TEST_RATE_LIMIT_PER_MINUTE", "100000"),
+        "POLL_LIMIT_PER_MINUTE": "100000",  # tests poll tightly; test_consistency checks the limit
     }
     logs = data_dir / "logs"
     gw = gateway_service(settings, logs / "gateway.log", env)

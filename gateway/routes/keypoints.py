@@ -17,7 +17,7 @@ from gateway.errors import MaskApiError
 from gateway.job_params import KeyPointMaskParams
 from gateway.keys import SETTINGS
 from gateway.limits import check_capacity, check_rate
-from gateway.routes.masks import accept_video_job, json_object, mask_request
+from gateway.routes.masks import accept_video_job, read_request
 from gateway.schemas.requests import MaskByKeyPointsRequest
 from gateway.video.encode import check_output_size, preset_by_name
 from gateway.video.geometry import display_size
@@ -72,7 +72,7 @@ def check_video(info: VideoInfo, settings: Settings, params: KeyPointMaskParams)
 async def mask_by_key_points(request: web.Request) -> web.Response:
     owner = require_owner(request, "mask")
     await check_rate(request, owner, "mask")
-    fields = mask_request(MaskByKeyPointsRequest, await json_object(request))
+    fields = await read_request(request, MaskByKeyPointsRequest)
     await check_capacity(request, owner, "mask")
     settings = request.app[SETTINGS]
     # The worker re-probes and derives the trim from auto_trim the same way (params.trim_length).

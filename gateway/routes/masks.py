@@ -18,11 +18,11 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from gateway.auth import require_owner
-from gateway.errors import MaskApiError
+from gateway.errors import MaskApiError, job_id_for
 from gateway.job_params import ForegroundMaskParams, JobKind, KeyPointMaskParams, input_path
 from gateway.jobs import JobRecord, JobStatus
 from gateway.keys import JOBS, SETTINGS, STORAGE
-from gateway.limits import check_capacity, check_rate, start_job
+from gateway.limits import check_capacity, check_poll_rate, check_rate, start_job
 from gateway.schemas.requests import ForegroundMaskRequest
 from gateway.storage import Storage
 from gateway.video.encode import PRESETS, check_output_size
@@ -35,6 +35,10 @@ RequestT = TypeVar("RequestT", bound=BaseModel)
 
 def _iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, tz=UTC).isoformat().replace("+00:00", "Z") if ts is not None else None
+
+
+def _seconds(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 def status_body(record: JobRecord, storage: Storage) -> dict[str, Any]:
@@ -55,8 +59,9 @@ def status_body(record: JobRecord, storage: Storage) -> dict[str, Any]:
         body["mask_url_expires_at"] = expires.isoformat().replace("+00:00", "Z")
         if record.warning:
             body["warning"] = record.warning
-            body["original_duration"] = record.original_duration
-            body["processed_duration"] = record.processed_duration
+            # This document's one duration format: seconds as a number, to the millisecond.
+            body["original_duration"] = _seconds(record.original_duration)
+            body["processed_duration"] = _seconds(record.processed_duration)
     if record.status == JobStatus.FAILED and record.error is not None:
         body["error"] = {
             "code": record.error.code,
@@ -81,6 +86,23 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     return body
 
 
+def require_json(request: web.Request) -> None:
+    """415 for a body declared as anything but JSON (no Content-Type at all is read as JSON)."""
+    declared = request.headers.get("Content-Type")
+    if declared is not None and not (
+        request.content_type == "application/json" or request.content_type.endswith("+json")
+    ):
+        raise MaskApiError(
+            415, "Unsupported Media Type", "Send the request body as JSON (Content-Type: application/json)."
+        )
+
+
+async def read_request(request: web.Request, model: type[RequestT]) -> RequestT:
+    """The endpoint's request model from a JSON body: 415, then 400 (not JSON), then 422."""
+    require_json(request)
+    return mask_request(model, await json_object(request))
+
+
 def mask_request(model: type[RequestT], body: dict[str, Any]) -> RequestT:
     """`body` validated by the endpoint's request model; raises MaskApiError(422) naming the field."""
     try:
@@ -103,7 +125,7 @@ def _describe(error: ErrorDetails) -> str:
 async def foreground_mask(request: web.Request) -> web.Response:
     owner = require_owner(request, "mask")
     await check_rate(request, owner, "mask")
-    fields = mask_request(ForegroundMaskRequest, await json_object(request))
+    fields = await read_request(request, ForegroundMaskRequest)
     params = ForegroundMaskParams(source_url=fields.url, preset=fields.preset, model=fields.foreground_model)
     await check_capacity(request, owner, "mask")
     settings = request.app[SETTINGS]
@@ -129,7 +151,7 @@ async def accept_video_job(
     answer 202. Whatever refuses the job removes its record and input: nothing is left behind.
     `max_duration_s`: longer videos are refused (422); None: no limit in the probe."""
     settings, storage, jobs = request.app[SETTINGS], request.app[STORAGE], request.app[JOBS]
-    record = await jobs.create(owner, params)
+    record = await jobs.create(owner, params, job_id_for(request))
     try:
         info = await fetch_and_probe(
             params.source_url, input_path(storage, record.id), settings, max_duration_s=max_duration_s
@@ -153,6 +175,7 @@ async def accept_video_job(
 @routes.get("/status/{request_id}")
 async def status(request: web.Request) -> web.Response:
     owner = require_owner(request, "mask")
+    await check_poll_rate(request, owner, "mask")
     record = await request.app[JOBS].get(request.match_info["request_id"], owner)
     if record is None or record.kind not in (JobKind.FOREGROUND_MASK, JobKind.MASK_BY_KEY_POINTS):
         raise MaskApiError(404, "Not Found", "No job with this request_id exists for this api_token.")

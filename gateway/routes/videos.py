@@ -25,14 +25,14 @@ from PIL import Image, UnidentifiedImageError
 
 from common.settings import Settings
 from gateway.auth import require_owner
-from gateway.errors import ApiError, BgApiError
+from gateway.errors import ApiError, BgApiError, job_id_for
 from gateway.fetch import FetchError, fetch_to_file
 from gateway.images.form import validate_form
 from gateway.images.params import RGB
 from gateway.job_params import TRIM_SLACK_S, VideoMatteParams, background_image_path, input_path
 from gateway.jobs import JobRecord, JobStatus
 from gateway.keys import JOBS, SETTINGS, STORAGE
-from gateway.limits import check_capacity, check_rate, start_job
+from gateway.limits import check_capacity, check_poll_rate, check_rate, start_job
 from gateway.schemas.requests import VideoSubmitForm
 from gateway.video.encode import TRANSPARENT_PRESETS
 from gateway.video.probe import MediaError, probe
@@ -88,7 +88,10 @@ async def _read_form(request: web.Request, staging: Path, settings: Settings) ->
 
 async def _read_parts(request: web.Request, staging: Path, settings: Settings) -> _Form:
     if not request.content_type.startswith("multipart/"):
-        raise _detail(400, "File must be a video")
+        raise _detail(
+            415,
+            "Send multipart/form-data with the video in a 'file' part (JSON bodies are not accepted here).",
+        )
     form = _Form()
     reader = await request.multipart()
     while (part := await reader.next()) is not None:
@@ -197,7 +200,7 @@ async def submit_video(request: web.Request) -> web.Response:
             max_duration_s=trim_s if trimmed else None,
             trim_s=trim_s,
         )
-        record = await jobs.create(owner, params)
+        record = await jobs.create(owner, params, job_id_for(request))
         os.replace(form.video, input_path(storage, record.id))
         if params.bg_image:
             os.replace(staging / "bg_image", background_image_path(storage, record.id))
@@ -252,6 +255,7 @@ def _trim_fields(record: JobRecord, params: VideoMatteParams) -> tuple[dict[str,
 @routes.get("/video/result/{uuid}")
 async def video_result(request: web.Request) -> web.StreamResponse:
     owner = require_owner(request, "bg")
+    await check_poll_rate(request, owner, "bg")
     job_id = request.match_info["uuid"]
     record = await request.app[JOBS].get(job_id, owner)
     if record is None or not isinstance(record.params, VideoMatteParams):

@@ -111,9 +111,9 @@ class HdProcessing(_Body):
     message: Literal["Task is still processing"]
     uuid: str
     status: Literal["processing"]
-    current_frame: int | None = None
-    total_frames: int | None = None
-    progress_percentage: float | None = Field(None, ge=0, le=100)
+    progress_percentage: float | None = Field(
+        None, ge=0, le=100, description="By pipeline step, once a worker has started the job."
+    )
 
 
 class VideoAccepted(_Body):
