@@ -103,6 +103,7 @@ class Settings:
     signing_secret: bytes = b""
     rate_limit_per_minute: int = 120
     poll_limit_per_minute: int = 600  # /status, /video/result, /image/hd/result reads per token
+    metrics_include_workers: bool = True  # /metrics also serves the workers' series (one gateway)
     max_concurrent_jobs_per_token: int = 4
     max_queued_jobs: int = 200  # beyond this the queue answers 429/503 instead of accepting work
 
@@ -145,6 +146,11 @@ class Settings:
         return self.public_base_url.rstrip("/") or f"http://{self.gateway_host}:{self.gateway_port}"
 
     @property
+    def worker_metrics_dir(self) -> Path:
+        """prometheus-client multiprocess files of the workers (PROMETHEUS_MULTIPROC_DIR)."""
+        return self.data_dir / "metrics" / "workers"
+
+    @property
     def results_dir(self) -> Path:
         return self.data_dir / "results"
 
@@ -177,6 +183,7 @@ class Settings:
             signing_secret=_signing_secret(data_dir),
             rate_limit_per_minute=_env_int("RATE_LIMIT_PER_MINUTE", d.rate_limit_per_minute),
             poll_limit_per_minute=_env_int("POLL_LIMIT_PER_MINUTE", d.poll_limit_per_minute),
+            metrics_include_workers=_env_bool("METRICS_INCLUDE_WORKERS", d.metrics_include_workers),
             max_concurrent_jobs_per_token=_env_int(
                 "MAX_CONCURRENT_JOBS_PER_TOKEN", d.max_concurrent_jobs_per_token
             ),

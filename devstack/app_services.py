@@ -52,10 +52,12 @@ def _worker_registered(redis_url: str) -> bool:
 def worker_service(
     settings: Settings, index: int, log_path: Path, env: dict[str, str] | None = None
 ) -> Service:
+    metrics_dir = settings.worker_metrics_dir
+    metrics_dir.mkdir(parents=True, exist_ok=True)
     return Service(
         f"worker-{index}",
         [sys.executable, "-m", "worker.main"],
         lambda: _worker_registered(settings.redis_url),
         log_path,
-        env={**settings_env(settings), **(env or {})},
+        env={**settings_env(settings), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), **(env or {})},
     )

@@ -20,8 +20,9 @@ from arq.connections import ArqRedis
 from common.settings import Settings
 from gateway.errors import REQUEST_ID, REQUEST_ID_IS_OURS, error_middleware
 from gateway.jobs import JobStore
-from gateway.json_log import setup_logging
+from gateway.json_log import bind, setup_logging
 from gateway.keys import JOBS, REDIS, SETTINGS, STORAGE, TRITON
+from gateway.metrics import metrics, metrics_middleware
 from gateway.routes import docs, health, images, keypoints, masks, results, videos
 from gateway.storage import Storage
 from gateway.triton import Triton
@@ -60,7 +61,8 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
     started = time.perf_counter()
     status = 500
     try:
-        response = await handler(request)
+        with bind(request_id=request[REQUEST_ID]):
+            response = await handler(request)
         status = response.status
         return response
     finally:
@@ -86,7 +88,7 @@ async def _add_request_id_header(request: web.Request, response: web.StreamRespo
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         client_max_size=settings.max_request_bytes,
-        middlewares=[request_context_middleware, error_middleware],
+        middlewares=[metrics_middleware, request_context_middleware, error_middleware],
     )
     app[SETTINGS] = settings
     app[STORAGE] = Storage(settings)
@@ -108,6 +110,7 @@ def create_app(settings: Settings) -> web.Application:
     for table in ROUTE_TABLES:
         app.router.add_routes(table)
     docs.add_docs_page(app)
+    app.router.add_get("/metrics", metrics)
     return app
 
 

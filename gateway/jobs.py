@@ -24,6 +24,7 @@ from redis.exceptions import WatchError
 from common import redis_keys
 from common.settings import Settings
 from gateway.job_params import JobKind, JobParams, params_from_dict
+from gateway.json_log import bound
 from gateway.storage import StoredResult, is_job_id
 
 log = logging.getLogger("gateway.jobs")
@@ -67,6 +68,7 @@ class JobRecord:
     original_duration: float | None = None
     processed_duration: float | None = None
     error: JobError | None = None
+    request_id: str | None = None  # X-Request-ID of the submit (the job id unless the client chose it)
 
     @property
     def done(self) -> bool:
@@ -123,6 +125,7 @@ class JobStore:
             status=JobStatus.QUEUED,
             params=params,
             created_at=time.time(),
+            request_id=bound("request_id"),
         )
         await self.redis.set(
             redis_keys.job_record(record.id), record.to_json(), ex=self.active_ttl_s, nx=True

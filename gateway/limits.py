@@ -14,6 +14,7 @@ The worker releases the slot when the job ends (worker.main.job_function does it
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -32,6 +33,9 @@ from gateway.job_slots import (
 )
 from gateway.jobs import JobRecord
 from gateway.keys import JOBS, REDIS, SETTINGS
+from gateway.metrics import REJECTED
+
+log = logging.getLogger("gateway.jobs")
 
 WINDOW_S = 60
 BUSY_RETRY_AFTER_S = 15
@@ -42,14 +46,14 @@ async def check_rate(request: web.Request, owner: str, family: Family) -> None:
 
     Raises the family's 429 with Retry-After (seconds) past RATE_LIMIT_PER_MINUTE."""
     limit = request.app[SETTINGS].rate_limit_per_minute
-    await _check_window(request, owner, family, limit, redis_keys.rate_window, "requests")
+    await _check_window(request, owner, family, limit, redis_keys.rate_window, "requests", "rate")
 
 
 async def check_poll_rate(request: web.Request, owner: str, family: Family) -> None:
     """The polling endpoints' own per-token window (POLL_LIMIT_PER_MINUTE), so a tight polling
     loop is slowed down without eating into the budget for submits; same 429 + Retry-After."""
     limit = request.app[SETTINGS].poll_limit_per_minute
-    await _check_window(request, owner, family, limit, redis_keys.poll_window, "status polls")
+    await _check_window(request, owner, family, limit, redis_keys.poll_window, "status polls", "poll")
 
 
 async def _check_window(
@@ -59,6 +63,7 @@ async def _check_window(
     limit: int,
     key: Callable[[str, int], str],
     what: str,
+    reason: str,
 ) -> None:
     if limit <= 0:
         return
@@ -75,6 +80,7 @@ async def _check_window(
     estimate = int(previous or 0) * (1 - elapsed / WINDOW_S) + int(current)
     if estimate > limit:
         retry_after = max(1, math.ceil(WINDOW_S - elapsed))
+        REJECTED.labels(reason).inc()
         raise api_error(
             family,
             429,
@@ -91,10 +97,12 @@ def _busy(family: Family, details: str) -> ApiError:
 
 
 def _queue_full(family: Family) -> ApiError:
+    REJECTED.labels("queue_full").inc()
     return _busy(family, "The service is busy: too many queued jobs; retry later.")
 
 
 def _slots_full(family: Family, settings: Settings) -> ApiError:
+    REJECTED.labels("job_slots").inc()
     return _busy(
         family,
         f"At most {settings.max_concurrent_jobs_per_token} jobs may run at once per api_token; "
@@ -128,6 +136,7 @@ async def start_job(request: web.Request, family: Family, record: JobRecord) -> 
             except BaseException:
                 await release_job_slot(redis, record.owner, record.id)
                 raise
+            log.info("job queued", extra={"job_id": record.id, "kind": record.kind.value})
         finally:
             # Once enqueued the job counts in the arq queue itself; until then the ticket did.
             await drop_admission_ticket(redis, record.id)

@@ -273,6 +273,14 @@ def operations(settings: Settings) -> list[Operation]:
         ),
         Operation(
             "get",
+            "/metrics",
+            "Prometheus metrics of the gateway (and of the workers, see docs/operations.md)",
+            "operations",
+            None,
+            {200: Answer("Prometheus text format.", content={"text/plain": {"schema": {"type": "string"}}})},
+        ),
+        Operation(
+            "get",
             "/openapi.json",
             "This document",
             "operations",

@@ -47,11 +47,11 @@ from gateway.job_params import (
     VideoMatteParams,
 )
 from gateway.job_slots import release_job_slot, slot_lifetime_s
-from gateway.jobs import JobRecord, JobStore
-from gateway.json_log import setup_logging
+from gateway.jobs import JobRecord, JobStatus, JobStore
+from gateway.json_log import bind, setup_logging
 from gateway.storage import Storage, is_job_id
 from gateway.triton import Triton, TritonUnavailable
-from worker import image_hd, keypoint_mask, video_foreground
+from worker import image_hd, keypoint_mask, metrics, video_foreground
 from worker.context import CTX_KEY, JobContext
 
 log = logging.getLogger("worker")
@@ -82,18 +82,46 @@ async def _release(job: JobContext, job_id: str, owner: str) -> None:
     await release_job_slot(job.redis, owner, job_id)
 
 
+def _count_end(final: JobRecord) -> None:
+    kind = final.kind.value
+    metrics.JOBS.labels(kind, final.status.value).inc()
+    if final.started_at is not None and final.finished_at is not None:
+        seconds = max(0.0, final.finished_at - final.started_at)
+        metrics.DURATION.labels(kind).observe(seconds)
+        if final.status == JobStatus.COMPLETED and final.total_frames and seconds > 0:
+            metrics.FPS.labels(kind).observe(final.total_frames / seconds)
+
+
 def job_function(params_type: type[P], run: JobRun[P]) -> ArqJob:
     """Wrap `run` with status, lease, retry and clean-up handling (see module doc).
 
     The result takes arq's `(ctx, job_id)`; `ctx` holds the JobContext and arq's `job_try`."""
 
     async def arq_job(ctx: dict[str, Any], job_id: str) -> None:
+        with bind(job_id=job_id):
+            await _run_job(ctx, job_id)
+
+    async def _run_job(ctx: dict[str, Any], job_id: str) -> None:
         job = JobContext.of(ctx)
-        job_try = int(ctx["job_try"])
-        settings, jobs, storage = job.settings, job.jobs, job.storage
-        record = await jobs.get(job_id)
+        record = await job.jobs.get(job_id)
         if record is None:  # expired or deleted while queued: nothing to do, nobody to tell
             return
+        kind, job_try = record.kind.value, int(ctx["job_try"])
+        if job_try == 1 and not record.done:
+            metrics.QUEUE_WAIT.labels(kind).observe(max(0.0, time.time() - record.created_at))
+        elif not record.done:
+            metrics.RETRIES.labels(kind).inc()  # after a Triton outage or a dead worker
+        running = metrics.IN_PROGRESS.labels(kind).track_inprogress()
+        with bind(request_id=record.request_id, kind=kind), running:
+            log.info("job started", extra={"try": job_try})
+            await _run_record(job, job_id, job_try, record)
+            final = await job.jobs.get(job_id)
+            if final is not None and final.done and not record.done:
+                log.info("job ended", extra={"status": final.status.value})
+                _count_end(final)
+
+    async def _run_record(job: JobContext, job_id: str, job_try: int, record: JobRecord) -> None:
+        settings, jobs, storage = job.settings, job.jobs, job.storage
         if record.done:  # a duplicate delivery after the job already ended
             await _release(job, job_id, record.owner)
             return
@@ -201,6 +229,7 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    metrics.process_exited()
     job: JobContext | None = ctx.get(CTX_KEY)
     if job is not None:
         await job.triton.close()

@@ -25,7 +25,6 @@ from common.settings import Settings
 from gateway.auth import require_owner
 from gateway.errors import ApiError, BgApiError, job_id_for
 from gateway.fetch import DownloadTooLarge, FetchError, fetch_to_file
-from gateway.images.form import INVALID_REQUEST, parse_params, validate_form
 from gateway.images.generate import NotTransparent, generate_image
 from gateway.images.params import OPERATIONS, hd_limits
 from gateway.images.process import process_image
@@ -33,6 +32,7 @@ from gateway.job_params import ImageHdParams, JobKind, input_path
 from gateway.jobs import JobStatus
 from gateway.keys import JOBS, SETTINGS, STORAGE, TRITON
 from gateway.limits import check_capacity, check_poll_rate, check_rate, start_job
+from gateway.schemas.forms import INVALID_REQUEST, parse_params, validate_form
 from gateway.schemas.requests import GenerateForm
 from triton_models.decode import ImageTooLarge, InvalidImage, Limits, probe
 

@@ -27,12 +27,12 @@ from common.settings import Settings
 from gateway.auth import require_owner
 from gateway.errors import ApiError, BgApiError, job_id_for
 from gateway.fetch import FetchError, fetch_to_file
-from gateway.images.form import validate_form
 from gateway.images.params import RGB
 from gateway.job_params import TRIM_SLACK_S, VideoMatteParams, background_image_path, input_path
 from gateway.jobs import JobRecord, JobStatus
 from gateway.keys import JOBS, SETTINGS, STORAGE
 from gateway.limits import check_capacity, check_poll_rate, check_rate, start_job
+from gateway.schemas.forms import validate_form
 from gateway.schemas.requests import VideoSubmitForm
 from gateway.video.encode import TRANSPARENT_PRESETS
 from gateway.video.probe import MediaError, probe

@@ -1,4 +1,4 @@
-"""Form fields -> the typed image `Params`, with background_api.txt's errors.
+"""Form fields -> typed values (the image `Params`), with background_api.txt's errors.
 
 The fields, their ranges and choices are gateway.schemas.requests.ImageForm (also what the OpenAPI
 document shows); this module turns its validation errors into the document's shapes. A
