@@ -13,6 +13,9 @@ import aiohttp
 import pytest
 from conftest import Stack
 from PIL import Image
+from prometheus_client.metrics import MetricWrapperBase
+
+from common.settings import REPO_ROOT
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +35,26 @@ def _sum(text: str, name: str, **labels: str) -> float:
         if all(found.get(k) == v for k, v in labels.items()):
             total += float(match.group(2))
     return total
+
+
+def _check_dashboard(triton_text: str) -> None:
+    """Every series docker/grafana/dashboards/matting.json plots is one the code declares (ours)
+    or Triton exports (after a job)."""
+    from gateway.metrics import REGISTRY
+    from worker import metrics as worker_metrics
+
+    dashboard = json.loads((REPO_ROOT / "docker" / "grafana" / "dashboards" / "matting.json").read_text())
+    exprs = " ".join(t["expr"] for panel in dashboard["panels"] for t in panel["targets"])
+    used = set(re.findall(r"\b((?:matting|nv)_[a-z_]+)", exprs))
+    ours = {m.name for m in REGISTRY.collect()} | {
+        m._name for m in vars(worker_metrics).values() if isinstance(m, MetricWrapperBase)
+    }
+    exported = {
+        line.split("{")[0].split(" ")[0] for line in triton_text.splitlines() if line.startswith("nv_")
+    }
+    for name in used:
+        base = re.sub(r"_(bucket|count|sum|total)$", "", name)
+        assert base in ours or name in exported, name
 
 
 async def _scrape(http: aiohttp.ClientSession, url: str) -> str:
@@ -78,6 +101,7 @@ async def test_metrics_move_after_a_job_and_logs_follow_it(
     success = "nv_inference_request_success"
     assert _sum(triton_after, success) > _sum(triton_before, success)
     assert "nv_cpu_utilization" in triton_after
+    _check_dashboard(triton_after)
 
     # One grep: the gateway's lines of the submit carry the client's request id and name the job;
     # the worker's lines of the job carry both ids (arq's own lines name the job in their text).

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import time
 from collections.abc import Awaitable, Callable
@@ -269,6 +270,8 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
 
 def main() -> None:
     setup_logging()
+    if metrics_dir := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        Path(metrics_dir).mkdir(parents=True, exist_ok=True)
     run_worker(worker_settings(Settings.from_env()))  # type: ignore[arg-type]
 
 

@@ -87,6 +87,8 @@ async def _read_form(request: web.Request, staging: Path, settings: Settings) ->
 
 
 async def _read_parts(request: web.Request, staging: Path, settings: Settings) -> _Form:
+    if request.content_type == "application/x-www-form-urlencoded":  # a form, but no file in it
+        raise _detail(400, "File must be a video")
     if not request.content_type.startswith("multipart/"):
         raise _detail(
             415,
