@@ -49,6 +49,17 @@ class JobError:
 
 
 @dataclass(frozen=True)
+class WebhookDelivery:
+    """Where a job's webhook stands: pending (not yet delivered, retrying), delivered, failed
+    (gave up); `attempts` so far, the receiver's last HTTP status or the last error."""
+
+    state: str
+    attempts: int = 0
+    last_status: int | None = None
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
 class JobRecord:
     """One job as stored; times are epoch seconds, durations seconds, `owner` a token's SHA-256."""
 
@@ -69,6 +80,7 @@ class JobRecord:
     processed_duration: float | None = None
     error: JobError | None = None
     request_id: str | None = None  # X-Request-ID of the submit (the job id unless the client chose it)
+    webhook_url: str | None = None  # POSTed the job's final document when it ends (gateway.webhooks)
 
     @property
     def done(self) -> bool:
@@ -111,7 +123,9 @@ class JobStore:
         s = self.settings
         return s.result_ttl_s + s.job_timeout_s * (s.job_max_tries + 1) + 86_400
 
-    async def create(self, owner: str, params: JobParams, job_id: str | None = None) -> JobRecord:
+    async def create(
+        self, owner: str, params: JobParams, job_id: str | None = None, webhook_url: str | None = None
+    ) -> JobRecord:
         """A queued record of the kind `params` belong to (not yet enqueued: see `enqueue`).
 
         `job_id`: the id to use (the submitting request's own, a UUID4 the gateway made), so the
@@ -126,6 +140,7 @@ class JobStore:
             params=params,
             created_at=time.time(),
             request_id=bound("request_id"),
+            webhook_url=webhook_url,
         )
         await self.redis.set(
             redis_keys.job_record(record.id), record.to_json(), ex=self.active_ttl_s, nx=True
@@ -228,6 +243,16 @@ class JobStore:
             status=JobStatus.FAILED,
             finished_at=time.time(),
             error=JobError(code, message, details),
+        )
+
+    async def webhook_delivery(self, job_id: str) -> WebhookDelivery | None:
+        raw = await self.redis.get(redis_keys.webhook_state(job_id))
+        return WebhookDelivery(**json.loads(raw)) if raw else None
+
+    async def set_webhook_delivery(self, job_id: str, delivery: WebhookDelivery) -> None:
+        """Kept as long as a finished record (RESULT_TTL_S)."""
+        await self.redis.set(
+            redis_keys.webhook_state(job_id), json.dumps(asdict(delivery)), ex=self.settings.result_ttl_s
         )
 
     async def delete(self, job_id: str) -> None:

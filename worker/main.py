@@ -48,7 +48,7 @@ from gateway.job_params import (
     VideoMatteParams,
 )
 from gateway.job_slots import release_job_slot, slot_lifetime_s
-from gateway.jobs import JobRecord, JobStatus, JobStore
+from gateway.jobs import JobRecord, JobStatus, JobStore, WebhookDelivery
 from gateway.json_log import bind, setup_logging
 from gateway.storage import Storage, is_job_id
 from gateway.triton import Triton, TritonUnavailable
@@ -81,6 +81,18 @@ async def _heartbeat(job: JobContext, job_id: str) -> None:
 async def _release(job: JobContext, job_id: str, owner: str) -> None:
     job.storage.remove_uploads(job_id)
     await release_job_slot(job.redis, owner, job_id)
+
+
+async def _queue_webhook(job: JobContext, job_id: str) -> None:
+    """One delivery per job, sent by `python -m gateway.webhooks` (its own queue: a slow receiver
+    never holds a job worker); arq's job id makes a second enqueue a no-op."""
+    await job.jobs.set_webhook_delivery(job_id, WebhookDelivery("pending"))
+    await job.redis.enqueue_job(
+        redis_keys.WEBHOOK_FUNCTION,
+        job_id,
+        _queue_name=redis_keys.WEBHOOK_QUEUE,
+        _job_id=f"webhook:{job_id}",
+    )
 
 
 def _count_end(final: JobRecord) -> None:
@@ -120,6 +132,8 @@ def job_function(params_type: type[P], run: JobRun[P]) -> ArqJob:
             if final is not None and final.done and not record.done:
                 log.info("job ended", extra={"status": final.status.value})
                 _count_end(final)
+                if final.webhook_url:
+                    await _queue_webhook(job, job_id)
 
     async def _run_record(job: JobContext, job_id: str, job_try: int, record: JobRecord) -> None:
         settings, jobs, storage = job.settings, job.jobs, job.storage

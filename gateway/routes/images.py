@@ -24,7 +24,7 @@ from aiohttp.http_exceptions import BadHttpMessage
 from common.settings import Settings
 from gateway.auth import require_owner
 from gateway.errors import ApiError, BgApiError, job_id_for
-from gateway.fetch import DownloadTooLarge, FetchError, fetch_to_file
+from gateway.fetch import DownloadTooLarge, FetchError, fetch_to_file, url_refusal
 from gateway.images.generate import NotTransparent, generate_image
 from gateway.images.params import OPERATIONS, hd_limits
 from gateway.images.process import process_image
@@ -33,7 +33,7 @@ from gateway.jobs import JobStatus
 from gateway.keys import JOBS, SETTINGS, STORAGE, TRITON
 from gateway.limits import check_capacity, check_poll_rate, check_rate, start_job
 from gateway.schemas.forms import INVALID_REQUEST, parse_params, validate_form
-from gateway.schemas.requests import GenerateForm
+from gateway.schemas.requests import GenerateForm, HdImageForm
 from triton_models.decode import ImageTooLarge, InvalidImage, Limits, probe
 
 routes = web.RouteTableDef()
@@ -184,7 +184,10 @@ async def hd_submit(request: web.Request) -> web.Response:
         except _BodyTooLarge:
             message = f"Image file too large for HD processing (over {settings.max_upload_bytes} bytes)."
             raise BgApiError(400, {"message": message}) from None
-        params = parse_params(fields, fields.get("operation", "matte"))
+        form = validate_form(HdImageForm, fields)
+        params = form.params(form.operation)
+        if form.webhook_url is not None and (reason := await url_refusal(form.webhook_url, settings)):
+            raise BgApiError(400, {"message": f"webhook_url: {reason}"})
         try:
             await asyncio.to_thread(probe, path, hd_limits(settings))
         except InvalidImage:
@@ -194,7 +197,9 @@ async def hd_submit(request: web.Request) -> web.Response:
                 400, {"message": f"Image too large for HD processing (over {settings.hd_max_pixels} pixels)."}
             ) from None
         try:
-            record = await jobs.create(owner, ImageHdParams(image=params), job_id_for(request))
+            record = await jobs.create(
+                owner, ImageHdParams(image=params), job_id_for(request), form.webhook_url
+            )
             job_id = record.id
             os.replace(path, input_path(storage, job_id))
             await start_job(request, "bg", record)

@@ -91,4 +91,5 @@ async def mask_by_key_points(request: web.Request) -> web.Response:
         params,
         max_duration_s=None,
         check=lambda info: check_video(info, settings, params),
+        webhook_url=fields.webhook_url,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -19,6 +20,7 @@ from pydantic_core import ErrorDetails
 
 from gateway.auth import require_owner
 from gateway.errors import MaskApiError, job_id_for
+from gateway.fetch import url_refusal
 from gateway.job_params import ForegroundMaskParams, JobKind, KeyPointMaskParams, input_path
 from gateway.jobs import JobRecord, JobStatus
 from gateway.keys import JOBS, SETTINGS, STORAGE
@@ -135,6 +137,7 @@ async def foreground_mask(request: web.Request) -> web.Response:
         params,
         max_duration_s=settings.video_max_duration_s,
         check=lambda info: check_output_size(PRESETS[params.preset], info),
+        webhook_url=fields.webhook_url,
     )
 
 
@@ -145,13 +148,16 @@ async def accept_video_job(
     *,
     max_duration_s: float | None,
     check: Callable[[VideoInfo], None] | None = None,
+    webhook_url: str | None = None,
 ) -> web.Response:
     """The mask endpoints' common intake: download `params.source_url` and probe it before
     answering (so 413/415/422 come back on the request), run the endpoint's own `check`, enqueue,
     answer 202. Whatever refuses the job removes its record and input: nothing is left behind.
     `max_duration_s`: longer videos are refused (422); None: no limit in the probe."""
     settings, storage, jobs = request.app[SETTINGS], request.app[STORAGE], request.app[JOBS]
-    record = await jobs.create(owner, params, job_id_for(request))
+    if webhook_url is not None and (reason := await url_refusal(webhook_url, settings)):
+        raise _invalid(f"Field 'webhook_url': {reason}")
+    record = await jobs.create(owner, params, job_id_for(request), webhook_url)
     try:
         info = await fetch_and_probe(
             params.source_url, input_path(storage, record.id), settings, max_duration_s=max_duration_s
@@ -179,4 +185,8 @@ async def status(request: web.Request) -> web.Response:
     record = await request.app[JOBS].get(request.match_info["request_id"], owner)
     if record is None or record.kind not in (JobKind.FOREGROUND_MASK, JobKind.MASK_BY_KEY_POINTS):
         raise MaskApiError(404, "Not Found", "No job with this request_id exists for this api_token.")
-    return web.json_response(status_body(record, request.app[STORAGE]))
+    body = status_body(record, request.app[STORAGE])
+    if record.webhook_url:
+        delivery = await request.app[JOBS].webhook_delivery(record.id)
+        body["webhook"] = asdict(delivery) if delivery else {"state": "waiting", "attempts": 0}
+    return web.json_response(body)

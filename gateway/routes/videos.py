@@ -26,7 +26,7 @@ from PIL import Image, UnidentifiedImageError
 from common.settings import Settings
 from gateway.auth import require_owner
 from gateway.errors import ApiError, BgApiError, job_id_for
-from gateway.fetch import FetchError, fetch_to_file
+from gateway.fetch import FetchError, fetch_to_file, url_refusal
 from gateway.images.params import RGB
 from gateway.job_params import TRIM_SLACK_S, VideoMatteParams, background_image_path, input_path
 from gateway.jobs import JobRecord, JobStatus
@@ -190,6 +190,8 @@ async def submit_video(request: web.Request) -> web.Response:
             info = await asyncio.to_thread(probe, form.video, max_side=settings.video_max_side)
         except MediaError as exc:
             raise _detail(400, exc.details) from None
+        if fields.webhook_url is not None and (reason := await url_refusal(fields.webhook_url, settings)):
+            raise _detail(400, f"webhook_url: {reason}")
         bg_color, bg_image = await _background(form, fields, staging, settings)
         trim_s = settings.video_submit_trim_s
         trimmed = info.duration_s > trim_s + TRIM_SLACK_S
@@ -202,7 +204,7 @@ async def submit_video(request: web.Request) -> web.Response:
             max_duration_s=trim_s if trimmed else None,
             trim_s=trim_s,
         )
-        record = await jobs.create(owner, params, job_id_for(request))
+        record = await jobs.create(owner, params, job_id_for(request), fields.webhook_url)
         os.replace(form.video, input_path(storage, record.id))
         if params.bg_image:
             os.replace(staging / "bg_image", background_image_path(storage, record.id))

@@ -61,6 +61,8 @@ def form_error(model: type[BaseModel], error: ErrorDetails, *, key: str = "messa
         lo, hi = _bounds(model, field)
         kind = "an integer" if model.model_fields[field].annotation is int else "a number"
         return BgApiError(400, {key: f"{field} must be {kind} between {lo:g} and {hi:g}"})
+    if error["type"] == "string_pattern_mismatch":  # the URL fields (colours are handled above)
+        return BgApiError(400, {key: f"{field} must be an http(s) URL"})
     if error["type"] == "string_too_long":
         limit = (error.get("ctx") or {}).get("max_length")
         return BgApiError(400, {key: f"{field} must be at most {limit} characters"})

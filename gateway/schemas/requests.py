@@ -61,6 +61,18 @@ VideoUrl = Annotated[
 ]
 
 
+WebhookUrl = Annotated[
+    str,
+    Field(
+        pattern=URL_PATTERN,
+        max_length=2048,
+        description="Optional: when the job ends, its final document is POSTed here, signed "
+        "(docs/webhooks.md). Public http(s) addresses only; redirects are not followed.",
+        examples=["https://example.com/hooks/matting"],
+    ),
+]
+
+
 # --- mask API (JSON) ----------------------------------------------------------------------------
 
 
@@ -71,6 +83,7 @@ class _VideoJobRequest(BaseModel):
     output_container_and_codec: PresetName | None = Field(
         DEFAULT_PRESET, description="Output container and codec preset (null: the default)."
     )
+    webhook_url: WebhookUrl | None = None
 
     @property
     def preset(self) -> str:
@@ -152,7 +165,8 @@ class ImageForm(BaseModel):
 
     def params(self, operation: str) -> Params:
         """The typed Params: fields the caller sent override Params' defaults."""
-        sent = {name: getattr(self, name) for name in self.model_fields_set - {"image_url", "operation"}}
+        wire_only = {"image_url", "operation", "webhook_url"}
+        sent = {name: getattr(self, name) for name in self.model_fields_set - wire_only}
         return Params(**{**sent, "operation": operation})
 
 
@@ -160,6 +174,7 @@ class HdImageForm(ImageForm):
     """The text fields of POST /image/hd/submit/v1."""
 
     operation: Annotated[OperationName, BeforeValidator(_folded)] = "matte"
+    webhook_url: WebhookUrl | None = None
 
 
 class GenerateForm(BaseModel):
@@ -188,3 +203,4 @@ class VideoSubmitForm(BaseModel):
     model: ForegroundModelName | None = Field(
         None, description="auto (default), rvm or salient, as on /foreground_mask."
     )
+    webhook_url: WebhookUrl | None = None

@@ -75,6 +75,16 @@ class JobErrorBody(_Body):
     details: str
 
 
+class WebhookState(_Body):
+    state: Literal["waiting", "pending", "delivered", "failed"] = Field(
+        description="waiting: the job has not ended; pending: being delivered (retrying); "
+        "delivered: a 2xx came back; failed: given up after WEBHOOK_GIVE_UP_S."
+    )
+    attempts: int
+    last_status: int | None = Field(None, description="The receiver's last HTTP status.")
+    last_error: str | None = None
+
+
 class StatusDocument(_Body):
     """GET /status/{request_id}: a mask job's state; mask_url once completed."""
 
@@ -96,6 +106,7 @@ class StatusDocument(_Body):
     original_duration: float | None = Field(None, description="seconds")
     processed_duration: float | None = Field(None, description="seconds")
     error: JobErrorBody | None = None
+    webhook: WebhookState | None = Field(None, description="Only for jobs submitted with webhook_url.")
 
 
 # --- background API ------------------------------------------------------------------------------
