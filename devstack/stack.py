@@ -46,7 +46,8 @@ def stack_services(
     *,
     start_redis: bool = True,
 ) -> list[Service]:
-    """Redis, tritonserver, gateway and workers for `settings`, in start order (stop in reverse)."""
+    """Redis, tritonserver, gateway, workers and the webhook sender for `settings`, in start order
+    (stop in reverse)."""
     logs = settings.data_dir / "logs"
     services: list[Service] = []
     if start_redis:
