@@ -279,7 +279,10 @@ async def _wait(http: aiohttp.ClientSession, stack: Stack, job: str) -> tuple[in
         status, headers, body = await _result(http, stack, job)
         if status != 202:
             return status, headers, body
-        assert _json(body) == {"message": "Task is still processing", "uuid": job, "status": "processing"}
+        polled = _json(body)
+        progress = polled.pop("progress_percentage", 0.0)  # by pipeline step once a worker has it
+        assert polled == {"message": "Task is still processing", "uuid": job, "status": "processing"}
+        assert 0 <= float(progress) < 100
         await asyncio.sleep(0.5)
     raise AssertionError("HD job did not finish")
 
