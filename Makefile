@@ -8,7 +8,7 @@ SERVE := $(VENV)/.serve-installed
 DEV := $(VENV)/.dev-installed
 EXPORT := $(VENV)/.export-installed
 
-.PHONY: setup run up down test lint export-tools models bench load redis clean check-image-steps
+.PHONY: setup run up down test lint export-tools models bench load redis chromium clean check-image-steps
 
 setup: $(SERVE) redis models
 
@@ -36,6 +36,11 @@ redis:
 	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 	@command -v redis-server >/dev/null && echo "redis-server: $$(redis-server --version | cut -d' ' -f3)"
 
+# Debian's chromium + chromium-driver: tests/test_openapi.py loads /docs in a headless browser.
+chromium:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+	@echo "chromium: $$(chromium --version 2>/dev/null | cut -d' ' -f2)"
+
 models: $(SERVE)
 	$(PY) -m export models
 
@@ -49,7 +54,7 @@ down:
 	$(PY) -m devstack down
 
 # The suite also exports a SAM model from PyTorch (tests/test_export_cli.py): it needs the export set.
-test: setup $(DEV) $(EXPORT)
+test: setup $(DEV) $(EXPORT) chromium
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -ra
 

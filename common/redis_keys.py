@@ -32,6 +32,21 @@ def rate_window(owner: str, minute: int) -> str:
     return f"limit:rate:{owner}:{minute}"
 
 
+WEBHOOK_QUEUE = "arq:webhooks"  # the webhook sender's own arq queue (python -m gateway.webhooks)
+WEBHOOK_FUNCTION = "deliver_webhook"  # its one function; the job worker enqueues it by this name
+WEBHOOK_HEALTH_CHECK = WEBHOOK_QUEUE + health_check_key_suffix
+
+
+def webhook_state(job_id: str) -> str:
+    """A job's webhook delivery state (JSON), beside its record: it changes after the job ended."""
+    return f"webhook:{job_id}"
+
+
+def poll_window(owner: str, minute: int) -> str:
+    """The polling endpoints' own window (status and result reads), apart from submits."""
+    return f"limit:poll:{owner}:{minute}"
+
+
 def job_slots(owner: str) -> str:
     return f"limit:slots:{owner}"
 

@@ -65,13 +65,13 @@ def _read_token_hashes(tokens: str, tokens_file: str) -> frozenset[str]:
     return frozenset(hash_token(t) for t in raw)
 
 
-def _signing_secret(data_dir: Path) -> bytes:
-    """An explicit RESULT_SIGNING_SECRET wins; otherwise one secret per data dir, shared by the
-    gateway processes of one host, so links signed by one process verify in another."""
-    explicit = os.environ.get("RESULT_SIGNING_SECRET", "").strip()
+def _signing_secret(data_dir: Path, variable: str = "RESULT_SIGNING_SECRET", name: str = "signing") -> bytes:
+    """An explicit `variable` wins; otherwise one secret per data dir, shared by the processes of
+    one host, so what one process signs verifies in another."""
+    explicit = os.environ.get(variable, "").strip()
     if explicit:
         return explicit.encode("utf-8")
-    path = data_dir / "signing.secret"
+    path = data_dir / f"{name}.secret"
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -102,6 +102,14 @@ class Settings:
     api_token_hashes: frozenset[str] = field(default_factory=frozenset)
     signing_secret: bytes = b""
     rate_limit_per_minute: int = 120
+    poll_limit_per_minute: int = 600  # /status, /video/result, /image/hd/result reads per token
+    metrics_include_workers: bool = True  # /metrics also serves the workers' series (one gateway)
+
+    # --- webhooks (docs/webhooks.md) ----------------------------------------------------------
+    webhook_secret: bytes = b""  # HMAC key of the webhook-signature header (WEBHOOK_SECRET)
+    webhook_give_up_s: float = 3600.0  # retries stop this long after the job ended
+    webhook_retry_base_s: float = 5.0  # backoff: base * 2**(attempt-1), at most 10 minutes
+    webhook_timeout_s: float = 10.0  # one delivery attempt, connect to last byte
     max_concurrent_jobs_per_token: int = 4
     max_queued_jobs: int = 200  # beyond this the queue answers 429/503 instead of accepting work
 
@@ -144,6 +152,11 @@ class Settings:
         return self.public_base_url.rstrip("/") or f"http://{self.gateway_host}:{self.gateway_port}"
 
     @property
+    def worker_metrics_dir(self) -> Path:
+        """prometheus-client multiprocess files of the workers (PROMETHEUS_MULTIPROC_DIR)."""
+        return self.data_dir / "metrics" / "workers"
+
+    @property
     def results_dir(self) -> Path:
         return self.data_dir / "results"
 
@@ -174,7 +187,12 @@ class Settings:
                 os.environ.get("API_TOKENS", ""), os.environ.get("API_TOKENS_FILE", "").strip()
             ),
             signing_secret=_signing_secret(data_dir),
+            webhook_secret=_signing_secret(data_dir, "WEBHOOK_SECRET", "webhook"),
+            webhook_give_up_s=_env_float("WEBHOOK_GIVE_UP_S", d.webhook_give_up_s),
+            webhook_retry_base_s=_env_float("WEBHOOK_RETRY_BASE_S", d.webhook_retry_base_s),
             rate_limit_per_minute=_env_int("RATE_LIMIT_PER_MINUTE", d.rate_limit_per_minute),
+            poll_limit_per_minute=_env_int("POLL_LIMIT_PER_MINUTE", d.poll_limit_per_minute),
+            metrics_include_workers=_env_bool("METRICS_INCLUDE_WORKERS", d.metrics_include_workers),
             max_concurrent_jobs_per_token=_env_int(
                 "MAX_CONCURRENT_JOBS_PER_TOKEN", d.max_concurrent_jobs_per_token
             ),

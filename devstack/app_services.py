@@ -37,14 +37,14 @@ def gateway_service(settings: Settings, log_path: Path, env: dict[str, str] | No
     )
 
 
-def _worker_registered(redis_url: str) -> bool:
+def _worker_registered(redis_url: str, key: str = redis_keys.ARQ_WORKER_HEALTH_CHECK) -> bool:
     """arq writes its health-check key on the first pass of its main loop: the worker is polling."""
     import redis
 
     try:
         client = redis.Redis.from_url(redis_url, socket_timeout=1, socket_connect_timeout=1)
         with client:
-            return bool(client.exists(redis_keys.ARQ_WORKER_HEALTH_CHECK))
+            return bool(client.exists(key))
     except redis.RedisError:
         return False
 
@@ -52,10 +52,23 @@ def _worker_registered(redis_url: str) -> bool:
 def worker_service(
     settings: Settings, index: int, log_path: Path, env: dict[str, str] | None = None
 ) -> Service:
+    metrics_dir = settings.worker_metrics_dir
+    metrics_dir.mkdir(parents=True, exist_ok=True)
     return Service(
         f"worker-{index}",
         [sys.executable, "-m", "worker.main"],
         lambda: _worker_registered(settings.redis_url),
+        log_path,
+        env={**settings_env(settings), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), **(env or {})},
+    )
+
+
+def webhook_service(settings: Settings, log_path: Path, env: dict[str, str] | None = None) -> Service:
+    """The webhook sender (`python -m gateway.webhooks`): one is enough for a deployment."""
+    return Service(
+        "webhooks",
+        [sys.executable, "-m", "gateway.webhooks"],
+        lambda: _worker_registered(settings.redis_url, redis_keys.WEBHOOK_HEALTH_CHECK),
         log_path,
         env={**settings_env(settings), **(env or {})},
     )

@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from common.settings import REPO_ROOT, Settings
-from devstack.app_services import gateway_service, worker_service
+from devstack.app_services import gateway_service, webhook_service, worker_service
 from devstack.processes import Service, StackError, free_port, http_ok, port_open, running
 from devstack.redis_server import redis_service
 from devstack.tritonserver import triton_service
@@ -46,7 +46,8 @@ def stack_services(
     *,
     start_redis: bool = True,
 ) -> list[Service]:
-    """Redis, tritonserver, gateway and workers for `settings`, in start order (stop in reverse)."""
+    """Redis, tritonserver, gateway, workers and the webhook sender for `settings`, in start order
+    (stop in reverse)."""
     logs = settings.data_dir / "logs"
     services: list[Service] = []
     if start_redis:
@@ -54,6 +55,7 @@ def stack_services(
     services.append(triton_service(settings, logs / "tritonserver.log", settings.data_dir / "backends"))
     services.append(gateway_service(settings, logs / "gateway.log", env))
     services.extend(worker_service(settings, i, logs / f"worker-{i}.log", env) for i in range(workers))
+    services.append(webhook_service(settings, logs / "webhooks.log", env))
     return services
 
 

@@ -77,7 +77,9 @@ def triton_service(
         f"--grpc-address={settings.triton_host}",
         f"--grpc-port={settings.triton_grpc_port}",
         f"--metrics-port={settings.triton_metrics_port}",
-        "--allow-metrics=false",
+        # Prometheus text at :metrics-port/metrics; CPU metrics (no GPU here), GPU ones on GPU hosts.
+        "--allow-metrics=true",
+        "--allow-cpu-metrics=true",
         "--log-verbose=0",
         "--exit-timeout-secs=10",
         "--strict-readiness=true",

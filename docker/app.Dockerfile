@@ -1,6 +1,7 @@
 # Gateway and worker image (one image, two entry points, the same ones `make run` starts):
 #   python -m gateway.app      (HTTP gateway)
 #   python -m worker.main      (arq worker)
+#   python -m gateway.webhooks (webhook sender)
 # Not built in CI: the dev machines have no Docker engine.
 FROM python:3.11-slim
 

@@ -18,15 +18,17 @@ from aiohttp.typedefs import Handler
 from arq.connections import ArqRedis
 
 from common.settings import Settings
-from gateway.errors import REQUEST_ID, error_middleware
+from gateway.errors import REQUEST_ID, REQUEST_ID_IS_OURS, error_middleware
 from gateway.jobs import JobStore
-from gateway.json_log import setup_logging
+from gateway.json_log import bind, setup_logging
 from gateway.keys import JOBS, REDIS, SETTINGS, STORAGE, TRITON
-from gateway.routes import health, images, keypoints, masks, results, videos
+from gateway.metrics import metrics, metrics_middleware
+from gateway.routes import docs, health, images, keypoints, masks, results, videos
 from gateway.storage import Storage
 from gateway.triton import Triton
 
 ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
+    docs.routes,
     health.routes,
     images.routes,
     keypoints.routes,
@@ -53,11 +55,14 @@ def connect_redis(settings: Settings) -> ArqRedis:
 async def request_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Request id first (every later layer logs with it), then one access-log line per request."""
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    request[REQUEST_ID] = incoming if _SANE_REQUEST_ID.match(incoming) else str(uuid.uuid4())
+    chosen = bool(_SANE_REQUEST_ID.match(incoming))  # anything else is never logged nor echoed
+    request[REQUEST_ID] = incoming if chosen else str(uuid.uuid4())
+    request[REQUEST_ID_IS_OURS] = not chosen
     started = time.perf_counter()
     status = 500
     try:
-        response = await handler(request)
+        with bind(request_id=request[REQUEST_ID]):
+            response = await handler(request)
         status = response.status
         return response
     finally:
@@ -83,7 +88,7 @@ async def _add_request_id_header(request: web.Request, response: web.StreamRespo
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         client_max_size=settings.max_request_bytes,
-        middlewares=[request_context_middleware, error_middleware],
+        middlewares=[metrics_middleware, request_context_middleware, error_middleware],
     )
     app[SETTINGS] = settings
     app[STORAGE] = Storage(settings)
@@ -104,6 +109,8 @@ def create_app(settings: Settings) -> web.Application:
     app.on_response_prepare.append(_add_request_id_header)
     for table in ROUTE_TABLES:
         app.router.add_routes(table)
+    docs.add_docs_page(app)
+    app.router.add_get("/metrics", metrics)
     return app
 
 

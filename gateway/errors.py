@@ -26,6 +26,16 @@ log = logging.getLogger("gateway.errors")
 
 # The id every response and error body carries (X-Request-ID), set first by the app middleware.
 REQUEST_ID = web.RequestKey("request_id", str)
+# True when the gateway made REQUEST_ID (a UUID4), False when the client chose it.
+REQUEST_ID_IS_OURS = web.RequestKey("request_id_is_ours", bool)
+
+
+def job_id_for(request: web.Request) -> str | None:
+    """The id a job submitted by `request` takes: the request's own when the gateway made it (so
+    request_id in the 202, X-Request-ID and the job id are one value); None (a fresh one) when the
+    client chose its X-Request-ID, which may repeat."""
+    return request[REQUEST_ID] if request.get(REQUEST_ID_IS_OURS) else None
+
 
 Family = Literal["mask", "bg"]
 

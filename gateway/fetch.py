@@ -173,6 +173,17 @@ async def resolve_checked(url: URL, allow_loopback: bool) -> list[IPAddress]:
     return addresses
 
 
+async def url_refusal(url: str, settings: Settings) -> str | None:
+    """Why `url` may not be called (the rules above), or None; for URLs kept for later (webhooks)."""
+    try:
+        await resolve_checked(URL(url.strip()), settings.allow_loopback_urls)
+    except FetchError as exc:
+        return exc.reason
+    except ValueError:
+        return "The URL is not valid."
+    return None
+
+
 @dataclass
 class _Hop:
     """One checked request with its own pinned session; closing it closes both."""

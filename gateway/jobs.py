@@ -24,6 +24,7 @@ from common import redis_keys
 from common.compat import StrEnum
 from common.settings import Settings
 from gateway.job_params import JobKind, JobParams, params_from_dict
+from gateway.json_log import bound
 from gateway.storage import StoredResult, is_job_id
 
 log = logging.getLogger("gateway.jobs")
@@ -48,6 +49,17 @@ class JobError:
 
 
 @dataclass(frozen=True)
+class WebhookDelivery:
+    """Where a job's webhook stands: pending (not yet delivered, retrying), delivered, failed
+    (gave up); `attempts` so far, the receiver's last HTTP status or the last error."""
+
+    state: str
+    attempts: int = 0
+    last_status: int | None = None
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
 class JobRecord:
     """One job as stored; times are epoch seconds, durations seconds, `owner` a token's SHA-256."""
 
@@ -67,6 +79,8 @@ class JobRecord:
     original_duration: float | None = None
     processed_duration: float | None = None
     error: JobError | None = None
+    request_id: str | None = None  # X-Request-ID of the submit (the job id unless the client chose it)
+    webhook_url: str | None = None  # POSTed the job's final document when it ends (gateway.webhooks)
 
     @property
     def done(self) -> bool:
@@ -109,15 +123,24 @@ class JobStore:
         s = self.settings
         return s.result_ttl_s + s.job_timeout_s * (s.job_max_tries + 1) + 86_400
 
-    async def create(self, owner: str, params: JobParams) -> JobRecord:
-        """A queued record of the kind `params` belong to (not yet enqueued: see `enqueue`)."""
+    async def create(
+        self, owner: str, params: JobParams, job_id: str | None = None, webhook_url: str | None = None
+    ) -> JobRecord:
+        """A queued record of the kind `params` belong to (not yet enqueued: see `enqueue`).
+
+        `job_id`: the id to use (the submitting request's own, a UUID4 the gateway made), so the
+        202's id, the X-Request-ID header and the logs agree; a fresh UUID4 when None or taken."""
+        if job_id is None or not is_job_id(job_id) or await self.redis.exists(redis_keys.job_record(job_id)):
+            job_id = str(uuid.uuid4())
         record = JobRecord(
-            id=str(uuid.uuid4()),
+            id=job_id,
             kind=params.KIND,
             owner=owner,
             status=JobStatus.QUEUED,
             params=params,
             created_at=time.time(),
+            request_id=bound("request_id"),
+            webhook_url=webhook_url,
         )
         await self.redis.set(
             redis_keys.job_record(record.id), record.to_json(), ex=self.active_ttl_s, nx=True
@@ -220,6 +243,16 @@ class JobStore:
             status=JobStatus.FAILED,
             finished_at=time.time(),
             error=JobError(code, message, details),
+        )
+
+    async def webhook_delivery(self, job_id: str) -> WebhookDelivery | None:
+        raw = await self.redis.get(redis_keys.webhook_state(job_id))
+        return WebhookDelivery(**json.loads(raw)) if raw else None
+
+    async def set_webhook_delivery(self, job_id: str, delivery: WebhookDelivery) -> None:
+        """Kept as long as a finished record (RESULT_TTL_S)."""
+        await self.redis.set(
+            redis_keys.webhook_state(job_id), json.dumps(asdict(delivery)), ex=self.settings.result_ttl_s
         )
 
     async def delete(self, job_id: str) -> None:

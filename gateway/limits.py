@@ -14,8 +14,10 @@ The worker releases the slot when the job ends (worker.main.job_function does it
 
 from __future__ import annotations
 
+import logging
 import math
 import time
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -31,6 +33,9 @@ from gateway.job_slots import (
 )
 from gateway.jobs import JobRecord
 from gateway.keys import JOBS, REDIS, SETTINGS
+from gateway.metrics import REJECTED
+
+log = logging.getLogger("gateway.jobs")
 
 WINDOW_S = 60
 BUSY_RETRY_AFTER_S = 15
@@ -40,17 +45,32 @@ async def check_rate(request: web.Request, owner: str, family: Family) -> None:
     """Sliding-window estimate over two fixed one-minute windows (no burst at window edges).
 
     Raises the family's 429 with Retry-After (seconds) past RATE_LIMIT_PER_MINUTE."""
-    settings = request.app[SETTINGS]
-    limit = settings.rate_limit_per_minute
+    limit = request.app[SETTINGS].rate_limit_per_minute
+    await _check_window(request, owner, family, limit, redis_keys.rate_window, "requests", "rate")
+
+
+async def check_poll_rate(request: web.Request, owner: str, family: Family) -> None:
+    """The polling endpoints' own per-token window (POLL_LIMIT_PER_MINUTE), so a tight polling
+    loop is slowed down without eating into the budget for submits; same 429 + Retry-After."""
+    limit = request.app[SETTINGS].poll_limit_per_minute
+    await _check_window(request, owner, family, limit, redis_keys.poll_window, "status polls", "poll")
+
+
+async def _check_window(
+    request: web.Request,
+    owner: str,
+    family: Family,
+    limit: int,
+    key: Callable[[str, int], str],
+    what: str,
+    reason: str,
+) -> None:
     if limit <= 0:
         return
     redis = request.app[REDIS]
     now = time.time()
     window = int(now // WINDOW_S)
-    current_key, previous_key = (
-        redis_keys.rate_window(owner, window),
-        redis_keys.rate_window(owner, window - 1),
-    )
+    current_key, previous_key = key(owner, window), key(owner, window - 1)
     async with redis.pipeline(transaction=True) as pipe:
         pipe.incr(current_key)
         pipe.expire(current_key, 2 * WINDOW_S)
@@ -60,11 +80,12 @@ async def check_rate(request: web.Request, owner: str, family: Family) -> None:
     estimate = int(previous or 0) * (1 - elapsed / WINDOW_S) + int(current)
     if estimate > limit:
         retry_after = max(1, math.ceil(WINDOW_S - elapsed))
+        REJECTED.labels(reason).inc()
         raise api_error(
             family,
             429,
             "Too Many Requests",
-            f"Rate limit of {limit} requests per minute exceeded; retry in {retry_after}s.",
+            f"Rate limit of {limit} {what} per minute exceeded; retry in {retry_after}s.",
             headers={"Retry-After": str(retry_after)},
         )
 
@@ -76,10 +97,12 @@ def _busy(family: Family, details: str) -> ApiError:
 
 
 def _queue_full(family: Family) -> ApiError:
+    REJECTED.labels("queue_full").inc()
     return _busy(family, "The service is busy: too many queued jobs; retry later.")
 
 
 def _slots_full(family: Family, settings: Settings) -> ApiError:
+    REJECTED.labels("job_slots").inc()
     return _busy(
         family,
         f"At most {settings.max_concurrent_jobs_per_token} jobs may run at once per api_token; "
@@ -113,6 +136,7 @@ async def start_job(request: web.Request, family: Family, record: JobRecord) -> 
             except BaseException:
                 await release_job_slot(redis, record.owner, record.id)
                 raise
+            log.info("job queued", extra={"job_id": record.id, "kind": record.kind.value})
         finally:
             # Once enqueued the job counts in the arq queue itself; until then the ticket did.
             await drop_admission_ticket(redis, record.id)

@@ -16,6 +16,7 @@ from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from common.model_contract import GATEWAY_MODELS
 from common.settings import Settings
+from gateway.json_log import triton_request_id
 from gateway.unavailable import ServiceUnavailable
 
 REQUIRED_MODELS: tuple[str, ...] = GATEWAY_MODELS
@@ -109,6 +110,7 @@ class Triton:
                 sequence_id=sequence_id,
                 sequence_start=start,
                 sequence_end=end,
+                request_id=triton_request_id(),
                 client_timeout=self.settings.triton_timeout_s,
             )
         except InferenceServerException as exc:

@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 
 from common.settings import REPO_ROOT, Settings
-from devstack.app_services import gateway_service, worker_service
+from devstack.app_services import gateway_service, webhook_service, worker_service
 from devstack.processes import Service, free_port
 from devstack.redis_server import redis_service
 from devstack.tritonserver import triton_service
@@ -34,6 +34,7 @@ VIDEO_MASKS = DATA / "video_masks"
 
 TEST_TOKEN = "test-token-alpha"
 OTHER_TOKEN = "test-token-beta"
+WEBHOOK_SECRET = "test-webhook-secret"
 
 
 def require_models(repo: Path) -> None:
@@ -158,17 +159,22 @@ def stack(triton_settings: Settings, redis_port: int, data_dir: Path) -> Iterato
         "API_TOKENS": f"{TEST_TOKEN},{OTHER_TOKEN}",
         "ALLOW_LOOPBACK_URLS": "true",
         "RATE_LIMIT_PER_MINUTE": os.environ.get("TEST_RATE_LIMIT_PER_MINUTE", "100000"),
+        "POLL_LIMIT_PER_MINUTE": "100000",  # tests poll tightly; test_consistency checks the limit
+        "WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "WEBHOOK_RETRY_BASE_S": "0.5",  # test_webhooks: a retry within a second, give up in seconds
+        "WEBHOOK_GIVE_UP_S": "4",
     }
     logs = data_dir / "logs"
     gw = gateway_service(settings, logs / "gateway.log", env)
     workers = [worker_service(settings, 0, logs / "worker-0.log", env)]
+    sender = webhook_service(settings, logs / "webhooks.log", env)
     started: list[Service] = []
     try:
-        for svc in [gw, *workers]:
+        for svc in [gw, *workers, sender]:
             svc.start()
             started.append(svc)
         gw.wait_ready(60)
-        for worker in workers:
+        for worker in [*workers, sender]:
             worker.wait_ready(60)
         yield Stack(settings, settings.base_url, TEST_TOKEN, OTHER_TOKEN, gw, workers)
     finally:

@@ -12,8 +12,8 @@ from PIL import Image, ImageCms
 from gateway.errors import BgApiError
 from gateway.images.compose import render, to_linear, to_srgb
 from gateway.images.encode import encode_png
-from gateway.images.form import BG_COLOR_ERROR, parse_params
 from gateway.images.params import Params
+from gateway.schemas.forms import BG_COLOR_ERROR, parse_params
 from triton_models import studio
 from triton_models.decode import ImageTooLarge, InvalidImage, Limits, decode, probe
 

@@ -431,7 +431,8 @@ async def test_errors(stack: Stack, http: aiohttp.ClientSession, url: str) -> No
     assert (await mask_error(http, "POST", api, json=ok))[0] == 403
     assert (await mask_error(http, "POST", api, json=ok, headers={"api_token": "nope"}))[0] == 403
     assert (await mask_error(http, "GET", api, headers=auth))[0] == 405
-    assert (await mask_error(http, "POST", api, data="{not json", headers=auth))[0] == 400
+    malformed = {**auth, "Content-Type": "application/json"}
+    assert (await mask_error(http, "POST", api, data="{not json", headers=malformed))[0] == 400
     assert (await refused({"key_points": [pos]}))[0] == 422
     assert (await refused({"video": ok["video"]}))[0] == 422
     assert (await refused({**ok, "key_points": []}))[0] == 422

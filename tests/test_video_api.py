@@ -249,7 +249,8 @@ async def test_foreground_mask_errors(stack: Stack, http: aiohttp.ClientSession,
     ok = {"video": f"{clip_url}/h264_aac.mp4"}
     assert (await mask_error(http, "POST", url, json=ok))[0] == 403
     assert (await mask_error(http, "POST", url, json=ok, headers={"api_token": "nope"}))[0] == 403
-    assert (await mask_error(http, "POST", url, data="{not json", headers=auth))[0] == 400
+    malformed = {**auth, "Content-Type": "application/json"}
+    assert (await mask_error(http, "POST", url, data="{not json", headers=malformed))[0] == 400
     assert (await mask_error(http, "POST", url, json={}, headers=auth))[0] == 422
     bad_preset = {**ok, "output_container_and_codec": "avi_xvid"}
     assert (await mask_error(http, "POST", url, json=bad_preset, headers=auth))[0] == 422

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import time
 from collections.abc import Awaitable, Callable
@@ -47,11 +48,11 @@ from gateway.job_params import (
     VideoMatteParams,
 )
 from gateway.job_slots import release_job_slot, slot_lifetime_s
-from gateway.jobs import JobRecord, JobStore
-from gateway.json_log import setup_logging
+from gateway.jobs import JobRecord, JobStatus, JobStore, WebhookDelivery
+from gateway.json_log import bind, setup_logging
 from gateway.storage import Storage, is_job_id
 from gateway.triton import Triton, TritonUnavailable
-from worker import image_hd, keypoint_mask, video_foreground
+from worker import image_hd, keypoint_mask, metrics, video_foreground
 from worker.context import CTX_KEY, JobContext
 
 log = logging.getLogger("worker")
@@ -82,18 +83,60 @@ async def _release(job: JobContext, job_id: str, owner: str) -> None:
     await release_job_slot(job.redis, owner, job_id)
 
 
+async def _queue_webhook(job: JobContext, job_id: str) -> None:
+    """One delivery per job, sent by `python -m gateway.webhooks` (its own queue: a slow receiver
+    never holds a job worker); arq's job id makes a second enqueue a no-op."""
+    await job.jobs.set_webhook_delivery(job_id, WebhookDelivery("pending"))
+    await job.redis.enqueue_job(
+        redis_keys.WEBHOOK_FUNCTION,
+        job_id,
+        _queue_name=redis_keys.WEBHOOK_QUEUE,
+        _job_id=f"webhook:{job_id}",
+    )
+
+
+def _count_end(final: JobRecord) -> None:
+    kind = final.kind.value
+    metrics.JOBS.labels(kind, final.status.value).inc()
+    if final.started_at is not None and final.finished_at is not None:
+        seconds = max(0.0, final.finished_at - final.started_at)
+        metrics.DURATION.labels(kind).observe(seconds)
+        if final.status == JobStatus.COMPLETED and final.total_frames and seconds > 0:
+            metrics.FPS.labels(kind).observe(final.total_frames / seconds)
+
+
 def job_function(params_type: type[P], run: JobRun[P]) -> ArqJob:
     """Wrap `run` with status, lease, retry and clean-up handling (see module doc).
 
     The result takes arq's `(ctx, job_id)`; `ctx` holds the JobContext and arq's `job_try`."""
 
     async def arq_job(ctx: dict[str, Any], job_id: str) -> None:
+        with bind(job_id=job_id):
+            await _run_job(ctx, job_id)
+
+    async def _run_job(ctx: dict[str, Any], job_id: str) -> None:
         job = JobContext.of(ctx)
-        job_try = int(ctx["job_try"])
-        settings, jobs, storage = job.settings, job.jobs, job.storage
-        record = await jobs.get(job_id)
+        record = await job.jobs.get(job_id)
         if record is None:  # expired or deleted while queued: nothing to do, nobody to tell
             return
+        kind, job_try = record.kind.value, int(ctx["job_try"])
+        if job_try == 1 and not record.done:
+            metrics.QUEUE_WAIT.labels(kind).observe(max(0.0, time.time() - record.created_at))
+        elif not record.done:
+            metrics.RETRIES.labels(kind).inc()  # after a Triton outage or a dead worker
+        running = metrics.IN_PROGRESS.labels(kind).track_inprogress()
+        with bind(request_id=record.request_id, kind=kind), running:
+            log.info("job started", extra={"try": job_try})
+            await _run_record(job, job_id, job_try, record)
+            final = await job.jobs.get(job_id)
+            if final is not None and final.done and not record.done:
+                log.info("job ended", extra={"status": final.status.value})
+                _count_end(final)
+                if final.webhook_url:
+                    await _queue_webhook(job, job_id)
+
+    async def _run_record(job: JobContext, job_id: str, job_try: int, record: JobRecord) -> None:
+        settings, jobs, storage = job.settings, job.jobs, job.storage
         if record.done:  # a duplicate delivery after the job already ended
             await _release(job, job_id, record.owner)
             return
@@ -201,6 +244,7 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    metrics.process_exited()
     job: JobContext | None = ctx.get(CTX_KEY)
     if job is not None:
         await job.triton.close()
@@ -240,6 +284,8 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
 
 def main() -> None:
     setup_logging()
+    if metrics_dir := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        Path(metrics_dir).mkdir(parents=True, exist_ok=True)
     run_worker(worker_settings(Settings.from_env()))  # type: ignore[arg-type]
 
 

@@ -1,7 +1,7 @@
 """One typed `Params` for every image operation (sync endpoints and HD jobs alike).
 
 No HTTP here: the worker reads Params back from an HD job's record. The form fields are parsed
-into Params, with the document's errors, by gateway.images.form.
+into Params, with the document's errors, by gateway.schemas.forms.
 """
 
 from __future__ import annotations

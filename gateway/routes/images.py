@@ -23,16 +23,17 @@ from aiohttp.http_exceptions import BadHttpMessage
 
 from common.settings import Settings
 from gateway.auth import require_owner
-from gateway.errors import ApiError, BgApiError
-from gateway.fetch import DownloadTooLarge, FetchError, fetch_to_file
-from gateway.images.form import INVALID_REQUEST, parse_params
+from gateway.errors import ApiError, BgApiError, job_id_for
+from gateway.fetch import DownloadTooLarge, FetchError, fetch_to_file, url_refusal
 from gateway.images.generate import NotTransparent, generate_image
 from gateway.images.params import OPERATIONS, hd_limits
 from gateway.images.process import process_image
 from gateway.job_params import ImageHdParams, JobKind, input_path
 from gateway.jobs import JobStatus
 from gateway.keys import JOBS, SETTINGS, STORAGE, TRITON
-from gateway.limits import check_capacity, check_rate, start_job
+from gateway.limits import check_capacity, check_poll_rate, check_rate, start_job
+from gateway.schemas.forms import INVALID_REQUEST, parse_params, validate_form
+from gateway.schemas.requests import GenerateForm, HdImageForm
 from triton_models.decode import ImageTooLarge, InvalidImage, Limits, probe
 
 routes = web.RouteTableDef()
@@ -42,10 +43,13 @@ INVALID_IMAGE = {"detail": "Invalid image file"}
 NOT_TRANSPARENT = {"message": "The input image must have a transparent background."}
 TASK_NOT_FOUND = {"detail": "Task not found"}
 PNG_HEADERS = {"Cache-Control": "no-cache"}
+SEND_A_FORM = {
+    "message": "Send multipart/form-data with the image in a 'file' part or an 'image_url' field "
+    "(JSON bodies are not accepted here)."
+}
 
 _FIELD_MAX_BYTES = 4096
 _CHUNK = 256 * 1024
-_MAX_PROMPT_CHARS = 1000
 
 
 class _BodyTooLarge(Exception):
@@ -103,7 +107,7 @@ async def _receive(request: web.Request, staging: Path, limit: int) -> tuple[dic
     if request.content_type == "application/x-www-form-urlencoded":  # image_url without a file
         fields = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
     elif not request.content_type.startswith("multipart/"):
-        raise BgApiError(422, INVALID_REQUEST)
+        raise BgApiError(415, SEND_A_FORM)
     else:
         have_file = await _read_multipart(request, fields, image, limit)
     if have_file:
@@ -137,10 +141,7 @@ async def _regular(request: web.Request, operation: str) -> web.Response:
         limits = _regular_limits(settings)
         try:
             if operation == "generate":
-                prompt = fields.get("prompt", "")
-                if len(prompt) > _MAX_PROMPT_CHARS:
-                    message = f"prompt must be at most {_MAX_PROMPT_CHARS} characters"
-                    raise BgApiError(400, {"message": message})
+                prompt = validate_form(GenerateForm, fields).prompt
                 return _png(await generate_image(request.app[TRITON], path, prompt, limits))
             params = parse_params(fields, operation)
             return _png(await process_image(request.app[TRITON], path, params, limits))
@@ -183,7 +184,10 @@ async def hd_submit(request: web.Request) -> web.Response:
         except _BodyTooLarge:
             message = f"Image file too large for HD processing (over {settings.max_upload_bytes} bytes)."
             raise BgApiError(400, {"message": message}) from None
-        params = parse_params(fields, fields.get("operation", "matte"))
+        form = validate_form(HdImageForm, fields)
+        params = form.params(form.operation)
+        if form.webhook_url is not None and (reason := await url_refusal(form.webhook_url, settings)):
+            raise BgApiError(400, {"message": f"webhook_url: {reason}"})
         try:
             await asyncio.to_thread(probe, path, hd_limits(settings))
         except InvalidImage:
@@ -193,7 +197,9 @@ async def hd_submit(request: web.Request) -> web.Response:
                 400, {"message": f"Image too large for HD processing (over {settings.hd_max_pixels} pixels)."}
             ) from None
         try:
-            record = await jobs.create(owner, ImageHdParams(image=params))
+            record = await jobs.create(
+                owner, ImageHdParams(image=params), job_id_for(request), form.webhook_url
+            )
             job_id = record.id
             os.replace(path, input_path(storage, job_id))
             await start_job(request, "bg", record)
@@ -222,7 +228,7 @@ async def _forget(request: web.Request, job_id: str | None) -> None:
 @routes.get("/image/hd/result/{uuid}")
 async def hd_result(request: web.Request) -> web.StreamResponse:
     owner = require_owner(request, "bg")
-    await check_rate(request, owner, "bg")
+    await check_poll_rate(request, owner, "bg")
     job_id = request.match_info["uuid"]
     record = await request.app[JOBS].get(job_id, owner)
     if record is None or record.kind != JobKind.IMAGE_HD:
@@ -231,6 +237,8 @@ async def hd_result(request: web.Request) -> web.StreamResponse:
         raise BgApiError(500, {"detail": "Image processing failed"})
     if record.status != JobStatus.COMPLETED:
         body: dict[str, Any] = {"message": "Task is still processing", "uuid": job_id, "status": "processing"}
+        if record.progress_percentage is not None:  # by pipeline step (worker.image_hd), not frames
+            body["progress_percentage"] = record.progress_percentage
         return web.json_response(body, status=202)
     storage = request.app[STORAGE]
     path = storage.path_of(job_id, record.result.filename) if record.result else None

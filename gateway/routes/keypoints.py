@@ -9,17 +9,16 @@ video stored 360x640 with a 90-degree rotation tag is a 640x360 frame here, as p
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 from common.settings import Settings
 from gateway.auth import require_owner
 from gateway.errors import MaskApiError
-from gateway.job_params import KeyPoint, KeyPointMaskParams
+from gateway.job_params import KeyPointMaskParams
 from gateway.keys import SETTINGS
 from gateway.limits import check_capacity, check_rate
-from gateway.routes.masks import accept_video_job, json_object, output_preset, video_url
+from gateway.routes.masks import accept_video_job, read_request
+from gateway.schemas.requests import MaskByKeyPointsRequest
 from gateway.video.encode import check_output_size, preset_by_name
 from gateway.video.geometry import display_size
 from gateway.video.probe import VideoInfo
@@ -28,56 +27,10 @@ from gateway.video.run import expected_frames
 routes = web.RouteTableDef()
 
 LABELS = {"positive": 1, "negative": 0}
-MAX_POINTS = 64  # far more than any hand-placed prompt; bounds the model's per-frame work
 
 
 def _invalid(details: str) -> MaskApiError:
     return MaskApiError(422, "Invalid request data", details)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def parse_key_points(body: dict[str, Any]) -> tuple[KeyPoint, ...]:
-    """-> ((x, y, label), ...): pixels, label 1 positive / 0 negative; at least one positive point.
-
-    Raises MaskApiError(422) naming the offending point."""
-    raw = body.get("key_points")
-    if raw is None:
-        raise _invalid("Field 'key_points' is required: an array of {x, y, type} objects.")
-    if not isinstance(raw, list) or not raw:
-        raise _invalid("Field 'key_points' must be a non-empty array of {x, y, type} objects.")
-    if len(raw) > MAX_POINTS:
-        raise _invalid(f"Field 'key_points' holds {len(raw)} points; at most {MAX_POINTS} are accepted.")
-    points: list[KeyPoint] = []
-    for i, item in enumerate(raw):
-        if not isinstance(item, dict):
-            raise _invalid(f"key_points[{i}] must be an object with x, y and type.")
-        x, y, kind = item.get("x"), item.get("y"), item.get("type", "positive")
-        if not _is_int(x) or not _is_int(y):
-            raise _invalid(f"key_points[{i}].x and .y must be integers (pixels of the frame).")
-        if kind not in LABELS:
-            raise _invalid(f"key_points[{i}].type must be 'positive' or 'negative'.")
-        points.append((x, y, LABELS[kind]))
-    if not any(label == 1 for _, _, label in points):
-        raise _invalid("key_points must contain at least one point of type 'positive'.")
-    return tuple(points)
-
-
-def parse_options(body: dict[str, Any]) -> tuple[int, bool]:
-    """-> (frame_index, auto_trim), defaults 0 and False; raises MaskApiError(422)."""
-    frame_index = body.get("frame_index", 0)
-    if frame_index is None:
-        frame_index = 0
-    if not _is_int(frame_index) or frame_index < 0:
-        raise _invalid("Field 'frame_index' must be a non-negative integer.")
-    auto_trim = body.get("auto_trim", False)
-    if auto_trim is None:
-        auto_trim = False
-    if not isinstance(auto_trim, bool):
-        raise _invalid("Field 'auto_trim' must be a boolean.")
-    return frame_index, auto_trim
 
 
 def check_video(info: VideoInfo, settings: Settings, params: KeyPointMaskParams) -> float | None:
@@ -119,20 +72,16 @@ def check_video(info: VideoInfo, settings: Settings, params: KeyPointMaskParams)
 async def mask_by_key_points(request: web.Request) -> web.Response:
     owner = require_owner(request, "mask")
     await check_rate(request, owner, "mask")
-    body = await json_object(request)
-    url = video_url(body)
-    points = parse_key_points(body)
-    frame_index, auto_trim = parse_options(body)
-    preset = output_preset(body)
+    fields = await read_request(request, MaskByKeyPointsRequest)
     await check_capacity(request, owner, "mask")
     settings = request.app[SETTINGS]
     # The worker re-probes and derives the trim from auto_trim the same way (params.trim_length).
     params = KeyPointMaskParams(
-        preset=preset,
-        source_url=url,
-        frame_index=frame_index,
-        key_points=points,
-        auto_trim=auto_trim,
+        preset=fields.preset,
+        source_url=fields.url,
+        frame_index=fields.frame_index or 0,
+        key_points=tuple((p.x, p.y, LABELS[p.type]) for p in fields.key_points),
+        auto_trim=bool(fields.auto_trim),
         limit_s=settings.keypoints_max_duration_s,
     )
     # No duration limit in the probe: over-long input is trimmed or refused by check_video.
@@ -142,4 +91,5 @@ async def mask_by_key_points(request: web.Request) -> web.Response:
         params,
         max_duration_s=None,
         check=lambda info: check_video(info, settings, params),
+        webhook_url=fields.webhook_url,
     )

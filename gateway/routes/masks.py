@@ -10,29 +10,38 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from common.compat import UTC
 from gateway.auth import require_owner
-from gateway.errors import MaskApiError
+from gateway.errors import MaskApiError, job_id_for
+from gateway.fetch import url_refusal
 from gateway.job_params import ForegroundMaskParams, JobKind, KeyPointMaskParams, input_path
 from gateway.jobs import JobRecord, JobStatus
 from gateway.keys import JOBS, SETTINGS, STORAGE
-from gateway.limits import check_capacity, check_rate, start_job
+from gateway.limits import check_capacity, check_poll_rate, check_rate, start_job
+from gateway.schemas.requests import ForegroundMaskRequest
 from gateway.storage import Storage
-from gateway.video.encode import DEFAULT_PRESET, PRESETS, check_output_size
+from gateway.video.encode import PRESETS, check_output_size
 from gateway.video.intake import fetch_and_probe
 from gateway.video.probe import MediaError, VideoInfo
-from triton_models.foreground import ForegroundModel
 
 routes = web.RouteTableDef()
+RequestT = TypeVar("RequestT", bound=BaseModel)
 
 
 def _iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, tz=UTC).isoformat().replace("+00:00", "Z") if ts is not None else None
+
+
+def _seconds(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 def status_body(record: JobRecord, storage: Storage) -> dict[str, Any]:
@@ -53,8 +62,9 @@ def status_body(record: JobRecord, storage: Storage) -> dict[str, Any]:
         body["mask_url_expires_at"] = expires.isoformat().replace("+00:00", "Z")
         if record.warning:
             body["warning"] = record.warning
-            body["original_duration"] = record.original_duration
-            body["processed_duration"] = record.processed_duration
+            # This document's one duration format: seconds as a number, to the millisecond.
+            body["original_duration"] = _seconds(record.original_duration)
+            body["processed_duration"] = _seconds(record.processed_duration)
     if record.status == JobStatus.FAILED and record.error is not None:
         body["error"] = {
             "code": record.error.code,
@@ -79,42 +89,47 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def video_url(body: dict[str, Any]) -> str:
-    url = body.get("video")
-    if url is None:
-        raise _invalid("Field 'video' is required: a publicly accessible URL of the input video.")
-    if not isinstance(url, str) or not url.strip().lower().startswith(("http://", "https://")):
-        raise _invalid("Field 'video' must be an http(s) URL string.")
-    return url.strip()
+def require_json(request: web.Request) -> None:
+    """415 for a body declared as anything but JSON (no Content-Type at all is read as JSON)."""
+    declared = request.headers.get("Content-Type")
+    if declared is not None and not (
+        request.content_type == "application/json" or request.content_type.endswith("+json")
+    ):
+        raise MaskApiError(
+            415, "Unsupported Media Type", "Send the request body as JSON (Content-Type: application/json)."
+        )
 
 
-def output_preset(body: dict[str, Any]) -> str:
-    preset = body.get("output_container_and_codec", DEFAULT_PRESET)
-    if preset is None:
-        return DEFAULT_PRESET
-    if not isinstance(preset, str) or preset not in PRESETS:
-        raise _invalid(f"Field 'output_container_and_codec' must be one of: {', '.join(PRESETS)}.")
-    return preset
+async def read_request(request: web.Request, model: type[RequestT]) -> RequestT:
+    """The endpoint's request model from a JSON body: 415, then 400 (not JSON), then 422."""
+    require_json(request)
+    return mask_request(model, await json_object(request))
 
 
-def foreground_model(body: dict[str, Any]) -> ForegroundModel:
-    """The optional `model` field: auto (default), rvm or salient (docs/video.md)."""
-    model = body.get("model", ForegroundModel.AUTO.value)
-    if model is None:
-        return ForegroundModel.AUTO
-    if not isinstance(model, str) or model not in {m.value for m in ForegroundModel}:
-        raise _invalid(f"Field 'model' must be one of: {', '.join(m.value for m in ForegroundModel)}.")
-    return ForegroundModel(model)
+def mask_request(model: type[RequestT], body: dict[str, Any]) -> RequestT:
+    """`body` validated by the endpoint's request model; raises MaskApiError(422) naming the field."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise _invalid(_describe(exc.errors()[0])) from None
+
+
+def _describe(error: ErrorDetails) -> str:
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(".")
+    if error["type"] == "missing":
+        return f"Field '{where}' is required."
+    if error["type"] == "string_pattern_mismatch":
+        return f"Field '{where}' must be an http(s) URL."
+    message = error["msg"].removeprefix("Value error, ")
+    return f"Field '{where}': {message}." if where else f"{message}."
 
 
 @routes.post("/foreground_mask")
 async def foreground_mask(request: web.Request) -> web.Response:
     owner = require_owner(request, "mask")
     await check_rate(request, owner, "mask")
-    body = await json_object(request)
-    params = ForegroundMaskParams(
-        source_url=video_url(body), preset=output_preset(body), model=foreground_model(body)
-    )
+    fields = await read_request(request, ForegroundMaskRequest)
+    params = ForegroundMaskParams(source_url=fields.url, preset=fields.preset, model=fields.foreground_model)
     await check_capacity(request, owner, "mask")
     settings = request.app[SETTINGS]
     return await accept_video_job(
@@ -123,6 +138,7 @@ async def foreground_mask(request: web.Request) -> web.Response:
         params,
         max_duration_s=settings.video_max_duration_s,
         check=lambda info: check_output_size(PRESETS[params.preset], info),
+        webhook_url=fields.webhook_url,
     )
 
 
@@ -133,13 +149,16 @@ async def accept_video_job(
     *,
     max_duration_s: float | None,
     check: Callable[[VideoInfo], None] | None = None,
+    webhook_url: str | None = None,
 ) -> web.Response:
     """The mask endpoints' common intake: download `params.source_url` and probe it before
     answering (so 413/415/422 come back on the request), run the endpoint's own `check`, enqueue,
     answer 202. Whatever refuses the job removes its record and input: nothing is left behind.
     `max_duration_s`: longer videos are refused (422); None: no limit in the probe."""
     settings, storage, jobs = request.app[SETTINGS], request.app[STORAGE], request.app[JOBS]
-    record = await jobs.create(owner, params)
+    if webhook_url is not None and (reason := await url_refusal(webhook_url, settings)):
+        raise _invalid(f"Field 'webhook_url': {reason}")
+    record = await jobs.create(owner, params, job_id_for(request), webhook_url)
     try:
         info = await fetch_and_probe(
             params.source_url, input_path(storage, record.id), settings, max_duration_s=max_duration_s
@@ -163,7 +182,12 @@ async def accept_video_job(
 @routes.get("/status/{request_id}")
 async def status(request: web.Request) -> web.Response:
     owner = require_owner(request, "mask")
+    await check_poll_rate(request, owner, "mask")
     record = await request.app[JOBS].get(request.match_info["request_id"], owner)
     if record is None or record.kind not in (JobKind.FOREGROUND_MASK, JobKind.MASK_BY_KEY_POINTS):
         raise MaskApiError(404, "Not Found", "No job with this request_id exists for this api_token.")
-    return web.json_response(status_body(record, request.app[STORAGE]))
+    body = status_body(record, request.app[STORAGE])
+    if record.webhook_url:
+        delivery = await request.app[JOBS].webhook_delivery(record.id)
+        body["webhook"] = asdict(delivery) if delivery else {"state": "waiting", "attempts": 0}
+    return web.json_response(body)

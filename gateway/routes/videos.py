@@ -15,7 +15,7 @@ import logging
 import os
 import shutil
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +25,15 @@ from PIL import Image, UnidentifiedImageError
 
 from common.settings import Settings
 from gateway.auth import require_owner
-from gateway.errors import ApiError, BgApiError
-from gateway.fetch import FetchError, fetch_to_file
-from gateway.images.form import parse_rgb
+from gateway.errors import ApiError, BgApiError, job_id_for
+from gateway.fetch import FetchError, fetch_to_file, url_refusal
 from gateway.images.params import RGB
 from gateway.job_params import TRIM_SLACK_S, VideoMatteParams, background_image_path, input_path
 from gateway.jobs import JobRecord, JobStatus
 from gateway.keys import JOBS, SETTINGS, STORAGE
-from gateway.limits import check_capacity, check_rate, start_job
+from gateway.limits import check_capacity, check_poll_rate, check_rate, start_job
+from gateway.schemas.forms import validate_form
+from gateway.schemas.requests import VideoSubmitForm
 from gateway.video.encode import TRANSPARENT_PRESETS
 from gateway.video.probe import MediaError, probe
 from triton_models.foreground import ForegroundModel
@@ -72,11 +73,8 @@ async def _save_part(part: BodyPartReader, dest: Path, limit: int, what: str) ->
 class _Form:
     video: Path | None = None
     video_is_video: bool = True
-    bg_color: str | None = None
     bg_image: Path | None = None
-    bg_image_url: str | None = None
-    output_format: str | None = None
-    model: str | None = None
+    text: dict[str, str] = field(default_factory=dict)  # the text fields, checked by VideoSubmitForm
 
 
 async def _read_form(request: web.Request, staging: Path, settings: Settings) -> _Form:
@@ -89,8 +87,13 @@ async def _read_form(request: web.Request, staging: Path, settings: Settings) ->
 
 
 async def _read_parts(request: web.Request, staging: Path, settings: Settings) -> _Form:
-    if not request.content_type.startswith("multipart/"):
+    if request.content_type == "application/x-www-form-urlencoded":  # a form, but no file in it
         raise _detail(400, "File must be a video")
+    if not request.content_type.startswith("multipart/"):
+        raise _detail(
+            415,
+            "Send multipart/form-data with the video in a 'file' part (JSON bodies are not accepted here).",
+        )
     form = _Form()
     reader = await request.multipart()
     while (part := await reader.next()) is not None:
@@ -107,16 +110,11 @@ async def _read_parts(request: web.Request, staging: Path, settings: Settings) -
         elif name == "bg_image" and part.filename and form.bg_image is None:
             form.bg_image = staging / "bg_image"
             await _save_part(part, form.bg_image, settings.max_request_bytes, "bg_image")
-        elif name in ("bg_color", "bg_image_url", "output_format", "model"):
+        elif name in VideoSubmitForm.model_fields:
             value = (await part.text()).strip()
-            if name == "bg_color" and value:
-                form.bg_color = value
-            elif name == "bg_image_url" and value:
-                form.bg_image_url = value
-            elif name == "output_format" and value:
-                form.output_format = value.lower()
-            elif name == "model":
-                form.model = value  # exact, as on /foreground_mask: "RVM" is no model name
+            # An empty field means "not given", except `model`, which must name a model when sent.
+            if value or name == "model":
+                form.text[name] = value
         else:
             await part.release()
     return form
@@ -131,17 +129,19 @@ def _check_image(path: Path) -> bool:
         return False
 
 
-async def _background(form: _Form, staging: Path, settings: Settings) -> tuple[RGB | None, bool]:
+async def _background(
+    form: _Form, fields: VideoSubmitForm, staging: Path, settings: Settings
+) -> tuple[RGB | None, bool]:
     """-> (bg_color, bg_image): priority bg_color > bg_image > bg_image_url; the chosen image ends
     at staging/bg_image; neither: transparent. Raises BgApiError(400) for an unusable background."""
-    if form.bg_color is not None:
-        return parse_rgb(form.bg_color, "bg_color"), False
+    if fields.bg_color is not None:
+        return fields.bg_color, False  # type: ignore[return-value]  # an RGB once validated
     if form.bg_image is not None:
         if not await asyncio.to_thread(_check_image, form.bg_image):
             raise _detail(400, "bg_image must be an image file")
         return None, True
-    if form.bg_image_url is not None:
-        url = form.bg_image_url
+    if fields.bg_image_url is not None:
+        url = fields.bg_image_url
         if not url.lower().startswith(("http://", "https://")):
             raise _detail(400, "URL must point to an image file")
         dest = staging / "bg_image"
@@ -158,23 +158,13 @@ async def _background(form: _Form, staging: Path, settings: Settings) -> tuple[R
     return None, False
 
 
-def _preset_for(form: _Form, transparent: bool) -> str:
+def _preset_for(fields: VideoSubmitForm, transparent: bool) -> str:
     """Opaque: MP4 H.264 unless webm/mov is asked for; transparent: WebM VP9 alpha unless mov
     (MP4 has no alpha-capable codec here, so it falls back to WebM)."""
-    fmt = form.output_format
+    fmt = fields.output_format
     if transparent:
         return TRANSPARENT_PRESETS["mov" if fmt == "mov" else "webm"].name
     return {"webm": "webm_vp9", "mov": "mov_proresks"}.get(fmt or "", "mp4_h264")
-
-
-def _model(form: _Form) -> ForegroundModel:
-    """The optional `model` field: auto (default), rvm or salient, as on /foreground_mask."""
-    choices = [m.value for m in ForegroundModel]
-    if form.model is None:
-        return ForegroundModel.AUTO
-    if form.model not in choices:
-        raise _detail(400, f"model must be one of: {', '.join(choices)}")
-    return ForegroundModel(form.model)
 
 
 def _seconds(value: float) -> str:
@@ -194,16 +184,19 @@ async def submit_video(request: web.Request) -> web.Response:
         form = await _read_form(request, staging, settings)
         if form.video is None:
             raise _detail(400, "File must be a video")
-        model = _model(form)
+        fields = validate_form(VideoSubmitForm, form.text, key="detail")
+        model = ForegroundModel(fields.model or ForegroundModel.AUTO.value)
         try:
             info = await asyncio.to_thread(probe, form.video, max_side=settings.video_max_side)
         except MediaError as exc:
             raise _detail(400, exc.details) from None
-        bg_color, bg_image = await _background(form, staging, settings)
+        if fields.webhook_url is not None and (reason := await url_refusal(fields.webhook_url, settings)):
+            raise _detail(400, f"webhook_url: {reason}")
+        bg_color, bg_image = await _background(form, fields, staging, settings)
         trim_s = settings.video_submit_trim_s
         trimmed = info.duration_s > trim_s + TRIM_SLACK_S
         params = VideoMatteParams(
-            preset=_preset_for(form, transparent=bg_color is None and not bg_image),
+            preset=_preset_for(fields, transparent=bg_color is None and not bg_image),
             model=model,
             bg_color=bg_color,
             bg_image=bg_image,
@@ -211,7 +204,7 @@ async def submit_video(request: web.Request) -> web.Response:
             max_duration_s=trim_s if trimmed else None,
             trim_s=trim_s,
         )
-        record = await jobs.create(owner, params)
+        record = await jobs.create(owner, params, job_id_for(request), fields.webhook_url)
         os.replace(form.video, input_path(storage, record.id))
         if params.bg_image:
             os.replace(staging / "bg_image", background_image_path(storage, record.id))
@@ -266,6 +259,7 @@ def _trim_fields(record: JobRecord, params: VideoMatteParams) -> tuple[dict[str,
 @routes.get("/video/result/{uuid}")
 async def video_result(request: web.Request) -> web.StreamResponse:
     owner = require_owner(request, "bg")
+    await check_poll_rate(request, owner, "bg")
     job_id = request.match_info["uuid"]
     record = await request.app[JOBS].get(job_id, owner)
     if record is None or not isinstance(record.params, VideoMatteParams):

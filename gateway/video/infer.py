@@ -23,6 +23,7 @@ import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from gateway.json_log import triton_request_id
 from gateway.triton import InferenceFailed, Triton, TritonUnavailable
 from gateway.video.decode import DecodedFrame
 from triton_models.foreground import ForegroundModel
@@ -56,7 +57,7 @@ def _request(
         "model_name": name,
         "inputs": inputs,
         "outputs": [grpcclient.InferRequestedOutput(n) for n in outputs],
-        "request_id": str(frame.index),
+        "request_id": triton_request_id(str(frame.index)),
         "sequence_id": sequence_id,
         "sequence_start": start,
         "sequence_end": end,
@@ -127,7 +128,7 @@ async def infer_frames(
             window.release()
             if error is not None:
                 raise InferenceFailed(f"{name}: {error.message()}")
-            if result.get_response().id != str(frame.index):
+            if result.get_response().id.rsplit(":", 1)[-1] != str(frame.index):
                 raise InferenceFailed(
                     f"{name}: answer for frame {result.get_response().id} came out of order"
                 )
