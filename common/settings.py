@@ -118,6 +118,9 @@ class Settings:
     hd_max_pixels: int = 100_000_000
     video_max_duration_s: float = 60.0
     video_max_side: int = 16000
+    # frame-count limits: a duration limit x this rate (timestamps squeezed together cannot carry
+    # more frames past a limit); 240 fps covers phone slow motion
+    video_max_fps: float = 240.0
     video_submit_trim_s: float = 4.0
     keypoints_max_duration_s: float = 5.0
     keypoints_max_short_side: int = 750
@@ -189,6 +192,7 @@ class Settings:
             hd_max_pixels=_env_int("HD_MAX_PIXELS", d.hd_max_pixels),
             video_max_duration_s=_env_float("VIDEO_MAX_DURATION_S", d.video_max_duration_s),
             video_max_side=_env_int("VIDEO_MAX_SIDE", d.video_max_side),
+            video_max_fps=_env_float("VIDEO_MAX_FPS", d.video_max_fps),
             video_submit_trim_s=_env_float("VIDEO_SUBMIT_TRIM_S", d.video_submit_trim_s),
             keypoints_max_duration_s=_env_float("KEYPOINTS_MAX_DURATION_S", d.keypoints_max_duration_s),
             keypoints_max_short_side=_env_int("KEYPOINTS_MAX_SHORT_SIDE", d.keypoints_max_short_side),
