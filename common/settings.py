@@ -113,6 +113,10 @@ class Settings:
 
     # --- limits --------------------------------------------------------------------------------
     max_request_bytes: int = 64 * 1024 * 1024  # multipart bodies of the synchronous image API
+    json_max_bytes: int = 64 * 1024  # JSON bodies (the mask endpoints need about 1 KB)
+    form_max_parts: int = 32  # parts of one multipart form (files and text fields)
+    form_max_text_bytes: int = 64 * 1024  # all text fields of one form together
+    form_max_field_bytes: int = 4096  # one text field
     max_upload_bytes: int = 1024 * 1024 * 1024  # video/HD uploads, streamed to disk
     image_max_side: int = 2048  # regular image endpoints: width and height each at most this
     hd_max_pixels: int = 100_000_000
@@ -193,6 +197,10 @@ class Settings:
             video_max_duration_s=_env_float("VIDEO_MAX_DURATION_S", d.video_max_duration_s),
             video_max_side=_env_int("VIDEO_MAX_SIDE", d.video_max_side),
             video_max_fps=_env_float("VIDEO_MAX_FPS", d.video_max_fps),
+            json_max_bytes=_env_int("JSON_MAX_BYTES", d.json_max_bytes),
+            form_max_parts=_env_int("FORM_MAX_PARTS", d.form_max_parts),
+            form_max_text_bytes=_env_int("FORM_MAX_TEXT_BYTES", d.form_max_text_bytes),
+            form_max_field_bytes=_env_int("FORM_MAX_FIELD_BYTES", d.form_max_field_bytes),
             video_submit_trim_s=_env_float("VIDEO_SUBMIT_TRIM_S", d.video_submit_trim_s),
             keypoints_max_duration_s=_env_float("KEYPOINTS_MAX_DURATION_S", d.keypoints_max_duration_s),
             keypoints_max_short_side=_env_int("KEYPOINTS_MAX_SHORT_SIDE", d.keypoints_max_short_side),

@@ -19,6 +19,7 @@ from arq.connections import ArqRedis
 
 from common.settings import Settings
 from gateway.errors import REQUEST_ID, error_middleware
+from gateway.identity import set_server_header
 from gateway.jobs import JobStore
 from gateway.json_log import setup_logging
 from gateway.keys import JOBS, REDIS, SETTINGS, STORAGE, TRITON
@@ -102,6 +103,7 @@ def create_app(settings: Settings) -> web.Application:
 
     app.cleanup_ctx.append(clients)
     app.on_response_prepare.append(_add_request_id_header)
+    app.on_response_prepare.append(set_server_header)
     for table in ROUTE_TABLES:
         app.router.add_routes(table)
     return app

@@ -17,12 +17,14 @@ import shutil
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import BadHttpMessage
 
 from common.settings import Settings
 from gateway.auth import require_owner
+from gateway.bounded import BodyTooLarge, FormBudget, read_body
 from gateway.errors import ApiError, BgApiError
 from gateway.fetch import DownloadTooLarge, FetchError, fetch_to_file
 from gateway.images.form import INVALID_REQUEST, parse_params
@@ -76,9 +78,12 @@ async def _write_part(part: BodyPartReader, dest: Path, limit: int) -> None:
 async def _read_multipart(request: web.Request, fields: dict[str, str], image: Path, limit: int) -> bool:
     """Text parts into `fields`, the `file` part onto `image`; True when a file part came."""
     have_file = False
+    settings = request.app[SETTINGS]
+    budget = FormBudget(settings.form_max_parts, settings.form_max_text_bytes)
     try:
         reader = await request.multipart()
         while (part := await reader.next()) is not None:
+            budget.part()
             if not isinstance(part, BodyPartReader):
                 continue
             if part.name == "file" and not have_file:
@@ -88,11 +93,28 @@ async def _read_multipart(request: web.Request, fields: dict[str, str], image: P
                 raw = await part.read_chunk(_FIELD_MAX_BYTES + 1)
                 if len(raw) > _FIELD_MAX_BYTES:
                     raise BgApiError(422, INVALID_REQUEST)
+                budget.count_text(len(raw))
                 fields[part.name] = raw.decode("utf-8", errors="replace")
                 await part.release()
+    except BodyTooLarge as exc:
+        raise BgApiError(413, {"detail": str(exc)}) from None
     except (ValueError, AssertionError, BadHttpMessage):  # malformed multipart framing or headers
         raise BgApiError(422, INVALID_REQUEST) from None
     return have_file
+
+
+async def _urlencoded(request: web.Request) -> dict[str, str]:
+    """A url-encoded form (image_url and options), read within the form bounds (text bytes, parts)."""
+    settings = request.app[SETTINGS]
+    try:
+        raw = await read_body(request, settings.form_max_text_bytes)
+        pairs = parse_qsl(raw.decode("utf-8", errors="replace"), max_num_fields=settings.form_max_parts)
+    except BodyTooLarge as exc:
+        raise BgApiError(413, {"detail": str(exc)}) from None
+    except ValueError:  # more fields than max_num_fields
+        detail = f"The form has more than {settings.form_max_parts} parts."
+        raise BgApiError(413, {"detail": detail}) from None
+    return dict(pairs)
 
 
 async def _receive(request: web.Request, staging: Path, limit: int) -> tuple[dict[str, str], Path]:
@@ -101,7 +123,7 @@ async def _receive(request: web.Request, staging: Path, limit: int) -> tuple[dic
     image = staging / "upload"
     have_file = False
     if request.content_type == "application/x-www-form-urlencoded":  # image_url without a file
-        fields = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+        fields = await _urlencoded(request)
     elif not request.content_type.startswith("multipart/"):
         raise BgApiError(422, INVALID_REQUEST)
     else:
@@ -199,9 +221,9 @@ async def hd_submit(request: web.Request) -> web.Response:
             await start_job(request, "bg", record)
         except ApiError:
             raise
-        except Exception as exc:
+        except Exception:
             await _forget(request, job_id)
-            raise BgApiError(500, {"detail": f"Failed to submit image: {type(exc).__name__}"}) from None
+            raise BgApiError(500, {"detail": "Failed to submit image"}) from None
         job_id = None  # queued: from here on the worker owns the upload
         body = {"message": "Image submitted for processing", "uuid": record.id, "status": "processing"}
         return web.json_response(body, status=202)

@@ -25,16 +25,19 @@ from PIL import Image, UnidentifiedImageError
 
 from common.settings import Settings
 from gateway.auth import require_owner
+from gateway.bounded import BodyTooLarge, FormBudget
 from gateway.errors import ApiError, BgApiError
 from gateway.fetch import FetchError, fetch_to_file
 from gateway.images.form import parse_rgb
-from gateway.images.params import RGB
+from gateway.images.params import RGB, hd_limits
 from gateway.job_params import TRIM_SLACK_S, VideoMatteParams, background_image_path, input_path
 from gateway.jobs import JobRecord, JobStatus
 from gateway.keys import JOBS, SETTINGS, STORAGE
 from gateway.limits import check_capacity, check_rate, start_job
 from gateway.video.encode import TRANSPARENT_PRESETS
 from gateway.video.probe import MediaError, probe
+from triton_models.decode import ImageTooLarge, InvalidImage, Limits
+from triton_models.decode import probe as image_header
 from triton_models.foreground import ForegroundModel
 
 log = logging.getLogger("gateway.videos")
@@ -84,6 +87,8 @@ async def _read_form(request: web.Request, staging: Path, settings: Settings) ->
     # the client's mistake, a 400, not a 500
     try:
         return await _read_parts(request, staging, settings)
+    except BodyTooLarge as exc:  # too many parts, a text field or all of them too long
+        raise _detail(413, str(exc)) from None
     except (ValueError, BadHttpMessage):
         raise _detail(400, "Malformed multipart body") from None
 
@@ -92,8 +97,10 @@ async def _read_parts(request: web.Request, staging: Path, settings: Settings) -
     if not request.content_type.startswith("multipart/"):
         raise _detail(400, "File must be a video")
     form = _Form()
+    budget = FormBudget(settings.form_max_parts, settings.form_max_text_bytes)
     reader = await request.multipart()
     while (part := await reader.next()) is not None:
+        budget.part()
         if not isinstance(part, BodyPartReader):
             continue
         name = part.name or ""
@@ -108,7 +115,7 @@ async def _read_parts(request: web.Request, staging: Path, settings: Settings) -
             form.bg_image = staging / "bg_image"
             await _save_part(part, form.bg_image, settings.max_request_bytes, "bg_image")
         elif name in ("bg_color", "bg_image_url", "output_format", "model"):
-            value = (await part.text()).strip()
+            value = (await budget.text(part, settings.form_max_field_bytes)).strip()
             if name == "bg_color" and value:
                 form.bg_color = value
             elif name == "bg_image_url" and value:
@@ -122,7 +129,18 @@ async def _read_parts(request: web.Request, staging: Path, settings: Settings) -
     return form
 
 
-def _check_image(path: Path) -> bool:
+def _check_image(path: Path, limits: Limits) -> bool:
+    """True for a whole image file; raises BgApiError(413) when its header declares more pixels
+    than the image API's HD limit (read from the header: nothing is decoded before the check)."""
+    try:
+        image_header(path, limits)
+    except ImageTooLarge as exc:
+        raise _detail(
+            413,
+            f"Background image {exc.width}x{exc.height} exceeds the {limits.max_pixels}-pixel limit",
+        ) from None
+    except InvalidImage:
+        return False
     try:
         with Image.open(path) as img:
             img.verify()
@@ -133,11 +151,12 @@ def _check_image(path: Path) -> bool:
 
 async def _background(form: _Form, staging: Path, settings: Settings) -> tuple[RGB | None, bool]:
     """-> (bg_color, bg_image): priority bg_color > bg_image > bg_image_url; the chosen image ends
-    at staging/bg_image; neither: transparent. Raises BgApiError(400) for an unusable background."""
+    at staging/bg_image; neither: transparent. Raises BgApiError(400) for an unusable background,
+    413 for an image over the HD pixel limit."""
     if form.bg_color is not None:
         return parse_rgb(form.bg_color, "bg_color"), False
     if form.bg_image is not None:
-        if not await asyncio.to_thread(_check_image, form.bg_image):
+        if not await asyncio.to_thread(_check_image, form.bg_image, hd_limits(settings)):
             raise _detail(400, "bg_image must be an image file")
         return None, True
     if form.bg_image_url is not None:
@@ -152,7 +171,7 @@ async def _background(form: _Form, staging: Path, settings: Settings) -> tuple[R
         declared_image = fetched.content_type.startswith("image/") or Path(
             url.split("?")[0]
         ).suffix.lower() in (IMAGE_EXTENSIONS)
-        if not declared_image or not await asyncio.to_thread(_check_image, dest):
+        if not declared_image or not await asyncio.to_thread(_check_image, dest, hd_limits(settings)):
             raise _detail(400, "URL must point to an image file")
         return None, True
     return None, False
@@ -221,12 +240,12 @@ async def submit_video(request: web.Request) -> web.Response:
             storage.remove_uploads(record.id)
             await jobs.delete(record.id)
         raise
-    except Exception as exc:
+    except Exception:
         log.exception("video submit failed")
         if record is not None:
             storage.remove_uploads(record.id)
             await jobs.delete(record.id)
-        raise _detail(500, f"Failed to submit video: {type(exc).__name__}") from None
+        raise _detail(500, "Failed to submit video") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     body: dict[str, Any] = {
