@@ -113,6 +113,11 @@ class Settings:
 
     # --- limits --------------------------------------------------------------------------------
     max_request_bytes: int = 64 * 1024 * 1024  # multipart bodies of the synchronous image API
+    # slow clients (gateway/slow_clients.py): headers within the idle timeout of opening a
+    # connection or of the previous response; bodies at least this rate over each window
+    http_idle_timeout_s: float = 15.0
+    http_body_min_bytes_per_s: float = 1024.0
+    http_body_window_s: float = 10.0
     json_max_bytes: int = 64 * 1024  # JSON bodies (the mask endpoints need about 1 KB)
     form_max_parts: int = 32  # parts of one multipart form (files and text fields)
     form_max_text_bytes: int = 64 * 1024  # all text fields of one form together
@@ -198,6 +203,9 @@ class Settings:
             video_max_side=_env_int("VIDEO_MAX_SIDE", d.video_max_side),
             video_max_fps=_env_float("VIDEO_MAX_FPS", d.video_max_fps),
             json_max_bytes=_env_int("JSON_MAX_BYTES", d.json_max_bytes),
+            http_idle_timeout_s=_env_float("HTTP_IDLE_TIMEOUT_S", d.http_idle_timeout_s),
+            http_body_min_bytes_per_s=_env_float("HTTP_BODY_MIN_BYTES_PER_S", d.http_body_min_bytes_per_s),
+            http_body_window_s=_env_float("HTTP_BODY_WINDOW_S", d.http_body_window_s),
             form_max_parts=_env_int("FORM_MAX_PARTS", d.form_max_parts),
             form_max_text_bytes=_env_int("FORM_MAX_TEXT_BYTES", d.form_max_text_bytes),
             form_max_field_bytes=_env_int("FORM_MAX_FIELD_BYTES", d.form_max_field_bytes),

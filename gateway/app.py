@@ -24,6 +24,7 @@ from gateway.jobs import JobStore
 from gateway.json_log import setup_logging
 from gateway.keys import JOBS, REDIS, SETTINGS, STORAGE, TRITON
 from gateway.routes import health, images, keypoints, masks, results, videos
+from gateway.slow_clients import body_deadline_middleware
 from gateway.storage import Storage
 from gateway.triton import Triton
 
@@ -84,7 +85,7 @@ async def _add_request_id_header(request: web.Request, response: web.StreamRespo
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         client_max_size=settings.max_request_bytes,
-        middlewares=[request_context_middleware, error_middleware],
+        middlewares=[request_context_middleware, error_middleware, body_deadline_middleware],
     )
     app[SETTINGS] = settings
     app[STORAGE] = Storage(settings)
@@ -119,6 +120,7 @@ def main() -> None:
         host=settings.gateway_host,
         port=settings.gateway_port,
         access_log=None,
+        keepalive_timeout=settings.http_idle_timeout_s,  # also the header deadline: slow_clients.py
         shutdown_timeout=30.0,
         print=None,
     )

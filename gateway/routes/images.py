@@ -25,6 +25,7 @@ from aiohttp.http_exceptions import BadHttpMessage
 from common.settings import Settings
 from gateway.auth import require_owner
 from gateway.bounded import BodyTooLarge, FormBudget, read_body
+from gateway.departures import client_gone
 from gateway.errors import ApiError, BgApiError
 from gateway.fetch import DownloadTooLarge, FetchError, fetch_to_file
 from gateway.images.form import INVALID_REQUEST, parse_params
@@ -98,7 +99,9 @@ async def _read_multipart(request: web.Request, fields: dict[str, str], image: P
                 await part.release()
     except BodyTooLarge as exc:
         raise BgApiError(413, {"detail": str(exc)}) from None
-    except (ValueError, AssertionError, BadHttpMessage):  # malformed multipart framing or headers
+    except (ValueError, AssertionError, BadHttpMessage) as exc:  # malformed framing or headers
+        if client_gone(request, exc):
+            raise  # the error middleware logs the departure as 499
         raise BgApiError(422, INVALID_REQUEST) from None
     return have_file
 

@@ -26,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 from common.settings import Settings
 from gateway.auth import require_owner
 from gateway.bounded import BodyTooLarge, FormBudget
+from gateway.departures import client_gone
 from gateway.errors import ApiError, BgApiError
 from gateway.fetch import FetchError, fetch_to_file
 from gateway.images.form import parse_rgb
@@ -89,7 +90,9 @@ async def _read_form(request: web.Request, staging: Path, settings: Settings) ->
         return await _read_parts(request, staging, settings)
     except BodyTooLarge as exc:  # too many parts, a text field or all of them too long
         raise _detail(413, str(exc)) from None
-    except (ValueError, BadHttpMessage):
+    except (ValueError, BadHttpMessage) as exc:
+        if client_gone(request, exc):
+            raise  # the error middleware logs the departure as 499
         raise _detail(400, "Malformed multipart body") from None
 
 
@@ -240,11 +243,14 @@ async def submit_video(request: web.Request) -> web.Response:
             storage.remove_uploads(record.id)
             await jobs.delete(record.id)
         raise
-    except Exception:
-        log.exception("video submit failed")
+    except Exception as exc:
+        if not client_gone(request, exc):
+            log.exception("video submit failed")
         if record is not None:
             storage.remove_uploads(record.id)
             await jobs.delete(record.id)
+        if client_gone(request, exc):
+            raise
         raise _detail(500, "Failed to submit video") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
