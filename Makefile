@@ -8,7 +8,7 @@ SERVE := $(VENV)/.serve-installed
 DEV := $(VENV)/.dev-installed
 EXPORT := $(VENV)/.export-installed
 
-.PHONY: setup run up down test lint export-tools models bench load redis clean
+.PHONY: setup run up down test lint export-tools models bench load fuzz redis clean
 
 setup: $(SERVE) redis models
 
@@ -66,6 +66,11 @@ bench: setup
 # Bounded load test on its own stack (free loopback ports); stops by itself, exit 1 on a 5xx or a lost job.
 load: setup
 	$(PY) -m benchmarks.load --seconds $${LOAD_SECONDS:-60}
+
+# The long hostile-input campaign: tests/test_fuzz.py with every generated test x FUZZ_SCALE
+# (16: about 11,000 cases, derandomized so every run sends the same requests); `make test` runs x1.
+fuzz: setup $(DEV)
+	FUZZ_SCALE=$${FUZZ_SCALE:-16} $(PY) -m pytest -q -ra tests/test_fuzz.py
 
 clean:
 	rm -rf .run

@@ -118,6 +118,9 @@ class Settings:
     http_idle_timeout_s: float = 15.0
     http_body_min_bytes_per_s: float = 1024.0
     http_body_window_s: float = 10.0
+    # synchronous image requests admitted at once per gateway process (gateway/shedding.py)
+    image_max_in_flight: int = 4
+    image_max_in_flight_per_token: int = 2
     json_max_bytes: int = 64 * 1024  # JSON bodies (the mask endpoints need about 1 KB)
     form_max_parts: int = 32  # parts of one multipart form (files and text fields)
     form_max_text_bytes: int = 64 * 1024  # all text fields of one form together
@@ -203,6 +206,10 @@ class Settings:
             video_max_side=_env_int("VIDEO_MAX_SIDE", d.video_max_side),
             video_max_fps=_env_float("VIDEO_MAX_FPS", d.video_max_fps),
             json_max_bytes=_env_int("JSON_MAX_BYTES", d.json_max_bytes),
+            image_max_in_flight=_env_int("IMAGE_MAX_IN_FLIGHT", d.image_max_in_flight),
+            image_max_in_flight_per_token=_env_int(
+                "IMAGE_MAX_IN_FLIGHT_PER_TOKEN", d.image_max_in_flight_per_token
+            ),
             http_idle_timeout_s=_env_float("HTTP_IDLE_TIMEOUT_S", d.http_idle_timeout_s),
             http_body_min_bytes_per_s=_env_float("HTTP_BODY_MIN_BYTES_PER_S", d.http_body_min_bytes_per_s),
             http_body_window_s=_env_float("HTTP_BODY_WINDOW_S", d.http_body_window_s),

@@ -24,6 +24,7 @@ from gateway.jobs import JobStore
 from gateway.json_log import setup_logging
 from gateway.keys import JOBS, REDIS, SETTINGS, STORAGE, TRITON
 from gateway.routes import health, images, keypoints, masks, results, videos
+from gateway.shedding import IMAGE_IN_FLIGHT, InFlight
 from gateway.slow_clients import body_deadline_middleware
 from gateway.storage import Storage
 from gateway.triton import Triton
@@ -89,6 +90,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[STORAGE] = Storage(settings)
+    app[IMAGE_IN_FLIGHT] = InFlight(settings.image_max_in_flight, settings.image_max_in_flight_per_token)
 
     async def clients(app: web.Application) -> AsyncIterator[None]:
         redis = connect_redis(settings)

@@ -36,6 +36,7 @@ from gateway.job_params import ImageHdParams, JobKind, input_path
 from gateway.jobs import JobStatus
 from gateway.keys import JOBS, SETTINGS, STORAGE, TRITON
 from gateway.limits import check_capacity, check_rate, start_job
+from gateway.shedding import IMAGE_IN_FLIGHT
 from triton_models.decode import ImageTooLarge, InvalidImage, Limits, probe
 
 routes = web.RouteTableDef()
@@ -181,7 +182,9 @@ async def _regular(request: web.Request, operation: str) -> web.Response:
 
 def _regular_route(operation: str) -> None:
     async def handler(request: web.Request) -> web.Response:
-        return await _regular(request, operation)
+        # admitted (or 429 at once) before the body is read: gateway/shedding.py
+        with request.app[IMAGE_IN_FLIGHT].admit(require_owner(request, "bg")):
+            return await _regular(request, operation)
 
     handler.__name__ = f"image_{operation}"
     routes.post(f"/image/{operation}/v1")(handler)
