@@ -187,3 +187,24 @@ def make_squeezed_clip(dest: Path, frames: int, step_ms: int = 1) -> Path:
             out.mux(stream.encode(frame))
         out.mux(stream.encode())
     return dest
+
+
+def make_edit_list_clip(dest: Path, frames: int = 30, hidden: int = 10) -> Path:
+    """An honest MP4 whose edit list hides its first `hidden` frames (as a stream-copy trim
+    leaves it): the file stores `frames` samples, a player shows `frames - hidden`."""
+    with av.open(str(dest), mode="w") as out:
+        stream = out.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 10)
+        packets: list[av.Packet] = []
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 5, np.uint8), format="rgb24")
+            frame.pts = i
+            packets += stream.encode(frame)
+        packets += stream.encode()
+        for packet in packets:  # negative times: the muxer writes an edit list starting at 0
+            assert packet.pts is not None and packet.dts is not None
+            packet.pts -= hidden
+            packet.dts -= hidden
+            out.mux(packet)
+    return dest

@@ -19,6 +19,7 @@ from conftest import SHARED, VIDEOS, Stack, mask_error
 from media import serve
 from media_lies import (
     lie_about_duration,
+    make_edit_list_clip,
     make_long_clip,
     make_size_change_avi,
     make_squeezed_clip,
@@ -105,6 +106,16 @@ def test_honest_files_pass_the_integrity_checks() -> None:
         if path in hunt or path.name in ("07_snowboarder.mp4", "01_dog.mp4"):
             decoded = _drain(path, frame_limits(info, max_fps=240, max_s=60.0))
             assert decoded == info.packets, path.name
+
+
+def test_an_edit_list_that_hides_frames_is_not_damage(tmp_path: Path) -> None:
+    """Samples before an MP4 edit list's start are stored and decoded but never shown: the
+    frame count and the decoded frames are the shown ones, and the file is whole."""
+    path = make_edit_list_clip(tmp_path / "edit.mp4", frames=30, hidden=10)
+    info = probe(path)
+    assert (info.packets, info.frame_count) == (20, 20)
+    assert info.duration_s == pytest.approx(2.0, abs=0.05)
+    assert _drain(path, frame_limits(info, max_fps=240, max_s=60.0)) == 20
 
 
 def _header_trusting(path: Path) -> VideoInfo:

@@ -31,7 +31,8 @@ SLACK_SHARE = 0.01
 class PacketScan:
     """Seconds on the container's clock (packet timestamps x time base)."""
 
-    video_packets: int  # video packets that carry data (one per frame in every accepted codec)
+    video_packets: int  # video packets that carry data and are presented (one per shown frame)
+    video_packets_stored: int  # the same with those an edit list hides (what a frame count counts)
     video_start_s: float  # the first video packet's presentation time
     video_end_s: float  # the last video packet's end (presentation time + duration)
     media_end_s: float  # the latest end of any stream's packets
@@ -45,7 +46,7 @@ def scan_packets(path: Path, video_index: int) -> PacketScan:
     with av.open(str(path), mode="r", metadata_errors="ignore") as container:
         starts: dict[int, float] = {}
         ends: dict[int, float] = {}
-        video_packets = 0
+        video_packets = stored = 0
         scanned = 0
         complete, read_error = True, False
         try:
@@ -58,6 +59,11 @@ def scan_packets(path: Path, video_index: int) -> PacketScan:
                     complete = False
                     break
                 index = packet.stream.index
+                if index == video_index and packet.size:
+                    stored += 1
+                if packet.is_discard:
+                    # before an MP4 edit list's start: decoded for reference, never shown
+                    continue
                 start = float(time * packet.time_base)
                 end = float((time + (packet.duration or 0)) * packet.time_base)
                 starts[index] = min(starts.get(index, start), start)
@@ -69,6 +75,7 @@ def scan_packets(path: Path, video_index: int) -> PacketScan:
     origin = starts.get(video_index, 0.0)
     return PacketScan(
         video_packets=video_packets,
+        video_packets_stored=stored,
         video_start_s=origin,
         video_end_s=ends.get(video_index, origin),
         media_end_s=max(ends.values(), default=origin),
@@ -96,9 +103,10 @@ def missing_media(
     `declared_frames`: 0 when the container does not count frames."""
     if not scan.complete:
         return None  # longer than any limit: the limits refuse or trim it
-    if declared_frames > 0 and scan.video_packets < declared_frames - frame_slack(declared_frames):
+    held_frames = scan.video_packets_stored
+    if declared_frames > 0 and held_frames < declared_frames - frame_slack(declared_frames):
         return (
-            f"The file declares {declared_frames} video frames but holds {scan.video_packets}: "
+            f"The file declares {declared_frames} video frames but holds {held_frames}: "
             "it is truncated or damaged."
         )
     held_s = scan.media_end_s - start_s

@@ -171,7 +171,7 @@ def probe(path: Path, *, max_side: int = 16000, max_duration_s: float | None = N
             )
         time_base = _fraction(stream.time_base, Fraction(1, 90000))
         frames = declared_frames
-        exact = frames > 0 and scan.complete and frames == scan.video_packets
+        exact = frames > 0 and scan.complete and frames == scan.video_packets_stored
         if scan.complete and scan.video_packets > 0:
             frames = scan.video_packets  # what the file holds, whatever the header counts
         elif not exact:
