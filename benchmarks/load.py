@@ -291,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--burst", type=int, default=24, help="video jobs per burst (two bursts)")
     parser.add_argument("--max-queued", type=int, default=8)
+    parser.add_argument("--image-in-flight", type=int, default=0,
+                        help="IMAGE_MAX_IN_FLIGHT and _PER_TOKEN for the run (0: the defaults; "
+                        "a large number turns load shedding off, for comparison)")  # fmt: skip
     args = parser.parse_args(argv)
     with ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="load-")))
@@ -302,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
             "MAX_CONCURRENT_JOBS_PER_TOKEN": "4",
             "ALLOW_LOOPBACK_URLS": "true",  # /foreground_mask fetches the clip from this process
         }
+        if args.image_in_flight:
+            env["IMAGE_MAX_IN_FLIGHT"] = env["IMAGE_MAX_IN_FLIGHT_PER_TOKEN"] = str(args.image_in_flight)
         stack.enter_context(running(stack_services(settings, workers=2, env=env)))
         clip = _small_clip(root / "clip.mp4").read_bytes()
         image = next(iter(sorted((DATA / "images" / "sod_bsds300" / "images").glob("*.jpg")))).read_bytes()
