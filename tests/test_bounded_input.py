@@ -169,3 +169,27 @@ async def test_outbound_fetch_names_the_service(stack: Stack, http: aiohttp.Clie
         await runner.cleanup()
     assert status == 400 and seen and seen[0].startswith("matting-service/"), seen
     assert "aiohttp" not in seen[0] and "Python" not in seen[0]
+
+
+async def test_error_texts_quote_no_long_host_and_no_library_names(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    host = ("a" * 60 + ".") * 4 + "invalid"
+    status, payload = await mask_error(
+        http,
+        "POST",
+        f"{stack.url}/foreground_mask",
+        json={"video": f"http://{host}/v.mp4"},
+        headers={"api_token": stack.token},
+    )
+    details = payload["error"]["details"]
+    assert status == 400 and "could not be resolved" in details, payload
+    assert host not in details and len(details) < 200
+    status, payload = await mask_error(
+        http,
+        "POST",
+        f"{stack.url}/foreground_mask",
+        json={"video": "http://127.0.0.1:1/closed.mp4"},
+        headers={"api_token": stack.token},
+    )
+    assert status == 400 and "Error" not in payload["error"]["details"], payload
