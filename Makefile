@@ -70,7 +70,8 @@ load: setup
 # The long hostile-input campaign: tests/test_fuzz.py with every generated test x FUZZ_SCALE
 # (16: about 11,000 cases, derandomized so every run sends the same requests); `make test` runs x1.
 fuzz: setup $(DEV)
-	FUZZ_SCALE=$${FUZZ_SCALE:-16} $(PY) -m pytest -q -ra tests/test_fuzz.py
+	mkdir -p .run && FUZZ_SCALE=$${FUZZ_SCALE:-16} FUZZ_COUNTS=.run/fuzz-counts.json $(PY) -m pytest -q -ra tests/test_fuzz.py
+	cat .run/fuzz-counts.json
 
 clean:
 	rm -rf .run

@@ -20,6 +20,7 @@ import os
 import random
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -118,10 +119,24 @@ def fuzz_gateway(stack: Any, redis_port: int, tmp_path_factory: pytest.TempPathF
             client.flushdb()
 
 
+SENT: Counter[str] = Counter()  # requests sent per test: the case counts `make fuzz` reports
+_RUNNING = ["-"]  # the test whose requests `send` counts
+
+
+@pytest.fixture(autouse=True)
+def _count_requests(request: pytest.FixtureRequest) -> Iterator[None]:
+    _RUNNING[0] = request.node.name
+    yield
+    report = os.environ.get("FUZZ_COUNTS")
+    if report:  # make fuzz: the counts of the campaign, per test and in all
+        Path(report).write_text(json.dumps({"total": sum(SENT.values()), **SENT}, indent=1) + "\n")
+
+
 def send(
     gw: Service, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, str], bytes]:
     """One raw HTTP request (malformed bodies must reach the server as they are), with a timeout."""
+    SENT[_RUNNING[0]] += 1
     s: Settings = gw.settings  # type: ignore[attr-defined]
     conn = http.client.HTTPConnection(s.gateway_host, s.gateway_port, timeout=REQUEST_TIMEOUT_S)
     try:
