@@ -167,9 +167,11 @@ async def _image_clients(
     while endpoints and time.monotonic() < stop:
         form = aiohttp.FormData()
         form.add_field("file", image, filename="i.jpg", content_type="image/jpeg")
-        await rec.call(http, "image", "POST", f"{base}{endpoints[i % len(endpoints)]}", data=form,
-                       headers={"api_token": TOKENS[2]})  # fmt: skip
+        status, _ = await rec.call(http, "image", "POST", f"{base}{endpoints[i % len(endpoints)]}",
+                                   data=form, headers={"api_token": TOKENS[2]})  # fmt: skip
         i += 1
+        if status == 429:  # a well-behaved client waits as told (Retry-After: 1 s) before trying again
+            await asyncio.sleep(1.0)
 
 
 async def _video_burst(
