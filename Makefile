@@ -8,7 +8,7 @@ SERVE := $(VENV)/.serve-installed
 DEV := $(VENV)/.dev-installed
 EXPORT := $(VENV)/.export-installed
 
-.PHONY: setup run up down test lint export-tools models bench load redis chromium clean check-image-steps
+.PHONY: setup run up down test lint export-tools models bench load fuzz redis chromium clean check-image-steps
 
 setup: $(SERVE) redis models
 
@@ -71,6 +71,12 @@ bench: setup
 # Bounded load test on its own stack (free loopback ports); stops by itself, exit 1 on a 5xx or a lost job.
 load: setup
 	$(PY) -m benchmarks.load --seconds $${LOAD_SECONDS:-60}
+
+# The long hostile-input campaign: tests/test_fuzz.py with every generated test x FUZZ_SCALE
+# (16: about 11,000 cases, derandomized so every run sends the same requests); `make test` runs x1.
+fuzz: setup $(DEV)
+	mkdir -p .run && FUZZ_SCALE=$${FUZZ_SCALE:-16} FUZZ_COUNTS=.run/fuzz-counts.json $(PY) -m pytest -q -ra tests/test_fuzz.py
+	cat .run/fuzz-counts.json
 
 # The Triton image's build steps without Docker, in Python 3.10 venvs (docs/gpu.md). Needs a
 # python3.10 (e.g. PYTHON310=~/.pyenv/versions/3.10.13/bin/python3.10) and network for pip.

@@ -253,6 +253,9 @@ def bench_stack(
         "ALLOW_LOOPBACK_URLS": "true",
         "RATE_LIMIT_PER_MINUTE": "1000000",
         "MAX_CONCURRENT_JOBS_PER_TOKEN": "64",
+        # the image figures measure the pipeline at N clients, not the load shedding's 429s
+        "IMAGE_MAX_IN_FLIGHT": "64",
+        "IMAGE_MAX_IN_FLIGHT_PER_TOKEN": "64",
         "WORKER_MAX_JOBS": str(worker_max_jobs),
         **(env or {}),
     }

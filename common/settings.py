@@ -121,11 +121,26 @@ class Settings:
 
     # --- limits --------------------------------------------------------------------------------
     max_request_bytes: int = 64 * 1024 * 1024  # multipart bodies of the synchronous image API
+    # slow clients (gateway/slow_clients.py): headers within the idle timeout of opening a
+    # connection or of the previous response; bodies at least this rate over each window
+    http_idle_timeout_s: float = 15.0
+    http_body_min_bytes_per_s: float = 1024.0
+    http_body_window_s: float = 10.0
+    # synchronous image requests admitted at once per gateway process (gateway/shedding.py)
+    image_max_in_flight: int = 4
+    image_max_in_flight_per_token: int = 2
+    json_max_bytes: int = 64 * 1024  # JSON bodies (the mask endpoints need about 1 KB)
+    form_max_parts: int = 32  # parts of one multipart form (files and text fields)
+    form_max_text_bytes: int = 64 * 1024  # all text fields of one form together
+    form_max_field_bytes: int = 4096  # one text field
     max_upload_bytes: int = 1024 * 1024 * 1024  # video/HD uploads, streamed to disk
     image_max_side: int = 2048  # regular image endpoints: width and height each at most this
     hd_max_pixels: int = 100_000_000
     video_max_duration_s: float = 60.0
     video_max_side: int = 16000
+    # frame-count limits: a duration limit x this rate (timestamps squeezed together cannot carry
+    # more frames past a limit); 240 fps covers phone slow motion
+    video_max_fps: float = 240.0
     video_submit_trim_s: float = 4.0
     keypoints_max_duration_s: float = 5.0
     keypoints_max_short_side: int = 750
@@ -207,6 +222,18 @@ class Settings:
             hd_max_pixels=_env_int("HD_MAX_PIXELS", d.hd_max_pixels),
             video_max_duration_s=_env_float("VIDEO_MAX_DURATION_S", d.video_max_duration_s),
             video_max_side=_env_int("VIDEO_MAX_SIDE", d.video_max_side),
+            video_max_fps=_env_float("VIDEO_MAX_FPS", d.video_max_fps),
+            json_max_bytes=_env_int("JSON_MAX_BYTES", d.json_max_bytes),
+            image_max_in_flight=_env_int("IMAGE_MAX_IN_FLIGHT", d.image_max_in_flight),
+            image_max_in_flight_per_token=_env_int(
+                "IMAGE_MAX_IN_FLIGHT_PER_TOKEN", d.image_max_in_flight_per_token
+            ),
+            http_idle_timeout_s=_env_float("HTTP_IDLE_TIMEOUT_S", d.http_idle_timeout_s),
+            http_body_min_bytes_per_s=_env_float("HTTP_BODY_MIN_BYTES_PER_S", d.http_body_min_bytes_per_s),
+            http_body_window_s=_env_float("HTTP_BODY_WINDOW_S", d.http_body_window_s),
+            form_max_parts=_env_int("FORM_MAX_PARTS", d.form_max_parts),
+            form_max_text_bytes=_env_int("FORM_MAX_TEXT_BYTES", d.form_max_text_bytes),
+            form_max_field_bytes=_env_int("FORM_MAX_FIELD_BYTES", d.form_max_field_bytes),
             video_submit_trim_s=_env_float("VIDEO_SUBMIT_TRIM_S", d.video_submit_trim_s),
             keypoints_max_duration_s=_env_float("KEYPOINTS_MAX_DURATION_S", d.keypoints_max_duration_s),
             keypoints_max_short_side=_env_int("KEYPOINTS_MAX_SHORT_SIDE", d.keypoints_max_short_side),

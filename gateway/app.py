@@ -19,11 +19,14 @@ from arq.connections import ArqRedis
 
 from common.settings import Settings
 from gateway.errors import REQUEST_ID, REQUEST_ID_IS_OURS, error_middleware
+from gateway.identity import set_server_header
 from gateway.jobs import JobStore
 from gateway.json_log import bind, setup_logging
 from gateway.keys import JOBS, REDIS, SETTINGS, STORAGE, TRITON
 from gateway.metrics import metrics, metrics_middleware
 from gateway.routes import docs, health, images, keypoints, masks, results, videos
+from gateway.shedding import IMAGE_IN_FLIGHT, InFlight
+from gateway.slow_clients import body_deadline_middleware
 from gateway.storage import Storage
 from gateway.triton import Triton
 
@@ -88,10 +91,16 @@ async def _add_request_id_header(request: web.Request, response: web.StreamRespo
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         client_max_size=settings.max_request_bytes,
-        middlewares=[metrics_middleware, request_context_middleware, error_middleware],
+        middlewares=[
+            metrics_middleware,
+            request_context_middleware,
+            error_middleware,
+            body_deadline_middleware,
+        ],
     )
     app[SETTINGS] = settings
     app[STORAGE] = Storage(settings)
+    app[IMAGE_IN_FLIGHT] = InFlight(settings.image_max_in_flight, settings.image_max_in_flight_per_token)
 
     async def clients(app: web.Application) -> AsyncIterator[None]:
         redis = connect_redis(settings)
@@ -107,6 +116,7 @@ def create_app(settings: Settings) -> web.Application:
 
     app.cleanup_ctx.append(clients)
     app.on_response_prepare.append(_add_request_id_header)
+    app.on_response_prepare.append(set_server_header)
     for table in ROUTE_TABLES:
         app.router.add_routes(table)
     docs.add_docs_page(app)
@@ -124,6 +134,7 @@ def main() -> None:
         host=settings.gateway_host,
         port=settings.gateway_port,
         access_log=None,
+        keepalive_timeout=settings.http_idle_timeout_s,  # also the header deadline: slow_clients.py
         shutdown_timeout=30.0,
         print=None,
     )

@@ -11,6 +11,7 @@ exceptions look like the endpoint the client called.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -20,6 +21,7 @@ from aiohttp.typedefs import Handler
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from gateway.departures import CLIENT_CLOSED_REQUEST, client_gone
 from gateway.unavailable import ServiceUnavailable
 
 log = logging.getLogger("gateway.errors")
@@ -155,6 +157,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             "backend unavailable", extra={"request_id": request_id, "error": f"{type(exc).__name__}: {exc}"}
         )
         return api_error(family, 503, headers={"Retry-After": str(retry)}).response(request_id)
-    except Exception:
+    except (Exception, asyncio.CancelledError) as exc:
+        if client_gone(request, exc):  # nobody to answer: logged as 499, not as our error
+            log.info("client closed the connection", extra={"request_id": request_id})
+            return web.Response(status=CLIENT_CLOSED_REQUEST)
+        if isinstance(exc, asyncio.CancelledError):
+            raise
         log.exception("unhandled error", extra={"request_id": request_id})
         return api_error(family, 500).response(request_id)

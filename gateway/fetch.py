@@ -24,6 +24,7 @@ from yarl import URL
 
 from common import compat
 from common.settings import Settings
+from gateway.identity import USER_AGENT
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -65,6 +66,15 @@ _NAT64 = _V6("64:ff9b::/96")
 _V4_COMPATIBLE = _V6("::/96")
 _LOOPBACK_V4 = _V4("127.0.0.0/8")
 _LOOPBACK_V6 = ipaddress.IPv6Address("::1")
+
+
+_HOST_ECHO_CHARS = 64
+
+
+def _short(host: str) -> str:
+    """A host name as error texts quote it: at most 64 characters (a client-chosen name of 250
+    characters is the client's text, not ours to echo)."""
+    return repr(host) if len(host) <= _HOST_ECHO_CHARS else repr(host[: _HOST_ECHO_CHARS - 3] + "...")
 
 
 class FetchError(Exception):
@@ -162,10 +172,10 @@ async def resolve_checked(url: URL, allow_loopback: bool) -> list[IPAddress]:
         try:
             infos = await loop.getaddrinfo(host, url.port, type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError) as exc:
-            raise FetchError(f"The host name {host!r} could not be resolved.") from exc
+            raise FetchError(f"The host name {_short(host)} could not be resolved.") from exc
         addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos))
     if not addresses:
-        raise FetchError(f"The host name {host!r} could not be resolved.")
+        raise FetchError(f"The host name {_short(host)} could not be resolved.")
     for ip in addresses:
         if refusal_reason(ip, allow_loopback) is not None:
             # One bad record refuses the host: a client could otherwise mix public and private.
@@ -203,7 +213,9 @@ async def _open(url: URL, settings: Settings, timeout: aiohttp.ClientTimeout) ->
     )
     session = aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False)
     try:
-        response = await session.get(url, allow_redirects=False, headers={"Accept-Encoding": "identity"})
+        response = await session.get(
+            url, allow_redirects=False, headers={"Accept-Encoding": "identity", "User-Agent": USER_AGENT}
+        )
     except BaseException:
         await session.close()
         raise
@@ -267,8 +279,7 @@ async def fetch_to_file(
         if isinstance(exc, TimeoutError):
             raise FetchError(f"Downloading the URL took longer than {deadline:g}s.") from None
         if isinstance(exc, aiohttp.ClientError | OSError) and not isinstance(exc, FetchError):
-            raise FetchError(
-                f"Downloading the URL failed: could not connect or read ({type(exc).__name__})."
-            ) from None
+            # the library's exception class is not the caller's business (it names our stack)
+            raise FetchError("Downloading the URL failed: could not connect or read.") from None
         raise
     return FetchResult(dest, content_type, size, final_url)

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import random
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import pytest
 import redis
@@ -46,8 +49,14 @@ FUZZ = settings(
 )
 
 
+# `make fuzz` runs every generated test x FUZZ_SCALE (the campaign, >= 10,000 cases; the names
+# give the x1 counts the default suite runs). Derandomized: each scale sends the same requests
+# every run.
+FUZZ_SCALE = float(os.environ.get("FUZZ_SCALE", "1"))
+
+
 def fuzz(cases: int) -> settings:
-    return settings(FUZZ, max_examples=cases)
+    return settings(FUZZ, max_examples=max(1, round(cases * FUZZ_SCALE)))
 
 
 # Limits of the fuzz gateway: low enough that the real 720p clips (9.7 s, 1.7 MB) cross each one.
@@ -110,10 +119,24 @@ def fuzz_gateway(stack: Any, redis_port: int, tmp_path_factory: pytest.TempPathF
             client.flushdb()
 
 
+SENT: Counter[str] = Counter()  # requests sent per test: the case counts `make fuzz` reports
+_RUNNING = ["-"]  # the test whose requests `send` counts
+
+
+@pytest.fixture(autouse=True)
+def _count_requests(request: pytest.FixtureRequest) -> Iterator[None]:
+    _RUNNING[0] = request.node.name
+    yield
+    report = os.environ.get("FUZZ_COUNTS")
+    if report:  # make fuzz: the counts of the campaign, per test and in all
+        Path(report).write_text(json.dumps({"total": sum(SENT.values()), **SENT}, indent=1) + "\n")
+
+
 def send(
     gw: Service, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, str], bytes]:
     """One raw HTTP request (malformed bodies must reach the server as they are), with a timeout."""
+    SENT[_RUNNING[0]] += 1
     s: Settings = gw.settings  # type: ignore[attr-defined]
     conn = http.client.HTTPConnection(s.gateway_host, s.gateway_port, timeout=REQUEST_TIMEOUT_S)
     try:
@@ -196,7 +219,17 @@ def body_strategy(media_url: str, fields: dict[str, st.SearchStrategy[Any]]) -> 
         objects,
         st.sampled_from(["utf-16", "utf-32", "latin-1", "cp1252"]),
     )
-    return as_json | encoded | st.binary(max_size=300)
+    return as_json | encoded | st.binary(max_size=300) | JSON_BOMBS
+
+
+# bodies past the JSON bounds (gateway/bounded.py): depth, element count, integer digits, size
+JSON_BOMBS = st.one_of(
+    st.integers(33, 200_000).map(lambda d: b"[" * d + b"]" * d),
+    st.integers(33, 5_000).map(lambda d: b'{"video":' * d + b"1" + b"}" * d),
+    st.integers(101, 20_000).map(lambda n: b'{"video": ' + b"9" * n + b"}"),
+    st.integers(10_001, 40_000).map(lambda n: b"[" + b"0," * n + b"0]"),
+    st.integers(65_537, 3_000_000).map(lambda n: b'{"video": "' + b"x" * n + b'"}'),
+)
 
 
 CONTENT_TYPES = st.sampled_from(
@@ -473,6 +506,43 @@ async def test_mutated_clips_end_in_a_terminal_state_on_the_real_worker(stack: A
             _ = await submit_mask(http, stack.url, headers, f"{url}/flips.mp4")  # still accepting work
     print(outcomes)
     assert all(w.alive() for w in stack.workers)
+
+
+# --- query strings and path parameters ---
+
+PATH_SEGMENTS = st.sampled_from(
+    [
+        "..", "%2e%2e", "..%2f..%2fetc%2fpasswd", "%00", "a" * 5000, "6b1f3f8e-2f43-4a51-9d9c-2c4b0f1f6e11",
+        "%ff%fe", "%c0%ae%c0%ae", "\\..\\", "~root", "*", "{uuid}", "%25", "%20%20", "%20", ";x=1",
+    ]
+) | st.text(
+    alphabet=st.characters(codec="utf-8", exclude_characters="/?#"), min_size=1, max_size=60
+).map(lambda t: quote(t, safe=""))  # fmt: skip
+QUERY_KEYS = st.sampled_from(["expires", "signature", "sig", "token", "api_token", "page", "x"])
+
+
+def test_query_strings_and_path_parameters_60_cases(fuzz_gateway: Service) -> None:
+    """Path parameters (ids, traversal, encodings, long) and query strings on every GET route."""
+    templates = [
+        ("/status/{}", "mask"),
+        ("/results/{}", "mask"),
+        ("/video/result/{}", "bg"),
+        ("/image/hd/result/{}", "bg"),
+        ("/healthz/{}", "bg"),
+    ]
+    query = st.lists(st.tuples(QUERY_KEYS | st.text(max_size=10), st.text(max_size=80)), max_size=6)
+
+    @fuzz(60)
+    @given(template=st.sampled_from(templates), segment=PATH_SEGMENTS, pairs=query, auth=st.booleans())
+    def case(template: tuple[str, str], segment: str, pairs: list[tuple[str, str]], auth: bool) -> None:
+        path, family = template
+        target = path.format(segment) + ("?" + urlencode(pairs) if pairs else "")
+        headers = {} if auth else {"api_token": ""}
+        status, response_headers, raw = send(fuzz_gateway, "GET", target, b"", headers)
+        check(fuzz_gateway, family, status, response_headers, raw)
+        assert status in (200, 202, 400, 401, 403, 404, 410, 413, 414, 422, 429), (status, raw[:300])
+
+    case()
 
 
 # --- limits checked before decoding ---

@@ -25,7 +25,7 @@ from gateway.jobs import JobRecord
 from gateway.triton import Triton
 from gateway.video import alpha as input_alpha
 from gateway.video.compose import mask_frame
-from gateway.video.decode import iter_frames
+from gateway.video.decode import FrameLimits, frame_limits, iter_frames
 from gateway.video.encode import VideoWriter, preset_by_name
 from gateway.video.geometry import crop_to, keypoint_min_size, pad_to
 from gateway.video.probe import MediaError, VideoInfo, probe
@@ -43,11 +43,14 @@ class DecodedClip:
     durations: list[int]  # per frame, in the input's time base; 0: not stored
     processed_duration_s: float
     alpha: np.memmap | None = None  # uint8 [N,H,W], the input's own alpha; None: all opaque
+    trimmed: bool = False  # the trim cut decoded frames
 
 
-def decode_to_memmap(source: Path, info: VideoInfo, work: Path, max_duration_s: float | None) -> DecodedClip:
+def decode_to_memmap(source: Path, info: VideoInfo, work: Path, limits: FrameLimits) -> DecodedClip:
     """Frames appended to one raw file, then mapped: no Python list of frames, no size guess.
-    The input's own alpha goes to a second file from the first frame that has one."""
+    The input's own alpha goes to a second file from the first frame that has one. `limits`
+    hold on the decoded frames (trim or refusal, frame count, size): the memmap stays bounded."""
+    max_duration_s = limits.trim_s
     raw = work / "frames.u8"
     raw_alpha = work / "alpha.u8"
     pts: list[int] = []
@@ -57,7 +60,8 @@ def decode_to_memmap(source: Path, info: VideoInfo, work: Path, max_duration_s: 
     alpha_out: BinaryIO | None = None
     with contextlib.ExitStack() as files:
         out = files.enter_context(raw.open("wb"))
-        for frame in files.enter_context(iter_frames(source, max_duration_s=max_duration_s)):
+        reader = files.enter_context(iter_frames(source, limits=limits))
+        for frame in reader:
             if not shape:
                 shape = frame.rgb.shape  # upright: stored width and height swap for 90/270
                 opaque = np.full(shape[:2], 255, np.uint8)
@@ -77,7 +81,7 @@ def decode_to_memmap(source: Path, info: VideoInfo, work: Path, max_duration_s: 
     alpha = None
     if alpha_out is not None:
         alpha = np.memmap(raw_alpha, dtype=np.uint8, mode="r", shape=(len(pts), *shape[:2]))
-    return DecodedClip(frames, pts, durations, span, alpha)
+    return DecodedClip(frames, pts, durations, span, alpha, reader.outcome.trimmed)
 
 
 def prompt_arrays(key_points: Sequence[KeyPoint]) -> tuple[np.ndarray, np.ndarray]:
@@ -171,7 +175,17 @@ async def run(job: JobContext, record: JobRecord, params: KeyPointMaskParams) ->
     async with user_facing_errors(jobs, record.id, "key-point") as outcome:
         info = await asyncio.to_thread(probe, source, max_side=job.settings.video_max_side)
         max_duration_s = params.trim_length(info.duration_s)
-        clip = await asyncio.to_thread(decode_to_memmap, source, info, work, max_duration_s)
+        # auto_trim: trim on the decoded frames whatever the probe found; else refuse past the limit
+        limits = frame_limits(
+            info,
+            max_fps=job.settings.video_max_fps,
+            trim_s=params.limit_s if params.auto_trim else None,
+            max_s=None if params.auto_trim else params.limit_s,
+        )
+        clip = await asyncio.to_thread(decode_to_memmap, source, info, work, limits)
+        trimmed = max_duration_s is not None or clip.trimmed
+        if trimmed:
+            max_duration_s = params.limit_s
         n = clip.frames.shape[0]
         if frame_index >= n:
             await jobs.fail(
@@ -215,5 +229,5 @@ async def run(job: JobContext, record: JobRecord, params: KeyPointMaskParams) ->
         preset,
         info.duration_s,
         clip.processed_duration_s,
-        max_duration_s is not None,
+        trimmed,
     )

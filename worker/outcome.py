@@ -8,6 +8,7 @@ can act on, and a finished output is stored and completed with the trim fields o
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from gateway.storage import Storage
 from gateway.triton import InferenceFailed
 from gateway.video.encode import EncodeError, Preset
 from gateway.video.probe import MediaError
+
+log = logging.getLogger("worker.outcome")
 
 
 @dataclass
@@ -46,11 +49,14 @@ async def user_facing_errors(jobs: JobStore, job_id: str, model: str) -> AsyncIt
         outcome.failed = True
         await jobs.fail(job_id, exc.status, exc.message, exc.details)
     except EncodeError as exc:
+        # the encoder's own text names library internals: logged for us, not shown to the user
         outcome.failed = True
-        await jobs.fail(job_id, 500, "Encoding failed", f"The output could not be written: {exc}")
+        log.warning("encoding failed", extra={"job_id": job_id, "error": str(exc)})
+        await jobs.fail(job_id, 500, "Encoding failed", "The output video could not be written.")
     except InferenceFailed as exc:
         outcome.failed = True
-        await jobs.fail(job_id, 500, "Inference failed", f"The {model} model refused a frame: {exc}")
+        log.warning("inference failed", extra={"job_id": job_id, "error": str(exc)})
+        await jobs.fail(job_id, 500, "Inference failed", f"The {model} model refused a frame.")
 
 
 async def store_and_complete(

@@ -42,7 +42,9 @@ async def mask(job: JobContext, record: JobRecord, params: ForegroundMaskParams)
     def render(result: FrameResult) -> np.ndarray:
         return mask_frame(input_alpha.times(result.alpha, result.frame.alpha))
 
-    await _run(job, record, params, lambda info: render, max_duration_s=None, submitted_s=None)
+    # the 60 s limit the gateway checked on the probe, held again on the decoded frames
+    limit_s = job.settings.video_max_duration_s
+    await _run(job, record, params, lambda info: render, max_duration_s=None, max_s=limit_s, submitted_s=None)
 
 
 async def matte(job: JobContext, record: JobRecord, params: VideoMatteParams) -> None:
@@ -60,12 +62,15 @@ async def matte(job: JobContext, record: JobRecord, params: VideoMatteParams) ->
 
         return render
 
+    # The trim holds on the decoded frames even when the probe found the video short enough.
+    trim_s = params.trim_s or params.max_duration_s or job.settings.video_submit_trim_s
     await _run(
         job,
         record,
         params,
         render_for,
-        max_duration_s=params.max_duration_s,
+        max_duration_s=trim_s,
+        max_s=None,
         submitted_s=params.original_duration_s,
     )
 
@@ -91,13 +96,15 @@ async def _run(
     render_for: Callable[[VideoInfo], RenderFn],
     *,
     max_duration_s: float | None,
+    max_s: float | None,
     submitted_s: float | None,
 ) -> None:
     """Probe, stream through Triton, render, encode, store and complete (or record the failure).
 
     `render_for(info)` (run on a thread: it may load images) returns the per-frame render step;
-    `max_duration_s`: the trim in seconds (None: whole video); `submitted_s`: the duration the
-    gateway probed on submit, reported as the original one (None: probe it here)."""
+    `max_duration_s`: the trim in seconds (None: whole video); `max_s`: refuse a longer video
+    (None: no limit); `submitted_s`: the duration the gateway probed on submit, reported as the
+    original one (None: probe it here). The trim is reported when it cut decoded frames."""
     jobs, storage = job.jobs, job.storage
     source = input_path(storage, record.id)
     preset = preset_by_name(params.preset)
@@ -125,12 +132,14 @@ async def _run(
             frames_in_flight=job.settings.frames_in_flight,
             timeout_s=job.settings.triton_timeout_s,
             max_duration_s=max_duration_s,
+            max_s=max_s,
+            max_fps=job.settings.video_max_fps,
             progress=progress,
         )
     if outcome.failed:
         return
-    original = submitted_s or info.duration_s
-    trimmed = max_duration_s is not None and original > max_duration_s + TRIM_SLACK_S
+    original = max(submitted_s or 0.0, info.duration_s)
+    trimmed = result.trimmed or (max_duration_s is not None and original > max_duration_s + TRIM_SLACK_S)
     await store_and_complete(
         jobs,
         storage,

@@ -17,12 +17,15 @@ import shutil
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import BadHttpMessage
 
 from common.settings import Settings
 from gateway.auth import require_owner
+from gateway.bounded import BodyTooLarge, FormBudget, read_body
+from gateway.departures import client_gone
 from gateway.errors import ApiError, BgApiError, job_id_for
 from gateway.fetch import DownloadTooLarge, FetchError, fetch_to_file, url_refusal
 from gateway.images.generate import NotTransparent, generate_image
@@ -34,6 +37,7 @@ from gateway.keys import JOBS, SETTINGS, STORAGE, TRITON
 from gateway.limits import check_capacity, check_poll_rate, check_rate, start_job
 from gateway.schemas.forms import INVALID_REQUEST, parse_params, validate_form
 from gateway.schemas.requests import GenerateForm, HdImageForm
+from gateway.shedding import IMAGE_IN_FLIGHT
 from triton_models.decode import ImageTooLarge, InvalidImage, Limits, probe
 
 routes = web.RouteTableDef()
@@ -80,9 +84,12 @@ async def _write_part(part: BodyPartReader, dest: Path, limit: int) -> None:
 async def _read_multipart(request: web.Request, fields: dict[str, str], image: Path, limit: int) -> bool:
     """Text parts into `fields`, the `file` part onto `image`; True when a file part came."""
     have_file = False
+    settings = request.app[SETTINGS]
+    budget = FormBudget(settings.form_max_parts, settings.form_max_text_bytes)
     try:
         reader = await request.multipart()
         while (part := await reader.next()) is not None:
+            budget.part()
             if not isinstance(part, BodyPartReader):
                 continue
             if part.name == "file" and not have_file:
@@ -92,11 +99,30 @@ async def _read_multipart(request: web.Request, fields: dict[str, str], image: P
                 raw = await part.read_chunk(_FIELD_MAX_BYTES + 1)
                 if len(raw) > _FIELD_MAX_BYTES:
                     raise BgApiError(422, INVALID_REQUEST)
+                budget.count_text(len(raw))
                 fields[part.name] = raw.decode("utf-8", errors="replace")
                 await part.release()
-    except (ValueError, AssertionError, BadHttpMessage):  # malformed multipart framing or headers
+    except BodyTooLarge as exc:
+        raise BgApiError(413, {"detail": str(exc)}) from None
+    except (ValueError, AssertionError, BadHttpMessage) as exc:  # malformed framing or headers
+        if client_gone(request, exc):
+            raise  # the error middleware logs the departure as 499
         raise BgApiError(422, INVALID_REQUEST) from None
     return have_file
+
+
+async def _urlencoded(request: web.Request) -> dict[str, str]:
+    """A url-encoded form (image_url and options), read within the form bounds (text bytes, parts)."""
+    settings = request.app[SETTINGS]
+    try:
+        raw = await read_body(request, settings.form_max_text_bytes)
+        pairs = parse_qsl(raw.decode("utf-8", errors="replace"), max_num_fields=settings.form_max_parts)
+    except BodyTooLarge as exc:
+        raise BgApiError(413, {"detail": str(exc)}) from None
+    except ValueError:  # more fields than max_num_fields
+        detail = f"The form has more than {settings.form_max_parts} parts."
+        raise BgApiError(413, {"detail": detail}) from None
+    return dict(pairs)
 
 
 async def _receive(request: web.Request, staging: Path, limit: int) -> tuple[dict[str, str], Path]:
@@ -105,7 +131,7 @@ async def _receive(request: web.Request, staging: Path, limit: int) -> tuple[dic
     image = staging / "upload"
     have_file = False
     if request.content_type == "application/x-www-form-urlencoded":  # image_url without a file
-        fields = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+        fields = await _urlencoded(request)
     elif not request.content_type.startswith("multipart/"):
         raise BgApiError(415, SEND_A_FORM)
     else:
@@ -157,7 +183,9 @@ async def _regular(request: web.Request, operation: str) -> web.Response:
 
 def _regular_route(operation: str) -> None:
     async def handler(request: web.Request) -> web.Response:
-        return await _regular(request, operation)
+        # admitted (or 429 at once) before the body is read: gateway/shedding.py
+        with request.app[IMAGE_IN_FLIGHT].admit(require_owner(request, "bg")):
+            return await _regular(request, operation)
 
     handler.__name__ = f"image_{operation}"
     routes.post(f"/image/{operation}/v1")(handler)
@@ -205,9 +233,9 @@ async def hd_submit(request: web.Request) -> web.Response:
             await start_job(request, "bg", record)
         except ApiError:
             raise
-        except Exception as exc:
+        except Exception:
             await _forget(request, job_id)
-            raise BgApiError(500, {"detail": f"Failed to submit image: {type(exc).__name__}"}) from None
+            raise BgApiError(500, {"detail": "Failed to submit image"}) from None
         job_id = None  # queued: from here on the worker owns the upload
         body = {"message": "Image submitted for processing", "uuid": record.id, "status": "processing"}
         return web.json_response(body, status=202)

@@ -8,7 +8,6 @@ job's upload dir (shared with the workers) and the job is queued.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
@@ -20,6 +19,7 @@ from pydantic_core import ErrorDetails
 
 from common.compat import UTC
 from gateway.auth import require_owner
+from gateway.bounded import BodyTooLarge, JsonLimits, read_json
 from gateway.errors import MaskApiError, job_id_for
 from gateway.fetch import url_refusal
 from gateway.job_params import ForegroundMaskParams, JobKind, KeyPointMaskParams, input_path
@@ -79,10 +79,13 @@ def _invalid(details: str) -> MaskApiError:
 
 
 async def json_object(request: web.Request) -> dict[str, Any]:
-    """The body as a JSON object: 400 when it is not JSON, 422 when it is not an object."""
+    """The body as a JSON object: 400 when it is not JSON, 422 when it is not an object, 413 past
+    the bounds of gateway/bounded.py (size `JSON_MAX_BYTES`, depth, elements, integer digits)."""
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = await read_json(request, JsonLimits(max_bytes=request.app[SETTINGS].json_max_bytes))
+    except BodyTooLarge as exc:
+        raise MaskApiError(413, "Payload Too Large", str(exc)) from None
+    except ValueError:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise MaskApiError(400, "Malformed JSON", "The request body is not valid JSON.") from None
     if not isinstance(body, dict):
         raise _invalid("The request body must be a JSON object.")

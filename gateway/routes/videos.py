@@ -25,9 +25,11 @@ from PIL import Image, UnidentifiedImageError
 
 from common.settings import Settings
 from gateway.auth import require_owner
+from gateway.bounded import BodyTooLarge, FormBudget
+from gateway.departures import client_gone
 from gateway.errors import ApiError, BgApiError, job_id_for
 from gateway.fetch import FetchError, fetch_to_file, url_refusal
-from gateway.images.params import RGB
+from gateway.images.params import RGB, hd_limits
 from gateway.job_params import TRIM_SLACK_S, VideoMatteParams, background_image_path, input_path
 from gateway.jobs import JobRecord, JobStatus
 from gateway.keys import JOBS, SETTINGS, STORAGE
@@ -36,6 +38,8 @@ from gateway.schemas.forms import validate_form
 from gateway.schemas.requests import VideoSubmitForm
 from gateway.video.encode import TRANSPARENT_PRESETS
 from gateway.video.probe import MediaError, probe
+from triton_models.decode import ImageTooLarge, InvalidImage, Limits
+from triton_models.decode import probe as image_header
 from triton_models.foreground import ForegroundModel
 
 log = logging.getLogger("gateway.videos")
@@ -82,7 +86,11 @@ async def _read_form(request: web.Request, staging: Path, settings: Settings) ->
     # the client's mistake, a 400, not a 500
     try:
         return await _read_parts(request, staging, settings)
-    except (ValueError, BadHttpMessage):
+    except BodyTooLarge as exc:  # too many parts, a text field or all of them too long
+        raise _detail(413, str(exc)) from None
+    except (ValueError, BadHttpMessage) as exc:
+        if client_gone(request, exc):
+            raise  # the error middleware logs the departure as 499
         raise _detail(400, "Malformed multipart body") from None
 
 
@@ -95,8 +103,10 @@ async def _read_parts(request: web.Request, staging: Path, settings: Settings) -
             "Send multipart/form-data with the video in a 'file' part (JSON bodies are not accepted here).",
         )
     form = _Form()
+    budget = FormBudget(settings.form_max_parts, settings.form_max_text_bytes)
     reader = await request.multipart()
     while (part := await reader.next()) is not None:
+        budget.part()
         if not isinstance(part, BodyPartReader):
             continue
         name = part.name or ""
@@ -111,7 +121,7 @@ async def _read_parts(request: web.Request, staging: Path, settings: Settings) -
             form.bg_image = staging / "bg_image"
             await _save_part(part, form.bg_image, settings.max_request_bytes, "bg_image")
         elif name in VideoSubmitForm.model_fields:
-            value = (await part.text()).strip()
+            value = (await budget.text(part, settings.form_max_field_bytes)).strip()
             # An empty field means "not given", except `model`, which must name a model when sent.
             if value or name == "model":
                 form.text[name] = value
@@ -120,7 +130,18 @@ async def _read_parts(request: web.Request, staging: Path, settings: Settings) -
     return form
 
 
-def _check_image(path: Path) -> bool:
+def _check_image(path: Path, limits: Limits) -> bool:
+    """True for a whole image file; raises BgApiError(413) when its header declares more pixels
+    than the image API's HD limit (read from the header: nothing is decoded before the check)."""
+    try:
+        image_header(path, limits)
+    except ImageTooLarge as exc:
+        raise _detail(
+            413,
+            f"Background image {exc.width}x{exc.height} exceeds the {limits.max_pixels}-pixel limit",
+        ) from None
+    except InvalidImage:
+        return False
     try:
         with Image.open(path) as img:
             img.verify()
@@ -133,11 +154,12 @@ async def _background(
     form: _Form, fields: VideoSubmitForm, staging: Path, settings: Settings
 ) -> tuple[RGB | None, bool]:
     """-> (bg_color, bg_image): priority bg_color > bg_image > bg_image_url; the chosen image ends
-    at staging/bg_image; neither: transparent. Raises BgApiError(400) for an unusable background."""
+    at staging/bg_image; neither: transparent. Raises BgApiError(400) for an unusable background,
+    413 for an image over the HD pixel limit."""
     if fields.bg_color is not None:
         return fields.bg_color, False  # type: ignore[return-value]  # an RGB once validated
     if form.bg_image is not None:
-        if not await asyncio.to_thread(_check_image, form.bg_image):
+        if not await asyncio.to_thread(_check_image, form.bg_image, hd_limits(settings)):
             raise _detail(400, "bg_image must be an image file")
         return None, True
     if fields.bg_image_url is not None:
@@ -152,7 +174,7 @@ async def _background(
         declared_image = fetched.content_type.startswith("image/") or Path(
             url.split("?")[0]
         ).suffix.lower() in (IMAGE_EXTENSIONS)
-        if not declared_image or not await asyncio.to_thread(_check_image, dest):
+        if not declared_image or not await asyncio.to_thread(_check_image, dest, hd_limits(settings)):
             raise _detail(400, "URL must point to an image file")
         return None, True
     return None, False
@@ -215,11 +237,14 @@ async def submit_video(request: web.Request) -> web.Response:
             await jobs.delete(record.id)
         raise
     except Exception as exc:
-        log.exception("video submit failed")
+        if not client_gone(request, exc):
+            log.exception("video submit failed")
         if record is not None:
             storage.remove_uploads(record.id)
             await jobs.delete(record.id)
-        raise _detail(500, f"Failed to submit video: {type(exc).__name__}") from None
+        if client_gone(request, exc):
+            raise
+        raise _detail(500, "Failed to submit video") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     body: dict[str, Any] = {

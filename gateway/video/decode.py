@@ -5,10 +5,16 @@ consumer (inference) falls behind. Closing the iterator early stops the thread a
 Frames come out upright (the display rotation applied, as a player shows them): the models are
 trained on upright scenes, and key points and backgrounds are given in display orientation.
 An input's own transparency comes along with each frame (gateway/video/alpha.py), upright too.
+
+Limits hold here, on the frames actually decoded, whatever the container header claims
+(`FrameLimits`): a trim stops at the limit by timestamp and by count, a refusing limit fails the
+run with 422 as soon as a frame is past it, every frame must have the probed size, and a stream
+that ends with far fewer frames than the file holds packets for is a damaged file, not a result.
 """
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 from collections.abc import Iterator
@@ -22,9 +28,54 @@ import numpy as np
 
 from gateway.video import alpha as input_alpha
 from gateway.video.geometry import to_display
-from gateway.video.probe import MediaError
+from gateway.video.integrity import frame_slack
+from gateway.video.probe import MediaError, VideoInfo
 
 _DONE = object()
+
+
+@dataclass(frozen=True)
+class FrameLimits:
+    """What the decoded frames must respect; seconds count from the first frame's timestamp.
+
+    `trim_s`: stop before the first frame at or after it (trim). `max_s`: refuse (MediaError 422
+    "Video too long") a frame that starts after it. `max_frames`: stop after this many frames,
+    or refuse the next one when `max_s` is set (timestamps squeezed together cannot carry more
+    frames past a duration limit). `size`: (width, height) every frame has as stored (the
+    probed size; a stream that changes size mid-way is refused, 422). `packets`: the video
+    packets the file holds (probe); decoding to the end with more than a small slack fewer frames
+    is a damaged file (422). `declared_s`: the header's duration, quoted in the refusal."""
+
+    trim_s: float | None = None
+    max_s: float | None = None
+    max_frames: int | None = None
+    size: tuple[int, int] | None = None
+    packets: int = 0
+    declared_s: float = 0.0
+
+
+def frame_limits(
+    info: VideoInfo, *, max_fps: float, trim_s: float | None = None, max_s: float | None = None
+) -> FrameLimits:
+    """The limits for `info`'s file: a trim (`trim_s`) or a refusing limit (`max_s`) in seconds,
+    each also as a frame count at `max_fps` (frames per second), the probed size and packets."""
+    bound = trim_s if trim_s is not None else max_s
+    return FrameLimits(
+        trim_s=trim_s,
+        max_s=max_s,
+        max_frames=math.ceil(bound * max_fps) if bound is not None else None,
+        size=(info.width, info.height),
+        packets=info.packets,
+        declared_s=info.declared_duration_s,
+    )
+
+
+@dataclass
+class DecodeOutcome:
+    """Filled in by the decoding thread; read after the reader is exhausted."""
+
+    trimmed: bool = False  # stopped at a trim limit with frames left in the file
+    decoded: int = 0
 
 
 @dataclass(frozen=True)
@@ -49,8 +100,39 @@ class DecodedFrame:
         return self.time_s + (float(1 / fps) if fps else 0.0)
 
 
+def _too_long(limits: FrameLimits, why: str) -> MediaError:
+    assert limits.max_s is not None
+    declared = f" although the container declares {limits.declared_s:.2f}s" if limits.declared_s else ""
+    return MediaError(
+        422,
+        "Video too long",
+        f"The decoded video runs past the {limits.max_s:g}s limit ({why}){declared}; "
+        "trim the video and submit it again.",
+    )
+
+
+def _check_frame(limits: FrameLimits, frame: av.VideoFrame, seconds: float, count: int) -> bool:
+    """False: stop here (a trim limit); raises MediaError for a refusing limit or a size change."""
+    if limits.size is not None and (frame.width, frame.height) != limits.size:
+        width, height = limits.size
+        raise MediaError(
+            422,
+            "Unsupported video",
+            f"The frame size changes mid-stream from {width}x{height} to {frame.width}x{frame.height}; "
+            "re-export the video at one size and submit it again.",
+        )
+    if limits.max_s is not None:
+        if seconds > limits.max_s + 1e-3:
+            raise _too_long(limits, f"a frame at {seconds:.2f}s")
+        if limits.max_frames is not None and count >= limits.max_frames:
+            raise _too_long(limits, f"more than {limits.max_frames} frames")
+    if limits.trim_s is not None and seconds >= limits.trim_s - 1e-6:
+        return False
+    return limits.max_frames is None or limits.max_s is not None or count < limits.max_frames
+
+
 def _decode_into(
-    path: Path, out: queue.Queue[object], stop: threading.Event, max_duration_s: float | None
+    path: Path, out: queue.Queue[object], stop: threading.Event, limits: FrameLimits, outcome: DecodeOutcome
 ) -> None:
     try:
         with av.open(str(path), mode="r", metadata_errors="ignore") as container:
@@ -65,12 +147,14 @@ def _decode_into(
             for frame in _frames(container, stream):
                 if stop.is_set():
                     return
+                outcome.decoded += 1
                 pts = frame.pts if frame.pts is not None else (last_pts + 1 if last_pts is not None else 0)
                 if last_pts is not None and pts <= last_pts:
                     continue  # duplicate/out-of-order timestamps would break the encoder's ordering
                 if start is None:
                     start = pts
-                if max_duration_s is not None and float((pts - start) * time_base) >= max_duration_s - 1e-6:
+                if not _check_frame(limits, frame, float((pts - start) * time_base), index):
+                    outcome.trimmed = True
                     break
                 last_pts = pts
                 if rotation is None:  # the first frame's, as probe reads it: one turn for the whole file
@@ -94,15 +178,27 @@ def _decode_into(
                         break
                     except queue.Full:
                         continue
+        if (
+            not outcome.trimmed
+            and limits.packets
+            and outcome.decoded < limits.packets - frame_slack(limits.packets)
+        ):
+            raise MediaError(
+                422,
+                "Damaged video",
+                f"Only {outcome.decoded} of the {limits.packets} frames the file holds could be decoded: "
+                "it is damaged. Export or upload the whole file again.",
+            )
         _put_final(out, stop, _DONE)
-    except (av.error.FFmpegError, ValueError, OSError) as exc:
+    except (av.error.FFmpegError, ValueError, OSError):
+        # the library's exception text names its internals (avcodec_send_packet()): not for users
         _put_final(
             out,
             stop,
             MediaError(
                 422,
                 "Undecodable video",
-                f"Decoding failed ({type(exc).__name__}: {exc}); the file may be truncated or corrupt.",
+                f"Decoding failed after {outcome.decoded} frames; the file may be truncated or corrupt.",
             ),
         )
     except BaseException as exc:
@@ -133,13 +229,14 @@ def _put_final(out: queue.Queue[object], stop: threading.Event, item: object) ->
 class FrameReader:
     """Iterator over decoded frames; `close()` is safe from any thread, even mid-`next()`."""
 
-    def __init__(self, path: Path, max_duration_s: float | None, queue_size: int) -> None:
+    def __init__(self, path: Path, limits: FrameLimits, queue_size: int) -> None:
         self._queue: queue.Queue[object] = queue.Queue(maxsize=max(1, queue_size))
         self._stop = threading.Event()
         self._finished = False
+        self.outcome = DecodeOutcome()  # final once the iterator is exhausted
         self._thread = threading.Thread(
             target=_decode_into,
-            args=(path, self._queue, self._stop, max_duration_s),
+            args=(path, self._queue, self._stop, limits, self.outcome),
             name="video-decode",
             daemon=True,
         )
@@ -177,10 +274,23 @@ class FrameReader:
         self.close()
 
 
-def iter_frames(path: Path, *, max_duration_s: float | None = None, queue_size: int = 8) -> FrameReader:
-    """Frames of the first video stream, in presentation order, up to `max_duration_s` seconds.
+def iter_frames(
+    path: Path,
+    *,
+    max_duration_s: float | None = None,
+    limits: FrameLimits | None = None,
+    queue_size: int = 8,
+) -> FrameReader:
+    """Frames of the first video stream, in presentation order, up to `max_duration_s` seconds
+    (a trim; shorthand for `limits=FrameLimits(trim_s=...)`), within `limits`.
 
-    Raises MediaError (422) when the stream breaks part way. Use as a context manager (or call
-    `close()`) when the frames may not be read to the end, so the decoding thread stops.
+    Raises MediaError (422) when the stream breaks part way, runs past a refusing limit, changes
+    size or ends with frames missing. `reader.outcome.trimmed` says whether a trim cut frames.
+    Use as a context manager (or call `close()`) when the frames may not be read to the end, so
+    the decoding thread stops.
     """
-    return FrameReader(path, max_duration_s, queue_size)
+    if limits is None:
+        limits = FrameLimits(trim_s=max_duration_s)
+    elif max_duration_s is not None:
+        raise TypeError("give the trim in `limits` or as `max_duration_s`, not both")
+    return FrameReader(path, limits, queue_size)

@@ -3,7 +3,10 @@
 The gateway probes downloaded inputs before answering, so the documented 413/415/422 come back on
 the request itself; the worker probes again (cheap) because a file may have been replaced by a
 retry. One decoded frame is pulled so "it opens but cannot be decoded" is caught here too, and
-because the display rotation travels in frame side data.
+because the display rotation travels in frame side data. Durations and frame counts come from the
+packets the file holds, not only from what its header declares (gateway/video/integrity.py): a
+header that claims less than the packets hold is overruled, one that claims more is a truncated
+or damaged file and refused.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import av
 import av.error
 
 from gateway.video.alpha import stream_has_alpha
+from gateway.video.integrity import PacketScan, gif_trailer_missing, missing_media, scan_packets, slack_s
 
 # Demuxer names as libavformat reports them -> the container the API talks about.
 CONTAINERS: dict[str, str] = {
@@ -71,7 +75,7 @@ class VideoInfo:
     fps: Fraction  # average rate; per-frame timestamps are kept as they are
     time_base: Fraction
     start_pts: int
-    duration_s: float
+    duration_s: float  # what the packets hold when the header claims less (see integrity.py)
     frame_count: int
     frame_count_exact: bool
     sample_aspect_ratio: Fraction
@@ -79,6 +83,8 @@ class VideoInfo:
     pix_fmt: str
     has_alpha: bool
     audio: AudioInfo | None
+    declared_duration_s: float = 0.0  # what the container header says (0: nothing)
+    packets: int = 0  # video packets that carry data: the frames the decoder must hand out
 
 
 def _fraction(value: object, default: Fraction) -> Fraction:
@@ -103,15 +109,17 @@ def probe(path: Path, *, max_side: int = 16000, max_duration_s: float | None = N
     """Describe `path` or raise MediaError with the status the API documents.
 
     415 unsupported container/codec, 413 a side over `max_side`, 422 longer than `max_duration_s`
-    (None: no limit, for callers that trim instead), 400 unreadable or no video stream.
+    (None: no limit, for callers that trim instead) by header or by packets, 422 "Damaged video"
+    when the streams end well before the declared duration or frame count (truncated), 400
+    unreadable or no video stream. Reads the whole file once (demux only, no decoding).
     """
     try:
         container = av.open(str(path), mode="r", metadata_errors="ignore")
-    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError):
         raise MediaError(
             400,
             "Unreadable video",
-            f"The file could not be opened as a video ({type(exc).__name__}). " + SUPPORTED_TEXT,
+            "The file could not be opened as a video. " + SUPPORTED_TEXT,
         ) from None
     with container:
         fmt = container.format.name
@@ -139,7 +147,21 @@ def probe(path: Path, *, max_side: int = 16000, max_duration_s: float | None = N
                 "Payload Too Large",
                 f"Input resolution {width}x{height} exceeds the {max_side}x{max_side} limit.",
             )
-        duration = _duration_s(container, stream)
+        declared = _duration_s(container, stream)
+        fps = _fraction(stream.average_rate, Fraction(0)) or _fraction(stream.guessed_rate, Fraction(25))
+        declared_frames = int(stream.frames or 0)
+        start_s = container.start_time / av.time_base if container.start_time is not None else None
+        scan = _scan(path, stream.index)
+        held = scan.video_end_s - scan.video_start_s
+        # the header is believed unless the packets hold more (a lie that would dodge the limits)
+        duration = held if held > declared + slack_s(declared, float(fps)) else declared
+        missing = missing_media(
+            scan, declared, declared_frames, float(fps), scan.video_start_s if start_s is None else start_s
+        )
+        if missing is None and fmt == "gif" and gif_trailer_missing(path):
+            missing = "The GIF ends before its trailer: it is truncated."
+        if missing is not None:
+            raise MediaError(422, "Damaged video", f"{missing} Export or upload the whole file again.")
         if max_duration_s is not None and duration > max_duration_s + 1e-3:
             raise MediaError(
                 422,
@@ -147,11 +169,12 @@ def probe(path: Path, *, max_side: int = 16000, max_duration_s: float | None = N
                 f"Input duration {duration:.2f}s exceeds the {max_duration_s:g}s limit; "
                 "trim the video and submit it again.",
             )
-        fps = _fraction(stream.average_rate, Fraction(0)) or _fraction(stream.guessed_rate, Fraction(25))
         time_base = _fraction(stream.time_base, Fraction(1, 90000))
-        frames = int(stream.frames or 0)
-        exact = frames > 0
-        if not exact:
+        frames = declared_frames
+        exact = frames > 0 and scan.complete and frames == scan.video_packets_stored
+        if scan.complete and scan.video_packets > 0:
+            frames = scan.video_packets  # what the file holds, whatever the header counts
+        elif not exact:
             frames = max(1, round(duration * fps)) if duration > 0 else 0
         rotation, pix_fmt, first_pts = _first_frame(container, stream)
         audio = None
@@ -181,7 +204,16 @@ def probe(path: Path, *, max_side: int = 16000, max_duration_s: float | None = N
             pix_fmt=pix_fmt,
             has_alpha=stream_has_alpha(stream, pix_fmt),
             audio=audio,
+            declared_duration_s=declared,
+            packets=scan.video_packets if scan.complete else 0,
         )
+
+
+def _scan(path: Path, video_index: int) -> PacketScan:
+    try:
+        return scan_packets(path, video_index)
+    except (av.error.FFmpegError, OSError):
+        raise MediaError(400, "Unreadable video", "The file could not be read as a video.") from None
 
 
 def _first_frame(
@@ -192,11 +224,11 @@ def _first_frame(
         for frame in container.decode(stream):
             rotation = int(round(frame.rotation or 0)) % 360
             return rotation, frame.format.name, int(frame.pts or 0)
-    except (av.error.FFmpegError, ValueError) as exc:
+    except (av.error.FFmpegError, ValueError):
         raise MediaError(
             422,
             "Undecodable video",
-            f"The video stream could not be decoded ({type(exc).__name__}: {exc}); "
+            "The video stream could not be decoded; "
             "the file may be truncated or corrupt. Re-export it and submit it again.",
         ) from None
     raise MediaError(

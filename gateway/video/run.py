@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from gateway.triton import Triton
-from gateway.video.decode import DecodedFrame, FrameReader, iter_frames
+from gateway.video.decode import DecodedFrame, FrameReader, frame_limits, iter_frames
 from gateway.video.encode import Preset, VideoWriter
 from gateway.video.geometry import crop_to, display_size, foreground_min_size, pad_to
 from gateway.video.infer import FrameResult, infer_frames
@@ -32,6 +32,7 @@ RenderFn = Callable[[FrameResult], np.ndarray]
 class RunResult:
     frames: int
     processed_duration_s: float  # of the kept span (trimmed or not)
+    trimmed: bool = False  # the trim cut decoded frames (whatever the header said)
 
 
 def expected_frames(info: VideoInfo, max_duration_s: float | None) -> int:
@@ -78,11 +79,17 @@ async def run_video(
     frames_in_flight: int,
     timeout_s: float,
     max_duration_s: float | None = None,
+    max_s: float | None = None,
+    max_fps: float = 240.0,
     keep_audio: bool = True,
     progress: ProgressFn | None = None,
 ) -> RunResult:
+    """`max_duration_s`: trim to this many seconds; `max_s`: refuse (MediaError 422) a video whose
+    decoded frames run past it; both also bound the frame count at `max_fps`. Raises MediaError
+    (damaged, too long, size change), EncodeError, InferenceFailed, TritonUnavailable."""
     total = expected_frames(info, max_duration_s)
-    reader = iter_frames(input_path, max_duration_s=max_duration_s)
+    limits = frame_limits(info, max_fps=max_fps, trim_s=max_duration_s, max_s=max_s)
+    reader = iter_frames(input_path, limits=limits)
     writer: VideoWriter | None = None
     ok = False
     try:
@@ -115,7 +122,7 @@ async def run_video(
             await progress(written, written)
         span = end_s if max_duration_s is None else min(end_s, max_duration_s)
         ok = True
-        return RunResult(frames=written, processed_duration_s=span)
+        return RunResult(frames=written, processed_duration_s=span, trimmed=reader.outcome.trimmed)
     finally:
         reader.close()
         if writer is not None:

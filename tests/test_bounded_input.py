@@ -1,0 +1,195 @@
+"""Bounded parsing: JSON size, depth, elements and integer digits; multipart parts and text
+fields; background images' pixel count before any decode. Each bound answers 413 in the
+endpoint's own error family instead of a 500 or hundreds of MB of gateway memory."""
+
+from __future__ import annotations
+
+import io
+import zlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from conftest import Stack, mask_error
+
+from gateway.bounded import BodyTooLarge, JsonLimits, loads
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("[" * 100 + "]" * 100, "deeper than 32"),
+        ('{"a":' * 40 + "1" + "}" * 40, "deeper than 32"),
+        ("[" + ",".join("0" * 1 for _ in range(10_001)) + "]", "more than 10000 elements"),
+        ('{"x": ' + "9" * 5000 + "}", "longer than 100 digits"),
+        ('{"x": -' + "9" * 101 + "}", "longer than 100 digits"),
+    ],
+)
+def test_json_bounds_refuse_before_parsing(text: str, why: str) -> None:
+    with pytest.raises(BodyTooLarge, match=why):
+        loads(text.encode(), JsonLimits())
+
+
+def test_json_bounds_let_ordinary_bodies_through() -> None:
+    body = (
+        '{"video": "http://x/[[[[{{{{\\"]]]]", "key_points": [{"x": 1, "y": 2}], "n": 12345678901234567890}'
+    )
+    assert loads(body.encode(), JsonLimits())["n"] == 12345678901234567890
+    nested = "[" * 32 + "]" * 32
+    assert loads(nested.encode(), JsonLimits()) is not None
+    with pytest.raises(ValueError):
+        loads(b"{not json", JsonLimits())
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        yield session
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 100_000 + b"]" * 100_000,  # was 500 RecursionError
+        b'{"video": ' + b"7" * 5000 + b"}",  # was 500 ValueError
+        b'{"video": "http://127.0.0.1/a.mp4", "pad": "' + b"x" * 200_000 + b'"}',  # over 64 KB
+        b"[" * 40 + b"]" * 40,
+        b"[" + b"0," * 20_000 + b"0]",
+    ],
+)
+@pytest.mark.parametrize("path", ["/foreground_mask", "/mask_by_key_points"])
+async def test_json_endpoints_answer_413_in_the_mask_format(
+    stack: Stack, http: aiohttp.ClientSession, body: bytes, path: str
+) -> None:
+    status, payload = await mask_error(
+        http,
+        "POST",
+        f"{stack.url}{path}",
+        data=body,
+        headers={"api_token": stack.token, "Content-Type": "application/json"},
+    )
+    assert status == 413 and payload["error"]["message"] == "Payload Too Large", payload
+    assert "Error" not in payload["error"]["details"]
+
+
+def _big_png(side: int) -> bytes:
+    """A valid greyscale PNG of side x side, a few KB (rows of zeros compress to nothing)."""
+    import struct
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    raw = zlib.compress(b"\x00" * ((side + 1) * side), 9)
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", raw) + chunk(b"IEND", b"")
+
+
+async def _submit(http: aiohttp.ClientSession, stack: Stack, form: aiohttp.FormData) -> tuple[int, dict]:
+    async with http.post(f"{stack.url}/video/submit/v1", data=form, headers={"api_token": stack.token}) as r:
+        return r.status, await r.json()
+
+
+async def test_video_submit_bounds_its_form(
+    stack: Stack, http: aiohttp.ClientSession, video_clips: dict[str, Path]
+) -> None:
+    clip = video_clips["one.mp4"].read_bytes()
+    form = aiohttp.FormData()
+    form.add_field("file", clip, filename="one.mp4", content_type="video/mp4")
+    form.add_field("bg_color", "1" * 1_000_000)  # was 500 HTTPRequestEntityTooLarge at 200 MB
+    status, body = await _submit(http, stack, form)
+    assert status == 413 and "bg_color" in body["detail"], body
+
+    form = aiohttp.FormData()
+    for i in range(100):  # 75,000 of these were accepted
+        form.add_field(f"x{i}", "y" * 100)
+    form.add_field("file", clip, filename="one.mp4", content_type="video/mp4")
+    status, body = await _submit(http, stack, form)
+    assert (status, body) == (413, {"detail": "The form has more than 32 parts."})
+
+    png = _big_png(12000)
+    assert len(png) < 200_000
+    form = aiohttp.FormData()
+    form.add_field("file", clip, filename="one.mp4", content_type="video/mp4")
+    form.add_field("bg_image", io.BytesIO(png), filename="bg.png", content_type="image/png")
+    status, body = await _submit(http, stack, form)  # was 202, the worker then took 1.5 GB
+    assert status == 413 and "12000x12000" in body["detail"], body
+
+
+async def test_image_endpoint_bounds_its_form(stack: Stack, http: aiohttp.ClientSession) -> None:
+    form = aiohttp.FormData()
+    for i in range(100):
+        form.add_field(f"x{i}", "y")
+    form.add_field("file", _big_png(8), filename="a.png", content_type="image/png")
+    async with http.post(f"{stack.url}/image/matte/v1", data=form, headers={"api_token": stack.token}) as r:
+        assert r.status == 413 and await r.json() == {"detail": "The form has more than 32 parts."}
+    body = "&".join(f"f{i}=v" for i in range(100))
+    async with http.post(
+        f"{stack.url}/image/matte/v1",
+        data=body,
+        headers={"api_token": stack.token, "Content-Type": "application/x-www-form-urlencoded"},
+    ) as r:
+        assert r.status == 413 and "parts" in (await r.json())["detail"]
+
+
+async def test_the_service_names_itself_not_its_libraries(stack: Stack, http: aiohttp.ClientSession) -> None:
+    for path in ("/healthz", "/status/nope", "/no/such/route"):
+        async with http.get(f"{stack.url}{path}", headers={"api_token": stack.token}) as r:
+            server = r.headers.get("Server", "")
+            assert server.startswith("matting-service/"), server
+            assert "aiohttp" not in server and "Python" not in server
+
+
+async def test_outbound_fetch_names_the_service(stack: Stack, http: aiohttp.ClientSession) -> None:
+    """The URL fetcher's User-Agent, seen by a loopback server the gateway downloads from."""
+    from aiohttp import web
+
+    seen: list[str] = []
+
+    async def video(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("User-Agent", ""))
+        return web.Response(body=b"not a video", content_type="video/mp4")
+
+    app = web.Application()
+    app.router.add_get("/v.mp4", video)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        status, _ = await mask_error(
+            http,
+            "POST",
+            f"{stack.url}/foreground_mask",
+            json={"video": f"http://127.0.0.1:{port}/v.mp4"},
+            headers={"api_token": stack.token},
+        )
+    finally:
+        await runner.cleanup()
+    assert status == 400 and seen and seen[0].startswith("matting-service/"), seen
+    assert "aiohttp" not in seen[0] and "Python" not in seen[0]
+
+
+async def test_error_texts_quote_no_long_host_and_no_library_names(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    host = ("a" * 60 + ".") * 4 + "invalid"
+    status, payload = await mask_error(
+        http,
+        "POST",
+        f"{stack.url}/foreground_mask",
+        json={"video": f"http://{host}/v.mp4"},
+        headers={"api_token": stack.token},
+    )
+    details = payload["error"]["details"]
+    assert status == 400 and "could not be resolved" in details, payload
+    assert host not in details and len(details) < 200
+    status, payload = await mask_error(
+        http,
+        "POST",
+        f"{stack.url}/foreground_mask",
+        json={"video": "http://127.0.0.1:1/closed.mp4"},
+        headers={"api_token": stack.token},
+    )
+    assert status == 400 and "Error" not in payload["error"]["details"], payload
