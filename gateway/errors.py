@@ -107,6 +107,16 @@ class BgApiError(ApiError):
         return dict(self.payload)
 
 
+RESULT_REMOVED_HEADER = "X-Result-Removed"
+
+
+def result_removed(detail: str) -> BgApiError:
+    """The background API's 404 for a finished job whose result file is gone: HD and video results
+    are removed after one complete download. The body is the document's word for word; the
+    X-Result-Removed header says why, so a client that downloads twice is not left guessing."""
+    return BgApiError(404, {"detail": detail}, {RESULT_REMOVED_HEADER: "after its first complete download"})
+
+
 def family_of(path: str) -> Family:
     path = path.rstrip("/") if path != "/" else path
     is_mask = path in MASK_ENDPOINTS or path.startswith(MASK_PATH_PREFIXES) or path in ("/status", "/results")

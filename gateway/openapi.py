@@ -219,8 +219,9 @@ def operations(settings: Settings) -> list[Operation]:
                 202: Answer("Still processing, with progress when known.", (rs.HdProcessing,)),
                 404: Answer(
                     "No such task, or its result was already downloaded (results are removed after "
-                    "one complete download).",
+                    "one complete download; then X-Result-Removed says so).",
                     (rs.BgDetail,),
+                    headers=("X-Result-Removed",),
                 ),
                 **_bg_errors(401, 429, 500, 503),
             },
@@ -254,8 +255,9 @@ def operations(settings: Settings) -> list[Operation]:
                 202: Answer("Still processing, with progress when known.", (rs.VideoProcessing,)),
                 404: Answer(
                     "No such task, or its result was already downloaded (results are removed after "
-                    "one complete download).",
+                    "one complete download; then X-Result-Removed says so).",
                     (rs.VideoTaskNotFound, rs.BgDetail),
+                    headers=("X-Result-Removed",),
                 ),
                 500: Answer("The job failed.", (rs.VideoFailed, rs.BgMessage, rs.BgDetail)),
                 **_bg_errors(401, 429, 503),

@@ -306,6 +306,7 @@ async def test_hd_lifecycle(http: aiohttp.ClientSession, stack: Stack) -> None:
     assert await gone(stack.settings.results_dir / job)  # removed after the download
     again = await _result(http, stack, job)
     assert (again[0], _json(again[2])) == (404, {"detail": "Processed image file not found"})
+    assert again[1]["X-Result-Removed"] == "after its first complete download"
     # The worker removes the upload just after marking the job done: allow it that moment.
     upload = stack.settings.data_dir / "uploads" / job
     deadline = time.monotonic() + 10

@@ -331,6 +331,7 @@ async def test_video_submit_trims_with_documented_strings(
         f"{stack.url}/video/result/{body['uuid']}", headers={"api_token": stack.token}
     ) as again:
         assert again.status == 404 and await again.json() == {"detail": "Processed video file not found"}
+        assert again.headers["X-Result-Removed"] == "after its first complete download"
     assert not (stack.settings.results_dir / body["uuid"]).exists()
 
 

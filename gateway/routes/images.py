@@ -26,7 +26,7 @@ from common.settings import Settings
 from gateway.auth import require_owner
 from gateway.bounded import BodyTooLarge, FormBudget, read_body
 from gateway.departures import client_gone
-from gateway.errors import ApiError, BgApiError, job_id_for
+from gateway.errors import ApiError, BgApiError, job_id_for, result_removed
 from gateway.fetch import DownloadTooLarge, FetchError, fetch_to_file, url_refusal
 from gateway.images.generate import NotTransparent, generate_image
 from gateway.images.params import OPERATIONS, hd_limits
@@ -271,7 +271,7 @@ async def hd_result(request: web.Request) -> web.StreamResponse:
     storage = request.app[STORAGE]
     path = storage.path_of(job_id, record.result.filename) if record.result else None
     if path is None:
-        raise BgApiError(404, {"detail": "Processed image file not found"})
+        raise result_removed("Processed image file not found")
     return await _send_then_delete(request, path, job_id)
 
 
@@ -280,7 +280,7 @@ async def _send_then_delete(request: web.Request, path: Path, job_id: str) -> we
     try:
         handle = path.open("rb")
     except FileNotFoundError:  # a concurrent download finished first and removed it
-        raise BgApiError(404, {"detail": "Processed image file not found"}) from None
+        raise result_removed("Processed image file not found") from None
     with handle:
         response = web.StreamResponse(status=200, headers={**PNG_HEADERS, "Content-Type": "image/png"})
         response.content_length = os.fstat(handle.fileno()).st_size

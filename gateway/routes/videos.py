@@ -27,7 +27,7 @@ from common.settings import Settings
 from gateway.auth import require_owner
 from gateway.bounded import BodyTooLarge, FormBudget
 from gateway.departures import client_gone
-from gateway.errors import ApiError, BgApiError, job_id_for
+from gateway.errors import ApiError, BgApiError, job_id_for, result_removed
 from gateway.fetch import FetchError, fetch_to_file, url_refusal
 from gateway.images.params import RGB, hd_limits
 from gateway.job_params import TRIM_SLACK_S, VideoMatteParams, background_image_path, input_path
@@ -318,12 +318,12 @@ async def video_result(request: web.Request) -> web.StreamResponse:
     storage = request.app[STORAGE]
     path = storage.path_of(record.id, record.result.filename)
     if path is None:
-        raise _detail(404, "Processed video file not found")
+        raise result_removed("Processed video file not found")
     try:
         # opened before the headers go out, so a concurrent download's delete cannot race us
         source = path.open("rb")
     except FileNotFoundError:
-        raise _detail(404, "Processed video file not found") from None
+        raise result_removed("Processed video file not found") from None
     response = web.StreamResponse(
         headers={
             "Content-Type": record.result.media_type,
