@@ -95,10 +95,10 @@ class KeypointTracker:
     TRUST_AGREE, TRUST_DISAGREE = 0.75, 0.5
     # Re-acquisition of a lost object (it left the frame, or the mask died): a salient component
     # whose colour histogram is this much the prompt frame's object (Bhattacharyya coefficient;
-    # 01_dog through H.264: the dog 0.93, the woman beside it 0.58-0.60), less where the colour
-    # model also vouches for it, and whose size is plausible (from ENTERING of the object's size
-    # at the frame's edge, where it may be coming back in).
-    LOOKS_ALIKE, LOOKS_ALIKE_WITH_COLOUR = 0.75, 0.5
+    # 01_dog through H.264: the dog 0.93, the woman beside it 0.58-0.60, a pillar 0.63 that the
+    # colour model alone let through), and whose size is plausible (from ENTERING of the object's
+    # size at the frame's edge, where it may be coming back in).
+    LOOKS_ALIKE = 0.75
     ENTERING = 0.05
 
     def __init__(self, saliency: SaliencyFn | None, work_long_side: int = 480) -> None:
@@ -373,14 +373,14 @@ class KeypointTracker:
         ENTERING at the frame's edge, where it may be coming back in), holding no negative point,
         whose colours are the object's (mean P(object|colour) >= COLOUR_SURE where the colour
         model is trusted) and whose colour histogram is the prompt frame object's (Bhattacharyya
-        >= LOOKS_ALIKE, or LOOKS_ALIKE_WITH_COLOUR beside the colour model); the most alike."""
+        >= LOOKS_ALIKE); the most alike."""
         assert self._appearance is not None
         h, w = sal.shape
         n, comps = groups(sal > self.SURE, self._gap)
         held: set[int] = set()
         if len(self._negatives):
             held = set(np.unique(comps[_disc((h, w), self._negatives, 2)]).tolist())
-        best, best_score = 0, self.LOOKS_ALIKE if col is None else self.LOOKS_ALIKE_WITH_COLOUR
+        best, best_score = 0, self.LOOKS_ALIKE
         for label in range(1, n):
             part = comps == label
             smallest = (self.ENTERING if _at_frame_edge(part) else 0.3) * self._area
