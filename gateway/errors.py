@@ -51,6 +51,7 @@ _REASONS: dict[int, tuple[str, str]] = {
     403: ("Forbidden", "A valid api_token header is required."),
     404: ("Not Found", "The requested resource does not exist."),
     405: ("Method Not Allowed", "This endpoint does not support the request method."),
+    408: ("Request Timeout", "The request body arrived too slowly; send it again at a steady pace."),
     413: ("Payload Too Large", "The request body exceeds the size limit."),
     415: ("Unsupported Media Type", "The request content type is not supported."),
     422: ("Unprocessable Entity", "Invalid request data."),

@@ -100,6 +100,10 @@ def test_body_trickled_a_byte_at_a_time_gets_408(slow_gateway: Service) -> None:
         took, received = _closed_within(sock, 3 * WINDOW_S + 5, [head] + [b" "] * 60)
     assert received.startswith(b"HTTP/1.1 408"), received[:100]
     assert took < 3 * WINDOW_S + 2
+    head_part, _, body = received.partition(b"\r\n\r\n")
+    error = json.loads(body)  # the mask family's documented format, not an empty body
+    assert error["error"]["code"] == 408 and error["error"]["message"] == "Request Timeout"
+    assert f"X-Request-ID: {error['request_id']}".encode() in head_part
 
 
 def _log_lines(gw: Service) -> list[dict]:

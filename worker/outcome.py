@@ -8,6 +8,7 @@ can act on, and a finished output is stored and completed with the trim fields o
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -36,6 +37,16 @@ async def input_available(jobs: JobStore, record: JobRecord, source: Path) -> bo
     return False
 
 
+def _out_of_space(exc: BaseException) -> bool:
+    """Whether a disk-full error (ENOSPC) is anywhere in the exception's chain of causes."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if getattr(seen, "errno", None) == errno.ENOSPC or "No space left" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 @asynccontextmanager
 async def user_facing_errors(jobs: JobStore, job_id: str, model: str) -> AsyncIterator[Outcome]:
     """Record the pipeline's user-facing errors as a failed job (and swallow them: the job is
@@ -52,11 +63,18 @@ async def user_facing_errors(jobs: JobStore, job_id: str, model: str) -> AsyncIt
         # the encoder's own text names library internals: logged for us, not shown to the user
         outcome.failed = True
         log.warning("encoding failed", extra={"job_id": job_id, "error": str(exc)})
-        await jobs.fail(job_id, 500, "Encoding failed", "The output video could not be written.")
+        reason = (
+            "The server ran out of disk space while writing the output video; retry later."
+            if _out_of_space(exc)
+            else "The output video could not be written."
+        )
+        await jobs.fail(job_id, 500, "Encoding failed", reason)
     except InferenceFailed as exc:
         outcome.failed = True
         log.warning("inference failed", extra={"job_id": job_id, "error": str(exc)})
-        await jobs.fail(job_id, 500, "Inference failed", f"The {model} model refused a frame.")
+        await jobs.fail(
+            job_id, 500, "Inference failed", f"The {model} model could not process a frame; retry later."
+        )
 
 
 async def store_and_complete(
