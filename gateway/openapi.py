@@ -92,7 +92,8 @@ def _bg_errors(*statuses: int) -> dict[int, Answer]:
     return {
         s: Answer(
             texts[s],
-            (rs.BgMessage, rs.BgDetail) if s in (400, 500) else (rs.BgMessage,),
+            # the document's video part answers {"detail"}, its image part {"message"}
+            (rs.BgMessage, rs.BgDetail) if s in (400, 413, 415, 500) else (rs.BgMessage,),
             headers=("Retry-After",) if s in (429, 503) else (),
         )
         for s in statuses

@@ -317,7 +317,9 @@ class KeypointTracker:
         fused[~dilate(prior, reach)] = 0.0
         size = float((fused > 0.5).sum())
         if size < self.LOST * self._area and not leaving:
-            found = self._redetect(small, col, box)
+            # a shrinking mask still has the flow's word for where the object is: there the
+            # colour model alone may vouch for a candidate (libby's dog behind the fence)
+            found = self._redetect(small, col, box, 0.0 if col is not None else self.LOOKS_ALIKE)
             if found is not None:
                 fused, size = np.maximum(fused, found), float((found > 0.5).sum())
         if size == 0 and not leaving:
@@ -350,37 +352,42 @@ class KeypointTracker:
         h, w = small.shape[:2]
         assert self._box is not None
         col = self._colour.prob(small) if self._colour is not None else None
-        found = self._candidate(self._crop_saliency((0, 0, w, h)), small, col)
+        found = self._candidate(self._crop_saliency((0, 0, w, h)), small, col, self.LOOKS_ALIKE)
         if found is None:
-            found = self._redetect(small, col, self._box)
+            found = self._redetect(small, col, self._box, self.LOOKS_ALIKE)
         if found is None:
             return self._commit(np.zeros((h, w), np.float32))
         self._box = expand(bbox(found > 0.5), self.MARGIN, self._min_side, (h, w))
         return self._commit(found)
 
-    def _redetect(self, small: np.ndarray, col: np.ndarray | None, box: Box) -> np.ndarray | None:
+    def _redetect(
+        self, small: np.ndarray, col: np.ndarray | None, box: Box, likeness: float
+    ) -> np.ndarray | None:
         """The object found again near `box` after it was lost (occluded, or flow slid off it):
         saliency of a crop twice as wide, and at least three times the object's size across (the
         last box of an object that left the frame is the sliver it left by). One extra saliency
         call, only on lost frames."""
         h, w = small.shape[:2]
         side = max(self._min_side, round(3 * np.sqrt(self._area)))
-        return self._candidate(self._crop_saliency(expand(box, 0.5, side, (h, w))), small, col)
+        return self._candidate(self._crop_saliency(expand(box, 0.5, side, (h, w))), small, col, likeness)
 
-    def _candidate(self, sal: np.ndarray, small: np.ndarray, col: np.ndarray | None) -> np.ndarray | None:
+    def _candidate(
+        self, sal: np.ndarray, small: np.ndarray, col: np.ndarray | None, likeness: float
+    ) -> np.ndarray | None:
         """The salient component (work-size map `sal` > SURE) that is the object, as its soft
         saliency, or None: of a plausible size (0.3x to 3x the object's recent size; from
         ENTERING at the frame's edge, where it may be coming back in), holding no negative point,
         whose colours are the object's (mean P(object|colour) >= COLOUR_SURE where the colour
         model is trusted) and whose colour histogram is the prompt frame object's (Bhattacharyya
-        >= LOOKS_ALIKE); the most alike."""
+        >= `likeness`: LOOKS_ALIKE once the mask is lost, where nothing else vouches for it); the
+        most alike."""
         assert self._appearance is not None
         h, w = sal.shape
         n, comps = groups(sal > self.SURE, self._gap)
         held: set[int] = set()
         if len(self._negatives):
             held = set(np.unique(comps[_disc((h, w), self._negatives, 2)]).tolist())
-        best, best_score = 0, self.LOOKS_ALIKE
+        best, best_score = 0, likeness
         for label in range(1, n):
             part = comps == label
             smallest = (self.ENTERING if _at_frame_edge(part) else 0.3) * self._area
