@@ -8,7 +8,7 @@ SERVE := $(VENV)/.serve-installed
 DEV := $(VENV)/.dev-installed
 EXPORT := $(VENV)/.export-installed
 
-.PHONY: setup run up down test lint export-tools models bench load fuzz redis chromium clean check-image-steps
+.PHONY: setup run up down test lint export-tools models bench load fuzz redis chromium wrk clean check-image-steps
 
 setup: $(SERVE) redis models
 
@@ -69,7 +69,11 @@ bench: setup
 	$(PY) -m benchmarks
 
 # Bounded load test on its own stack (free loopback ports); stops by itself, exit 1 on a 5xx or a lost job.
-load: setup
+# Debian's wrk: the paced /status flood of `make load` (benchmarks/flood.py).
+wrk:
+	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+
+load: setup wrk
 	$(PY) -m benchmarks.load --seconds $${LOAD_SECONDS:-60}
 
 # The long hostile-input campaign: tests/test_fuzz.py with every generated test x FUZZ_SCALE

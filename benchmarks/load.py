@@ -1,8 +1,9 @@
 """Bounded load test on loopback: `make load` (or `python -m benchmarks.load --seconds 60`).
 
 Starts its own stack with the devstack functions (Redis, tritonserver, gateway, 2 workers) on
-free ports under a temp dir, then for a fixed time runs many concurrent clients on /status and on
-the image endpoints that exist, plus a burst of video jobs well beyond the queue's capacity. It
+free ports under a temp dir, then for a fixed time floods /status at a set rate (`wrk`, see
+benchmarks/flood.py), runs image clients on the image endpoints that exist, and submits two
+bursts of video jobs well beyond the queue's capacity. It
 stops by itself, waits (bounded) for every accepted job to reach a terminal state and prints
 throughput, p50/p99 latency (all answers, and the accepted 2xx ones alone) and the share of 429
 and 5xx per endpoint family, and the image endpoints' p99 on the idle stack before the flood
@@ -33,6 +34,7 @@ from typing import Any
 import aiohttp
 import av
 
+from benchmarks.flood import start_flood
 from common.settings import REPO_ROOT, Settings
 from devstack.processes import free_port, running
 from devstack.stack import private_settings, stack_services
@@ -133,32 +135,6 @@ async def _unloaded_images(http: aiohttp.ClientSession, base: str, image: bytes,
     return _percentiles("", times)
 
 
-async def _status_clients(
-    rec: Recorder,
-    http: aiohttp.ClientSession,
-    base: str,
-    ids: list[str],
-    owners: dict[str, str],
-    outcome: dict[str, str],
-    stop: float,
-) -> None:
-    """Polls the accepted jobs round-robin; records video jobs that ended (their result is fetched
-    once: /video/result deletes a result after a complete download)."""
-    i = 0
-    while ids and time.monotonic() < stop:
-        key = ids[i % len(ids)]
-        i += 1
-        kind, job = key.split(":", 1)
-        if kind == "video" and key in outcome:  # a downloaded video result is gone (documented)
-            continue
-        path = f"/status/{job}" if kind == "mask" else f"/video/result/{job}"
-        status, _ = await rec.call(
-            http, kind + "_status", "GET", f"{base}{path}", headers={"api_token": owners[key]}
-        )
-        if kind == "video" and status in (200, 500):
-            outcome[key] = "completed" if status == 200 else "failed"
-
-
 async def _image_clients(
     rec: Recorder, http: aiohttp.ClientSession, base: str, image: bytes, stop: float
 ) -> None:
@@ -235,6 +211,8 @@ async def _await_jobs(
             headers = {"api_token": owners[key]}
             if kind == "mask":
                 async with http.get(f"{base}/status/{job}", headers=headers) as r:
+                    if r.status == 429:  # the polling limit: ask again on the next round
+                        continue
                     state = (await r.json()).get("status") if r.status == 200 else f"http {r.status}"
                 if state not in ("queued", "processing"):
                     outcome[key] = str(state)
@@ -244,7 +222,7 @@ async def _await_jobs(
                     outcome[key] = "completed"
                 elif r.status == 500:  # the document's answer for a failed video job
                     outcome[key] = "failed"
-                elif r.status != 202:
+                elif r.status not in (202, 429):  # 429: the polling limit, ask again next round
                     outcome[key] = f"http {r.status}"
         await asyncio.sleep(1)
     counts = Counter(outcome.values())
@@ -253,44 +231,60 @@ async def _await_jobs(
 
 
 async def _load(
-    settings: Settings, seconds: float, clients: int, burst: int, clip: bytes, clip_url: str, image: bytes
+    settings: Settings,
+    args: argparse.Namespace,
+    clip: bytes,
+    clip_url: str,
+    image: bytes,
+    workdir: Path,
 ) -> dict[str, Any]:
     base = settings.base_url
     rec = Recorder()
     timeout = aiohttp.ClientTimeout(total=60)
-    connector = aiohttp.TCPConnector(limit=clients * 2 + burst)
+    connector = aiohttp.TCPConnector(limit=args.image_clients + args.burst)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
         unloaded = await _unloaded_images(http, base, image, 20)
         started = time.monotonic()
-        stop = started + seconds
-        owners = await _video_burst(rec, http, base, clip, clip_url, burst)  # beyond the queue's capacity
-        ids = list(owners)  # the status clients poll these; the second burst is added below
-        outcome: dict[str, str] = {}
+        stop = started + args.seconds
+        owners = await _video_burst(
+            rec, http, base, clip, clip_url, args.burst
+        )  # beyond the queue's capacity
+        # The flood polls the mask jobs' /status (a video result is deleted once downloaded, so
+        # /video/result is polled by _await_jobs alone); an unknown id when none was accepted.
+        polled = [
+            (f"/status/{key.split(':', 1)[1]}", token)
+            for key, token in owners.items()
+            if key.startswith("mask:")
+        ]
+        flood = start_flood(base, polled or [("/status/" + "0" * 32, TOKENS[0])], args.poll_rate,
+                            args.seconds, workdir, args.poll_connections)  # fmt: skip
         tasks = [
-            asyncio.create_task(_status_clients(rec, http, base, ids, owners, outcome, stop))
-            for _ in range(clients)
-        ]
-        tasks += [
             asyncio.create_task(_image_clients(rec, http, base, image, stop))
-            for _ in range(max(1, clients // 4))
+            for _ in range(args.image_clients)
         ]
-        await asyncio.sleep(seconds / 2)
-        second = await _video_burst(rec, http, base, clip, clip_url, burst)  # while the first one runs
-        owners.update(second)
-        ids.extend(second)
+        await asyncio.sleep(args.seconds / 2)
+        owners.update(await _video_burst(rec, http, base, clip, clip_url, args.burst))  # while the first runs
         await asyncio.gather(*tasks)
         elapsed = time.monotonic() - started
+        flooded = await asyncio.to_thread(flood.result)
+        outcome: dict[str, str] = {}
         jobs = await _await_jobs(http, base, list(owners), owners, outcome, limit_s=300)
     report = rec.report(elapsed)
+    report["status_flood"] = {k: v for k, v in flooded.items() if k != "transport_errors"}
+    errors = dict(rec.errors)
+    if flooded["transport_errors"]:
+        errors["status_flood"] = flooded["transport_errors"]
     return {"seconds": round(elapsed, 1), "image_unloaded": unloaded, "families": report,
-            "transport_errors": dict(rec.errors), "accepted_jobs": len(owners),
+            "transport_errors": errors, "accepted_jobs": len(owners),
             "job_outcomes": jobs}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.load", description=__doc__)
     parser.add_argument("--seconds", type=float, default=60)
-    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--poll-rate", type=float, default=1300, help="status polls per second (wrk)")
+    parser.add_argument("--poll-connections", type=int, default=100)
+    parser.add_argument("--image-clients", type=int, default=8, help="image clients (one api_token)")
     parser.add_argument("--burst", type=int, default=24, help="video jobs per burst (two bursts)")
     parser.add_argument("--max-queued", type=int, default=8)
     parser.add_argument("--image-in-flight", type=int, default=0,
@@ -312,10 +306,13 @@ def main(argv: list[str] | None = None) -> int:
         stack.enter_context(running(stack_services(settings, workers=2, env=env)))
         clip = _small_clip(root / "clip.mp4").read_bytes()
         image = next(iter(sorted((DATA / "images" / "sod_bsds300" / "images").glob("*.jpg")))).read_bytes()
-        print(f"load: {args.seconds:g}s, {args.clients} status clients, 2 bursts of {args.burst} video jobs "
-              f"(queue limit {args.max_queued})", flush=True)  # fmt: skip
+        print(
+            f"load: {args.seconds:g}s, {args.poll_rate:g} status polls/s, {args.image_clients} image "
+            f"clients, 2 bursts of {args.burst} video jobs (queue limit {args.max_queued})",
+            flush=True,
+        )
         clip_url = f"{stack.enter_context(_serve(root))}/clip.mp4"
-        result = asyncio.run(_load(settings, args.seconds, args.clients, args.burst, clip, clip_url, image))
+        result = asyncio.run(_load(settings, args, clip, clip_url, image, root))
     print(json.dumps(result, indent=2))
     five_xx = sum(f["share_5xx"] * f["requests"] for f in result["families"].values())
     lost = result["job_outcomes"].get("not terminal", 0) + sum(

@@ -126,9 +126,10 @@ class Settings:
     http_idle_timeout_s: float = 15.0
     http_body_min_bytes_per_s: float = 1024.0
     http_body_window_s: float = 10.0
-    # synchronous image requests admitted at once per gateway process (gateway/shedding.py)
-    image_max_in_flight: int = 4
-    image_max_in_flight_per_token: int = 2
+    # synchronous image requests admitted at once per gateway process (gateway/shedding.py): one,
+    # the photos the CPU host's one u2netp instance runs at once; a second would wait a whole photo
+    image_max_in_flight: int = 1
+    image_max_in_flight_per_token: int = 1
     json_max_bytes: int = 64 * 1024  # JSON bodies (the mask endpoints need about 1 KB)
     form_max_parts: int = 32  # parts of one multipart form (files and text fields)
     form_max_text_bytes: int = 64 * 1024  # all text fields of one form together
@@ -149,6 +150,9 @@ class Settings:
     worker_max_jobs: int = 2
     job_timeout_s: int = 1800
     job_max_tries: int = 3
+    # a worker's CPU priority (nice 0..19; triton_models/cpu_priority.py): below the gateway's
+    # and the photo model's, as the video models in Triton (their config's cpu_nice)
+    worker_cpu_nice: int = 5
     job_lease_s: int = 60  # a killed worker's job is re-run by another worker after about this long
     result_ttl_s: int = 3600  # results never downloaded are removed by the janitor after this
     signed_link_ttl_s: int = 3600
@@ -241,6 +245,7 @@ class Settings:
             job_timeout_s=_env_int("JOB_TIMEOUT_S", d.job_timeout_s),
             job_max_tries=_env_int("JOB_MAX_TRIES", d.job_max_tries),
             job_lease_s=_env_int("JOB_LEASE_S", d.job_lease_s),
+            worker_cpu_nice=_env_int("WORKER_CPU_NICE", d.worker_cpu_nice),
             result_ttl_s=_env_int("RESULT_TTL_S", d.result_ttl_s),
             signed_link_ttl_s=_env_int("SIGNED_LINK_TTL_S", d.signed_link_ttl_s),
             object_store_url=_env_str("OBJECT_STORE_URL", ""),

@@ -23,6 +23,7 @@ from gateway.identity import set_server_header
 from gateway.jobs import JobStore
 from gateway.json_log import bind, setup_logging
 from gateway.keys import JOBS, REDIS, SETTINGS, STORAGE, TRITON
+from gateway.limits import REFUSALS, RefusalMemo
 from gateway.metrics import metrics, metrics_middleware
 from gateway.routes import docs, health, images, keypoints, masks, results, videos
 from gateway.shedding import IMAGE_IN_FLIGHT, InFlight
@@ -100,11 +101,12 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[STORAGE] = Storage(settings)
+    app[REFUSALS] = RefusalMemo()
     app[IMAGE_IN_FLIGHT] = InFlight(settings.image_max_in_flight, settings.image_max_in_flight_per_token)
 
     async def clients(app: web.Application) -> AsyncIterator[None]:
         redis = connect_redis(settings)
-        triton = Triton(settings)  # built here: the gRPC channel binds to the running loop
+        triton = Triton(settings, interactive=True)  # built here: the gRPC channel binds to the running loop
         app[REDIS] = redis
         app[TRITON] = triton
         app[JOBS] = JobStore(redis, settings)

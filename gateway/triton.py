@@ -54,11 +54,21 @@ def _translate(exc: InferenceServerException, what: str) -> Exception:
     return InferenceFailed(message, status)
 
 
-class Triton:
-    """Must be built inside the running event loop (the gRPC channel binds to it)."""
+# u2netp's queue levels (model_repository/u2netp/config.pbtxt): someone waiting on a photo goes
+# first; queued work (the HD job, the video models' saliency) takes the default, later level.
+INTERACTIVE_PRIORITY = 1
+BATCH_PRIORITY = 0  # 0: the model's default level
 
-    def __init__(self, settings: Settings) -> None:
+
+class Triton:
+    """Must be built inside the running event loop (the gRPC channel binds to it).
+
+    `interactive`: this process answers a waiting client (the gateway), so its photo calls ask
+    u2netp for INTERACTIVE_PRIORITY; a worker's calls keep the default level."""
+
+    def __init__(self, settings: Settings, *, interactive: bool = False) -> None:
         self.settings = settings
+        self.photo_priority = INTERACTIVE_PRIORITY if interactive else BATCH_PRIORITY
         self.client = grpcclient.InferenceServerClient(settings.triton_grpc_url)
 
     async def close(self) -> None:
@@ -93,8 +103,10 @@ class Triton:
         sequence_id: int = 0,
         start: bool = False,
         end: bool = False,
+        priority: int = BATCH_PRIORITY,
     ) -> dict[str, np.ndarray]:
-        """Generic call: named numpy inputs in, named numpy outputs back (batch dims untouched)."""
+        """Generic call: named numpy inputs in, named numpy outputs back (batch dims untouched).
+        `priority` is a queue level of the model (0: its default; only u2netp has levels)."""
         infer_inputs = []
         for name, array in inputs.items():
             item = grpcclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
@@ -110,6 +122,7 @@ class Triton:
                 sequence_id=sequence_id,
                 sequence_start=start,
                 sequence_end=end,
+                priority=priority,
                 request_id=triton_request_id(),
                 client_timeout=self.settings.triton_timeout_s,
             )
@@ -125,7 +138,8 @@ class Triton:
 
     async def u2netp(self, rgb: np.ndarray) -> np.ndarray:
         """uint8 [H,W,3] RGB -> uint8 [H,W] alpha."""
-        out = await self.infer("u2netp", {"image": np.ascontiguousarray(rgb, dtype=np.uint8)}, ["alpha"])
+        image = np.ascontiguousarray(rgb, dtype=np.uint8)
+        out = await self.infer("u2netp", {"image": image}, ["alpha"], priority=self.photo_priority)
         return out["alpha"]
 
     async def matte_image(self, data: bytes) -> np.ndarray:

@@ -53,7 +53,7 @@ async def test_image_flood_from_one_token_is_shed_with_429(stack: Stack, http: a
 
     results = await asyncio.gather(*(one() for _ in range(8)))
     statuses = sorted(status for status, *_ in results)
-    assert statuses.count(200) >= 2 and statuses.count(429) >= 1, statuses
+    assert statuses.count(200) >= 1 and statuses.count(429) >= 1, statuses
     assert set(statuses) <= {200, 429}
     for status, payload, headers, took in results:
         if status == 429:

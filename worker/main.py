@@ -52,6 +52,7 @@ from gateway.jobs import JobRecord, JobStatus, JobStore, WebhookDelivery
 from gateway.json_log import bind, setup_logging
 from gateway.storage import Storage, is_job_id
 from gateway.triton import Triton, TritonUnavailable
+from triton_models.cpu_priority import yield_cpu
 from worker import image_hd, keypoint_mask, metrics, video_foreground
 from worker.context import CTX_KEY, JobContext
 
@@ -286,7 +287,9 @@ def main() -> None:
     setup_logging()
     if metrics_dir := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         Path(metrics_dir).mkdir(parents=True, exist_ok=True)
-    run_worker(worker_settings(Settings.from_env()))  # type: ignore[arg-type]
+    settings = Settings.from_env()
+    yield_cpu(settings.worker_cpu_nice)  # video work yields the CPU to a waiting photo request
+    run_worker(worker_settings(settings))  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

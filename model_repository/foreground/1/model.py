@@ -15,7 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from triton_models.config import model_config, parameter
+from triton_models.cpu_priority import lower_cpu_priority
 from triton_models.foreground import ForegroundModel, ForegroundTracker
+from triton_models.saliency import saliency_source
 from triton_models.serving import (
     Request,
     Response,
@@ -42,13 +44,11 @@ class Sequence:
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         config = model_config(args)
+        lower_cpu_priority(config)
         self.matting_model = parameter(config, "matting_model", "rvm")
-        self.saliency_model = parameter(config, "saliency_model", "u2netp")
+        self.saliency = saliency_source("foreground", config, args)
         self.work_long_side = int(parameter(config, "work_long_side", "512"))
         self.sequences: dict[int, Sequence] = {}
-
-    def _saliency(self, image: np.ndarray) -> np.ndarray:
-        return call_model("foreground", self.saliency_model, {"image": image}, ["alpha"])["alpha"]
 
     def _people(
         self, frame: np.ndarray, corrid: int, start: bool, end: bool
@@ -75,7 +75,7 @@ class TritonPythonModel:
                 f"model must be one of {', '.join(m.value for m in ForegroundModel)}, got {name!r}"
             ) from None
         tracker = (
-            None if model is ForegroundModel.RVM else ForegroundTracker(self._saliency, self.work_long_side)
+            None if model is ForegroundModel.RVM else ForegroundTracker(self.saliency, self.work_long_side)
         )
         return Sequence(model, tracker, time.monotonic())
 

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from triton_models.config import model_config, parameter, version_folder
+from triton_models.cpu_priority import lower_cpu_priority
 from triton_models.keypoints import KeypointTracker, Prompt, PromptError
 from triton_models.keypoints.sam import SamModels, SamTracker
+from triton_models.saliency import saliency_source
 from triton_models.serving import (
     Request,
     Response,
-    call_model,
     input_array,
     optional_array,
     output_response,
@@ -36,8 +36,9 @@ STALE_AFTER_S = 120.0
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         config = model_config(args)
+        lower_cpu_priority(config)
         self.work_long_side = int(parameter(config, "work_long_side", "480"))
-        self.saliency_model = parameter(config, "saliency_model", "u2netp")
+        self.saliency = saliency_source("keypoint_mask", config, args)
         folder = version_folder(args)
         self.sam: SamModels | None = None
         if SamModels.present(folder):
@@ -52,13 +53,7 @@ class TritonPythonModel:
     def _tracker(self) -> KeypointTracker | SamTracker:
         if self.sam is not None:
             return SamTracker(self.sam, self.work_long_side)
-        return KeypointTracker(self._saliency, self.work_long_side)
-
-    def _saliency(self, image: np.ndarray) -> np.ndarray:
-        """The salient-object cue via BLS, for the crop the tracker asks about (u2netp resizes it
-        to its own input size, so a crop costs what a whole frame costs). Without its cue the
-        tracker cannot tell the object from the rest, so a failed call is a request error."""
-        return call_model("keypoint_mask", self.saliency_model, {"image": image}, ["alpha"])["alpha"]
+        return KeypointTracker(self.saliency, self.work_long_side)
 
     def _one(self, request: Request) -> Response:
         frame = input_array(request, "frame")[0]

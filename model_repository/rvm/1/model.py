@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from triton_models.config import model_config
+from triton_models.cpu_priority import lower_cpu_priority
 from triton_models.onnx import session
 from triton_models.rvm_state import STATE_INPUTS, STATE_OUTPUTS, Item, SequenceStates, State, rounds
 from triton_models.serving import (
@@ -37,6 +38,7 @@ def _parse(index: int, request: Request) -> Item:
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         config = model_config(args)
+        lower_cpu_priority(config)
         idle_us = int(config.get("sequence_batching", {}).get("max_sequence_idle_microseconds", 60_000_000))
         self.states = SequenceStates(idle_us / 1e6)
         self.session = session(args)

@@ -1,0 +1,62 @@
+"""Video models yield the CPU to interactive ones on a shared CPU host.
+
+A photo request waits for a person; a video job is throughput work that nobody watches frame
+by frame. On a CPU host every Python-backend model instance is its own stub process inside
+tritonserver, so the Linux scheduler can be told which to prefer: the video models' configs
+(rvm, foreground, keypoint_mask) carry the parameter `cpu_nice` (5) and their stubs lower their
+own priority to it; `u2netp`, which the photo endpoints call, keeps the default 0. CFS shares a
+contended core by weight (kernel/sched/core.c, sched_prio_to_weight: nice 0 = 1024, nice 5 =
+335), so while a photo runs a video thread still gets about a quarter of a core (video jobs slow
+down, they never stall), and all of it when no photo is in flight. Measured on the 2-core host
+(docs/reliability.md, "Photos first"): nice 10 (weight 110) left the photos no faster and the
+videos twice as slow as nice 5.
+
+Autogroups (sched(7)) do not get in the way: the stubs are children of one tritonserver, in one
+session and one container.
+
+GPU configs do not set it: there the work runs on the device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from triton_models.config import parameter
+
+
+def lower_cpu_priority(config: Mapping[str, Any]) -> int:
+    """Apply the model config's `cpu_nice` (0..19, default 0: unchanged) to this stub process
+    (see yield_cpu) and return it. Raises ValueError for a value outside 0..19."""
+    nice = int(parameter(config, "cpu_nice", "0"))
+    yield_cpu(nice)
+    return nice
+
+
+def yield_cpu(nice: int) -> None:
+    """Lower this process's CPU priority to `nice` (0..19; 0 leaves it unchanged).
+
+    Linux keeps a nice value per thread, so every thread of the process is set (those started
+    afterwards, onnxruntime's pool among them, inherit it from the thread that starts them). A
+    process that leads its own session (the launcher starts each service so) also lowers its
+    session's autogroup (sched(7), /proc/self/autogroup): on a bare host the scheduler shares the
+    CPU between autogroups first, and a thread's own nice value counts only inside its group.
+    Raises ValueError for a value outside 0..19 (raising priority needs CAP_SYS_NICE and is never
+    what a background process should do)."""
+    if not 0 <= nice <= 19:
+        raise ValueError(f"nice must be within 0..19, got {nice}")
+    if not nice:
+        return
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            current = os.getpriority(os.PRIO_PROCESS, int(task.name))
+            os.setpriority(os.PRIO_PROCESS, int(task.name), max(current, nice))
+        except ProcessLookupError:  # a thread that ended meanwhile
+            continue
+    autogroup = Path("/proc/self/autogroup")
+    if os.getsid(0) == os.getpid() and autogroup.exists():
+        with contextlib.suppress(OSError):  # refused by the kernel or a sandbox: threads still count
+            autogroup.write_text(str(nice))
