@@ -38,8 +38,10 @@ def saliency_source(caller: str, config: Mapping[str, Any], args: Mapping[str, s
     from triton_models.onnx import session_at  # onnxruntime only where it runs in process
 
     repository = Path(args["model_repository"]).parent
-    threads = int(parameter(config, "saliency_intra_op_threads", "1"))
-    run = session_at(repository / model / "1" / "model.onnx", threads).run
+    # as many threads as `u2netp` itself uses, so a lone video is not slowed; they sleep when
+    # idle because several videos' stubs share the cores
+    threads = int(parameter(config, "saliency_intra_op_threads", "2"))
+    run = session_at(repository / model / "1" / "model.onnx", threads, spin_wait=False).run
 
     def in_process(image: np.ndarray) -> np.ndarray:
         try:
