@@ -63,10 +63,11 @@ def local_file(url: str, settings: Settings) -> Path | None:
     when the file is gone: the caller then downloads it and reports what the network says)."""
     try:
         parsed, base = URL(url.strip()), URL(settings.base_url)
-    except (ValueError, TypeError):
+        same_origin = parsed.absolute and parsed.origin() == base.origin()
+    except (ValueError, TypeError):  # no host ("http://"), bad port: not ours; the fetch says why
         return None
     prefix = f"{base.path.rstrip('/')}{UPLOADS_PATH}/"
-    if parsed.origin() != base.origin() or not parsed.path.startswith(prefix):
+    if not same_origin or not parsed.path.startswith(prefix):
         return None
     upload_id = parsed.path.removeprefix(prefix)
     if not verify(settings, upload_id, parsed.query.get("expires", ""), parsed.query.get("sig", "")):

@@ -313,3 +313,26 @@ def test_studio_page_end_to_end(stack: Stack, media: dict[str, Any], browser: An
     if os.environ.get("STUDIO_SCREENSHOT"):
         browser.execute_script("document.getElementById('jobs').scrollIntoView()")
         browser.save_screenshot(os.environ["STUDIO_SCREENSHOT"].replace(".png", "-jobs.png"))
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["HTTP://", "http://", "http://:99999/x", "http://[::1", "", "x", "ftp://127.0.0.1/studio/uploads/"],
+)
+def test_only_our_valid_upload_links_are_read_from_disk(url: str, tmp_path: Path) -> None:
+    """A malformed URL is never ours (the fetch then says what is wrong with it): no exception."""
+    from common.settings import Settings
+    from gateway.studio_uploads import local_file, signed_link, upload_file
+
+    settings = Settings().with_overrides(data_dir=tmp_path)
+    assert local_file(url, settings) is None
+    upload_id = "0b9e3a50-7a43-4c1e-9d1e-3f6d2c1b7a10"
+    link, _ = signed_link(settings, upload_id)
+    assert local_file(link, settings) is None  # nothing stored under that id
+    path = upload_file(settings, upload_id)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"video")
+    assert local_file(link, settings) == path
+    assert local_file(link.replace("sig=", "sig=f"), settings) is None
+    other = Settings().with_overrides(data_dir=tmp_path, gateway_port=settings.gateway_port + 1)
+    assert local_file(link, other) is None  # another origin's link is downloaded, not read
