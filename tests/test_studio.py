@@ -7,6 +7,7 @@ throughout), never stored in the repository.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import os
@@ -147,6 +148,29 @@ async def test_preview_errors(stack: Stack, http: aiohttp.ClientSession, media: 
     assert status == 415
     # nothing of a refused preview is left behind
     assert set(stack.settings.tmp_dir.iterdir()) <= scratch_before
+
+
+async def test_previews_are_shed_like_image_requests(
+    stack: Stack, http: aiohttp.ClientSession, media: dict[str, Any]
+) -> None:
+    """Synchronous model work: beyond IMAGE_MAX_IN_FLIGHT_PER_TOKEN (2) at once, 429 at once, in
+    the mask API's format with Retry-After; the admitted ones are answered."""
+    point = {"x": DOG[0], "y": DOG[1], "type": "positive"}
+    body = {"video": f"{media['url']}/dog.mp4", "key_points": [point]}
+
+    async def one() -> tuple[int, dict[str, Any], str | None]:
+        async with http.post(
+            f"{stack.url}/mask_by_key_points/preview", json=body, headers={"api_token": stack.token}
+        ) as r:
+            return r.status, await r.json(), r.headers.get("Retry-After")
+
+    answers = await asyncio.gather(*(one() for _ in range(4)))
+    statuses = sorted(status for status, _, _ in answers)
+    assert statuses.count(200) >= 1 and 429 in statuses and set(statuses) <= {200, 429}, statuses
+    for status, answer, retry_after in answers:
+        if status == 429:
+            assert answer["error"]["code"] == 429 and "per api_token" in answer["error"]["details"]
+            assert retry_after is not None and set(answer) == {"error", "request_id"}
 
 
 async def test_uploads_give_a_signed_link_the_mask_api_takes(
@@ -313,6 +337,20 @@ def test_studio_page_end_to_end(stack: Stack, media: dict[str, Any], browser: An
     if os.environ.get("STUDIO_SCREENSHOT"):
         browser.execute_script("document.getElementById('jobs').scrollIntoView()")
         browser.save_screenshot(os.environ["STUDIO_SCREENSHOT"].replace(".png", "-jobs.png"))
+
+    # A phone's width: one column, nothing wider than the screen, the frame still fully visible.
+    browser.set_window_size(390, 1400)
+    wide = browser.execute_script(
+        "return [...document.querySelectorAll('body *')]"
+        ".filter(e => e.getBoundingClientRect().right > document.documentElement.clientWidth + 1)"
+        ".map(e => e.tagName + '#' + e.id + '.' + e.className)"
+    )
+    assert wide == [], wide
+    frame_width = browser.execute_script("return arguments[0].getBoundingClientRect().width", canvas)
+    assert 300 <= frame_width <= 390
+    if os.environ.get("STUDIO_SCREENSHOT"):
+        browser.execute_script("window.scrollTo(0, 0)")
+        browser.save_screenshot(os.environ["STUDIO_SCREENSHOT"].replace(".png", "-phone.png"))
 
 
 @pytest.mark.parametrize(
