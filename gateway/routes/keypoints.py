@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import time
 import uuid
 
@@ -26,6 +27,7 @@ from gateway.limits import check_capacity, check_rate
 from gateway.routes.masks import accept_video_job, read_request
 from gateway.schemas.requests import KeyPointIn, KeyPointPreviewRequest, MaskByKeyPointsRequest
 from gateway.shedding import IMAGE_IN_FLIGHT
+from gateway.triton import InferenceFailed
 from gateway.video.encode import DEFAULT_PRESET, check_output_size, preset_by_name
 from gateway.video.geometry import display_size
 from gateway.video.intake import fetch_and_probe
@@ -33,6 +35,7 @@ from gateway.video.probe import MediaError, VideoInfo
 from gateway.video.run import expected_frames
 
 routes = web.RouteTableDef()
+log = logging.getLogger("gateway.keypoints")
 
 LABELS = {"positive": 1, "negative": 0}
 
@@ -149,6 +152,11 @@ async def preview(request: web.Request) -> web.Response:
             frame_jpeg = base64.b64encode(await asyncio.to_thread(encode_jpeg, frame)).decode()
         except MediaError as exc:
             raise MaskApiError(exc.status, exc.message, exc.details) from None
+        except InferenceFailed as exc:  # the job records the same failure the same way
+            log.warning("preview inference failed", extra={"error": str(exc)})
+            raise MaskApiError(
+                500, "Inference failed", "The key-point model could not process the frame; retry later."
+            ) from None
         finally:
             storage.remove_temp_dir(scratch)
     return web.json_response(
