@@ -316,12 +316,27 @@ def test_studio_page_end_to_end(stack: Stack, media: dict[str, Any], browser: An
     wait.until(lambda _: len(browser.find_elements(By.CSS_SELECTOR, "#dots .dot.negative")) == 1)
     browser.find_element(By.CSS_SELECTOR, "#dots .dot.negative").click()
     wait.until(lambda _: len(browser.find_elements(By.CSS_SELECTOR, "#points li")) == 1)
-    wait.until(
-        lambda _: status.get_attribute("data-points") == "1" and status.get_attribute("data-mask") == "yes"
-    )
+    wait.until(lambda _: status.get_attribute("data-busy") == "no")
+    assert status.get_attribute("data-points") == "1" and status.get_attribute("data-mask") == "yes"
+    assert browser.execute_script(overlay_alpha, *DOG) > 0
 
     if os.environ.get("STUDIO_SCREENSHOT"):
         browser.save_screenshot(os.environ["STUDIO_SCREENSHOT"])
+    # A phone's width: one column, nothing wider than the screen, the frame still fully visible.
+    browser.set_window_size(390, 1400)
+    wide = browser.execute_script(
+        "return [...document.querySelectorAll('body *')]"
+        ".filter(e => e.getBoundingClientRect().right > document.documentElement.clientWidth + 1)"
+        ".map(e => e.tagName + '#' + e.id + '.' + e.className)"
+    )
+    assert wide == [], wide
+    frame_width = browser.execute_script("return arguments[0].getBoundingClientRect().width", canvas)
+    assert 300 <= frame_width <= 390
+    if os.environ.get("STUDIO_SCREENSHOT"):
+        browser.execute_script("window.scrollTo(0, 0)")
+        browser.save_screenshot(os.environ["STUDIO_SCREENSHOT"].replace(".png", "-phone.png"))
+    browser.set_window_size(1100, 1400)
+
     Select(browser.find_element(By.ID, "kp-preset")).select_by_value("webm_vp9")
     browser.find_element(By.ID, "kp-submit").click()
     job = browser.find_element(By.ID, "job-status")
@@ -339,20 +354,6 @@ def test_studio_page_end_to_end(stack: Stack, media: dict[str, Any], browser: An
     if os.environ.get("STUDIO_SCREENSHOT"):
         browser.execute_script("document.getElementById('jobs').scrollIntoView()")
         browser.save_screenshot(os.environ["STUDIO_SCREENSHOT"].replace(".png", "-jobs.png"))
-
-    # A phone's width: one column, nothing wider than the screen, the frame still fully visible.
-    browser.set_window_size(390, 1400)
-    wide = browser.execute_script(
-        "return [...document.querySelectorAll('body *')]"
-        ".filter(e => e.getBoundingClientRect().right > document.documentElement.clientWidth + 1)"
-        ".map(e => e.tagName + '#' + e.id + '.' + e.className)"
-    )
-    assert wide == [], wide
-    frame_width = browser.execute_script("return arguments[0].getBoundingClientRect().width", canvas)
-    assert 300 <= frame_width <= 390
-    if os.environ.get("STUDIO_SCREENSHOT"):
-        browser.execute_script("window.scrollTo(0, 0)")
-        browser.save_screenshot(os.environ["STUDIO_SCREENSHOT"].replace(".png", "-phone.png"))
 
 
 @pytest.mark.parametrize(

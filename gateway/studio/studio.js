@@ -282,7 +282,9 @@ $("clear-points").addEventListener("click", () => {
 
 let previewTimer = 0;
 
+// data-busy on the status line: "yes" from a change until its preview is drawn (tests wait on it).
 function schedulePreview() {
+  $("preview-status").dataset.busy = "yes";
   clearTimeout(previewTimer);
   previewTimer = setTimeout(runPreview, PREVIEW_DEBOUNCE_MS);
 }
@@ -325,6 +327,8 @@ async function runPreview() {
     if (state.previewAgain) {
       state.previewAgain = false;
       runPreview();
+    } else {
+      $("preview-status").dataset.busy = "no";
     }
   }
 }
