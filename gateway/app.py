@@ -25,7 +25,7 @@ from gateway.json_log import bind, setup_logging
 from gateway.keys import JOBS, REDIS, SETTINGS, STORAGE, TRITON
 from gateway.limits import REFUSALS, RefusalMemo
 from gateway.metrics import metrics, metrics_middleware
-from gateway.routes import docs, health, images, keypoints, masks, results, videos
+from gateway.routes import docs, health, images, keypoints, masks, results, studio, videos
 from gateway.shedding import IMAGE_IN_FLIGHT, InFlight
 from gateway.slow_clients import body_deadline_middleware
 from gateway.storage import Storage
@@ -38,6 +38,7 @@ ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
     keypoints.routes,
     masks.routes,
     results.routes,
+    studio.routes,
     videos.routes,
 )
 

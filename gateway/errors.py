@@ -42,7 +42,7 @@ def job_id_for(request: web.Request) -> str | None:
 Family = Literal["mask", "bg"]
 
 MASK_ENDPOINTS = ("/foreground_mask", "/mask_by_key_points")
-MASK_PATH_PREFIXES = ("/status/", "/results/")
+MASK_PATH_PREFIXES = ("/status/", "/results/", "/mask_by_key_points/", "/studio")
 
 # Short, fixed texts: never an exception's own message, which can carry paths or internals.
 _REASONS: dict[int, tuple[str, str]] = {

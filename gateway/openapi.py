@@ -162,6 +162,81 @@ def operations(settings: Settings) -> list[Operation]:
             f"and {settings.keypoints_max_short_side}p.",
         ),
         Operation(
+            "post",
+            "/mask_by_key_points/preview",
+            "The mask of the object marked by key points on one frame, at once (no job)",
+            "mask",
+            "mask",
+            {
+                200: Answer("The frame and its mask.", (rs.KeyPointPreview,), headers=("Cache-Control",)),
+                **_MASK_SUBMIT,
+            },
+            json_body=rq.KeyPointPreviewRequest,
+            description="The /mask_by_key_points job's prompt frame and mask, synchronously: the same "
+            "limits and checks, the same keypoint_mask model. Admitted like the image endpoints "
+            f"({settings.image_max_in_flight} at once per gateway process, "
+            f"{settings.image_max_in_flight_per_token} per api_token; 429 beyond). "
+            "Key points empty: the frame only.",
+        ),
+        Operation(
+            "post",
+            "/studio/uploads",
+            "Stores a video (upload or URL) and answers a signed link to it, for the mask endpoints",
+            "studio",
+            "mask",
+            {
+                201: Answer("Stored.", (rs.StudioUpload,)),
+                **_mask_errors(400, 403, 405, 413, 415, 422, 429, 500, 503),
+            },
+            form_body=rq.StudioUploadForm,
+            files={"file": "The video; or send the video field (a URL) instead."},
+            description=f"The link expires after {settings.signed_link_ttl_s} s; the file is removed "
+            "by the workers' janitor once stale.",
+        ),
+        Operation(
+            "get",
+            "/studio/uploads/{upload_id}",
+            "Downloads a stored video through its signed link",
+            "studio",
+            None,
+            {
+                200: Answer(
+                    "The video as uploaded.",
+                    content={"application/octet-stream": {"schema": {"type": "string"}}},
+                    headers=("Cache-Control",),
+                ),
+                **_mask_errors(403, 404, 500),
+            },
+            path_params={"upload_id": "From the link."},
+            query_params={"expires": "From the link.", "sig": "From the link."},
+        ),
+        Operation(
+            "get",
+            "/studio",
+            "A page to place key points on a video and run the mask and background jobs",
+            "studio",
+            None,
+            {200: Answer("HTML page.", content={"text/html": {"schema": {"type": "string"}}})},
+        ),
+        Operation(
+            "get",
+            "/studio/static/{name}",
+            "The studio page's script and style sheet",
+            "studio",
+            None,
+            {
+                200: Answer(
+                    "The file.",
+                    content={
+                        "text/javascript": {"schema": {"type": "string"}},
+                        "text/css": {"schema": {"type": "string"}},
+                    },
+                ),
+                **_mask_errors(404),
+            },
+            path_params={"name": "studio.js or studio.css."},
+        ),
+        Operation(
             "get",
             "/status/{request_id}",
             "A mask job's status; mask_url once completed",
@@ -399,7 +474,7 @@ def document(settings: Settings) -> dict[str, Any]:
             "complete download.",
         },
         "servers": [{"url": settings.base_url}],
-        "tags": [{"name": t} for t in ("mask", "images", "video", "operations")],
+        "tags": [{"name": t} for t in ("mask", "images", "video", "studio", "operations")],
         "paths": paths,
         "components": {
             "schemas": components,

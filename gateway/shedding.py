@@ -7,7 +7,9 @@ most `IMAGE_MAX_IN_FLIGHT_PER_TOKEN` per api_token (one client cannot take every
 beyond that is answered at once, before its body is read, with 429 and `Retry-After` in the
 background API's format, so the admitted ones keep their normal latency. Counts are per process
 (a gateway scaled out N times admits N times as much): the bound protects this process's CPU and
-event loop, which is what an image request waits on.
+event loop, which is what an image request waits on. The key-point preview
+(POST /mask_by_key_points/preview) is the same kind of work (one frame decoded, one model call,
+a PNG) and shares these slots, refused in the mask API's format.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from gateway.errors import ApiError, api_error
+from gateway.errors import ApiError, Family, api_error
 
 
 @dataclass
@@ -32,20 +34,22 @@ class InFlight:
     total: int = 0
     per_owner: Counter[str] = field(default_factory=Counter)
 
-    def busy(self, details: str) -> ApiError:
+    def busy(self, details: str, family: Family) -> ApiError:
         return api_error(
-            "bg", 429, "Too Many Requests", details, headers={"Retry-After": str(self.retry_after_s)}
+            family, 429, "Too Many Requests", details, headers={"Retry-After": str(self.retry_after_s)}
         )
 
     @contextmanager
-    def admit(self, owner: str) -> Iterator[None]:
-        """Hold one slot for `owner` for the block; raises the 429 ApiError when none is free."""
+    def admit(self, owner: str, family: Family = "bg") -> Iterator[None]:
+        """Hold one slot for `owner` for the block; raises the 429 ApiError (in `family`'s format)
+        when none is free."""
         if self.total >= self.max_total:
-            raise self.busy("The service is busy with other image requests; retry shortly.")
+            raise self.busy("The service is busy with other image requests; retry shortly.", family)
         if self.per_owner[owner] >= self.max_per_owner:
             raise self.busy(
                 f"At most {self.max_per_owner} image requests may run at once per api_token; "
-                "retry when one has finished."
+                "retry when one has finished.",
+                family,
             )
         self.total += 1
         self.per_owner[owner] += 1

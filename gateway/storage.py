@@ -73,6 +73,11 @@ def safe_filename(name: str) -> str:
     return cleaned or "result"
 
 
+def uploads_root(settings: Settings) -> Path:
+    """Inputs written by the gateway (jobs' and the studio's), shared with the workers."""
+    return settings.data_dir / "uploads"
+
+
 class Storage:
     def __init__(self, settings: Settings, object_store: ObjectStore | None = None) -> None:
         if settings.object_store_url and object_store is None:
@@ -105,7 +110,7 @@ class Storage:
 
     @property
     def uploads_root(self) -> Path:
-        return self.settings.data_dir / "uploads"
+        return uploads_root(self.settings)
 
     def uploads_dir(self, job_id: str) -> Path:
         """Inputs written by the gateway for a queued job; kept across re-runs, removed when the job

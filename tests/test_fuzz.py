@@ -529,6 +529,8 @@ def test_query_strings_and_path_parameters_60_cases(fuzz_gateway: Service) -> No
         ("/video/result/{}", "bg"),
         ("/image/hd/result/{}", "bg"),
         ("/healthz/{}", "bg"),
+        ("/studio/uploads/{}", "mask"),
+        ("/studio/static/{}", "mask"),
     ]
     query = st.lists(st.tuples(QUERY_KEYS | st.text(max_size=10), st.text(max_size=80)), max_size=6)
 

@@ -20,8 +20,9 @@ from typing import BinaryIO
 
 import numpy as np
 
-from gateway.job_params import KeyPoint, KeyPointMaskParams, input_path
+from gateway.job_params import KeyPointMaskParams, input_path
 from gateway.jobs import JobRecord
+from gateway.keypoint_preview import MODEL, prompt_arrays
 from gateway.triton import Triton
 from gateway.video import alpha as input_alpha
 from gateway.video.compose import mask_frame
@@ -32,7 +33,6 @@ from gateway.video.probe import MediaError, VideoInfo, probe
 from worker.context import JobContext
 from worker.outcome import input_available, store_and_complete, user_facing_errors
 
-MODEL = "keypoint_mask"
 ProgressFn = Callable[[int], Awaitable[None]]
 
 
@@ -82,12 +82,6 @@ def decode_to_memmap(source: Path, info: VideoInfo, work: Path, limits: FrameLim
     if alpha_out is not None:
         alpha = np.memmap(raw_alpha, dtype=np.uint8, mode="r", shape=(len(pts), *shape[:2]))
     return DecodedClip(frames, pts, durations, span, alpha, reader.outcome.trimmed)
-
-
-def prompt_arrays(key_points: Sequence[KeyPoint]) -> tuple[np.ndarray, np.ndarray]:
-    """((x, y, label), ...) (as in the job params) -> points [1,N,2] fp32, labels [1,N] int32."""
-    arr = np.asarray(key_points, dtype=np.float32).reshape(-1, 3)
-    return arr[None, :, :2].copy(), arr[None, :, 2].astype(np.int32)
 
 
 async def walk(

@@ -137,6 +137,44 @@ class MaskByKeyPointsRequest(_VideoJobRequest):
         return self
 
 
+class KeyPointPreviewRequest(BaseModel):
+    """POST /mask_by_key_points/preview: the job's prompt fields, for one frame, answered at once."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    video: VideoUrl
+    frame_index: int | None = Field(
+        0, ge=0, description="The frame (0-based, of the trimmed clip when auto_trim) to preview."
+    )
+    key_points: list[KeyPointIn] = Field(
+        default_factory=list,
+        max_length=MAX_KEY_POINTS,
+        description="As in /mask_by_key_points; empty: only the frame comes back (no mask).",
+        examples=[[{"x": 320, "y": 180, "type": "positive"}]],
+    )
+    auto_trim: bool | None = Field(
+        False, description="As in /mask_by_key_points: frames past the duration limit do not exist."
+    )
+
+    @model_validator(mode="after")
+    def _one_positive(self) -> KeyPointPreviewRequest:
+        if self.key_points and not any(point.type == "positive" for point in self.key_points):
+            raise ValueError("key_points must contain at least one point of type 'positive'")
+        return self
+
+    @property
+    def url(self) -> str:
+        return self.video.strip()
+
+
+class StudioUploadForm(BaseModel):
+    """POST /studio/uploads (multipart/form-data): a `file` part, or this URL field instead."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    video: VideoUrl | None = Field(None, description="Fetch the video from this URL (when no file part).")
+
+
 # --- background API (multipart/form-data text fields) -------------------------------------------
 
 _DEFAULT = Params()

@@ -166,3 +166,40 @@ class Readiness(_Body):
     status: Literal["ready", "not_ready"]
     checks: dict[str, bool] = Field(description="triton_server, model_<name>, redis")
     failed: list[str]
+
+
+# --- studio (key-point preview, uploads) ---------------------------------------------------------
+
+
+class VideoFacts(_Body):
+    width: int = Field(description="Frame width as displayed (rotation applied), pixels.")
+    height: int = Field(description="Frame height as displayed, pixels.")
+    fps: float = Field(description="Average frame rate, frames per second.")
+    duration_s: float = Field(description="Duration of the whole video, seconds.")
+    frame_count: int = Field(
+        description="Frames /mask_by_key_points works on: the whole video, or the first "
+        "KEYPOINTS_MAX_DURATION_S seconds of a longer one (auto_trim). From the container: a "
+        "damaged file may decode fewer."
+    )
+    needs_auto_trim: bool = Field(description="Longer than the key-point limit: send auto_trim true.")
+
+
+class StudioUpload(VideoFacts):
+    video: str = Field(
+        description="Signed, expiring link to the stored video: a URL for the mask "
+        "endpoints and the preview, playable by a browser without a token."
+    )
+    video_expires_at: str = Field(description="When the link expires (ISO 8601, UTC).")
+
+
+class KeyPointPreview(_Body):
+    request_id: str = Field(description="This request's id (X-Request-ID).")
+    frame_index: int
+    width: int = Field(description="Frame width as displayed, pixels (the mask's width).")
+    height: int = Field(description="Frame height as displayed, pixels.")
+    frame_jpeg: str = Field(description="The frame the job would prompt on, JPEG (quality 90), base64.")
+    mask_png: str | None = Field(
+        description="Grey PNG, base64, the frame's size: 255 = the object the key points select, "
+        "0 elsewhere (the mask video's prompt frame); null when no key point was sent."
+    )
+    inference_ms: float = Field(description="Time spent in the keypoint_mask model, milliseconds.")
