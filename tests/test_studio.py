@@ -155,8 +155,9 @@ async def test_preview_errors(stack: Stack, http: aiohttp.ClientSession, media: 
 async def test_previews_are_shed_like_image_requests(
     stack: Stack, http: aiohttp.ClientSession, media: dict[str, Any]
 ) -> None:
-    """Synchronous model work: beyond IMAGE_MAX_IN_FLIGHT_PER_TOKEN (2) at once, 429 at once, in
-    the mask API's format with Retry-After; the admitted ones are answered."""
+    """Synchronous model work, admitted like a photo: beyond IMAGE_MAX_IN_FLIGHT (1 per process)
+    at once, 429 at once, in the mask API's format with Retry-After; the admitted ones are
+    answered."""
     point = {"x": DOG[0], "y": DOG[1], "type": "positive"}
     body = {"video": f"{media['url']}/dog.mp4", "key_points": [point]}
 
@@ -171,7 +172,7 @@ async def test_previews_are_shed_like_image_requests(
     assert statuses.count(200) >= 1 and 429 in statuses and set(statuses) <= {200, 429}, statuses
     for status, answer, retry_after in answers:
         if status == 429:
-            assert answer["error"]["code"] == 429 and "per api_token" in answer["error"]["details"]
+            assert answer["error"]["code"] == 429 and "image requests" in answer["error"]["details"]
             assert retry_after is not None and set(answer) == {"error", "request_id"}
 
 
