@@ -7,7 +7,9 @@ One stream per video keeps the frames in order on the wire, which the recurrent 
 calls racing each other could reach the sequence batcher out of order). At most
 `frames_in_flight` requests are outstanding, so neither side buffers more than that. Every wait
 for an answer has a deadline: a dead or stuck server surfaces as `TritonUnavailable`, which the
-worker retries from the start of the video (a re-run starts a fresh sequence), never a hang.
+caller (gateway/video/run.py) restarts from the first frame on another server (a re-run starts a
+fresh sequence), never a hang. The stream runs on one `TritonServer`: the recurrent state lives
+there.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from gateway.json_log import triton_request_id
-from gateway.triton import InferenceFailed, Triton, TritonUnavailable
+from gateway.triton import InferenceFailed, TritonServer, TritonUnavailable, new_sequence_id
 from gateway.video.decode import DecodedFrame
 from triton_models.foreground import ForegroundModel
 
@@ -65,7 +67,7 @@ def _request(
 
 
 async def infer_frames(
-    triton: Triton,
+    triton: TritonServer,
     frames: AsyncIterator[DecodedFrame],
     *,
     frames_in_flight: int,
@@ -79,7 +81,7 @@ async def infer_frames(
     """
     name = triton_model(model)
     outputs = ("alpha", "foreground") if foreground else ("alpha",)
-    sequence_id = Triton.new_sequence_id()
+    sequence_id = new_sequence_id()
     window = asyncio.Semaphore(max(1, frames_in_flight))
     pending: collections.deque[DecodedFrame] = collections.deque()
     state: dict[str, Any] = {"sent_all": False, "error": None}
