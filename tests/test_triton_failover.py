@@ -35,6 +35,9 @@ from devstack.redis_server import redis_service
 from devstack.stack import private_settings
 from devstack.tritonserver import triton_service
 from gateway.triton import Triton, TritonServer, TritonUnavailable
+from gateway.video.decode import frame_limits
+from gateway.video.probe import probe
+from worker.keypoint_mask import decode_to_memmap, prompt_arrays, segment
 
 TOKEN = "failover-token"
 CLIP = ClipSpec("juggle.mp4", "libx264", duration_s=3.0)
@@ -63,7 +66,7 @@ class TwoTritons:
         return int(found.group(1)) if found else 0
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture  # one test uses it: stopped right after, so no other test shares the CPU with it
 def two_tritons(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoTritons]:
     require_models(REPO_ROOT / "model_repository")
     root = tmp_path_factory.mktemp("two-tritons")
@@ -246,3 +249,42 @@ async def test_pool_spreads_calls_and_skips_a_server_marked_down() -> None:
         assert b.healthy
     finally:
         await triton.close()
+
+
+async def test_keypoint_walk_starts_again_on_a_live_server(
+    triton_settings: Settings, video_clips: dict[str, Path], tmp_path: Path
+) -> None:
+    """Both walks of a key-point job over a pool whose first server is dead: the walk sent there
+    starts again on the live one from its prompt frame; every mask is written and counted once,
+    and equals a run on the live server alone."""
+    source = video_clips["h264_aac.mp4"]
+    info = probe(source)
+    # 0.4 s (about 10 frames): enough for two walks, cheap on a loaded CPU
+    clip = decode_to_memmap(source, info, tmp_path, frame_limits(info, max_fps=240, trim_s=0.4))
+    n = clip.frames.shape[0]
+    points, labels = prompt_arrays(((160, 100, 1),))
+
+    async def masks_over(settings: Settings, name: str) -> tuple[np.ndarray, int, list[int]]:
+        masks = np.memmap(tmp_path / name, dtype=np.uint8, mode="w+", shape=clip.frames.shape[:3])
+        counted = 0
+
+        async def progress(count: int) -> None:
+            nonlocal counted
+            counted += count
+
+        triton = Triton(settings)
+        try:
+            await segment(triton, clip.frames, n // 2, points, labels, masks, progress)
+            failures = [server.failures for server in triton.servers]
+        finally:
+            await triton.close()
+        return np.array(masks), counted, failures
+
+    dead = f"127.0.0.1:{free_port()}"
+    pool = Settings(triton_urls=(dead, triton_settings.triton_grpc_url))
+    masks, counted, failures = await masks_over(pool, "pool.u8")
+    assert failures == [1, 0]  # the dead one was tried once, the walk sent there started again
+    expected, _, _ = await masks_over(triton_settings, "alone.u8")
+    assert counted == n
+    assert np.array_equal(masks, expected)
+    assert masks.any()

@@ -84,7 +84,7 @@ async def infer_frames(
     sequence_id = new_sequence_id()
     window = asyncio.Semaphore(max(1, frames_in_flight))
     pending: collections.deque[DecodedFrame] = collections.deque()
-    state: dict[str, Any] = {"sent_all": False, "error": None}
+    state: dict[str, Any] = {"sent_all": False, "error": None, "closed": False}
     sent = asyncio.Event()  # set whenever a request goes out or the source ends
 
     async def requests() -> AsyncIterator[dict[str, Any]]:
@@ -95,6 +95,8 @@ async def infer_frames(
             while current is not None:
                 following = await anext(frames, None)
                 await window.acquire()
+                if state["closed"]:
+                    return  # the consumer is gone (a broken stream): end, do not wait forever
                 pending.append(current)
                 yield _request(model, current, sequence_id, first, following is None, outputs)
                 sent.set()
@@ -140,6 +142,10 @@ async def infer_frames(
                 raise InferenceFailed(f"{name}: an output is missing from the response")
             yield FrameResult(frame, alpha[0], fg[0] if fg is not None else None)
     finally:
+        # A broken stream leaves requests() waiting for a window slot no answer will free; wake it
+        # so it ends, rather than stay pending (with its frame source) until the process exits.
+        state["closed"] = True
+        window.release()
         stream.cancel()
 
 
