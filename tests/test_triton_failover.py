@@ -3,7 +3,7 @@ mid-video. The video's sequence starts again on the other server and the job com
 frame; image calls keep working while one server is down; /readyz counts the servers.
 
 Its own Redis, two tritonservers, gateway and worker on free loopback ports (nothing of the
-session stack is killed). The clip is short and small (320x180, 3 s) and the video runs `rvm`
+session stack is killed). The clip is short and small (320x180, 2 s) and the video runs `rvm`
 alone, so the test stays within about a minute of tritonserver start-up plus a few seconds of work.
 """
 
@@ -40,7 +40,7 @@ from gateway.video.probe import probe
 from worker.keypoint_mask import decode_to_memmap, prompt_arrays, segment
 
 TOKEN = "failover-token"
-CLIP = ClipSpec("juggle.mp4", "libx264", duration_s=3.0)
+CLIP = ClipSpec("juggle.mp4", "libx264", duration_s=2.0)
 GT01 = IMAGES / "alphamatting_gt01"
 _SUCCESS = re.compile(r'^nv_inference_request_success\{model="rvm",version="1"\} (\d+)', re.MULTILINE)
 
