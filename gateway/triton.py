@@ -40,6 +40,9 @@ log = logging.getLogger("triton")
 T = TypeVar("T")
 
 REQUIRED_MODELS: tuple[str, ...] = GATEWAY_MODELS
+# Servers one sequence may try per job try: a video whose frames stall or kill a server (a poison
+# input) must not take every server down in turn; the job's own retries (arq) go on from there.
+SEQUENCE_SERVERS_PER_TRY = 2
 _READY_TIMEOUT_S = 3.0
 _MAX_DOWN_S = 60.0
 
@@ -263,12 +266,15 @@ class Triton(_TypedCalls):
         order = {id(server): (i - turn) % len(self.servers) for i, server in enumerate(self.servers)}
         return min(healthy, key=lambda server: (server.in_flight, order[id(server)]))
 
-    async def on_one_server(self, attempt: Callable[[TritonServer], Awaitable[T]]) -> T:
+    async def on_one_server(
+        self, attempt: Callable[[TritonServer], Awaitable[T]], max_servers: int | None = None
+    ) -> T:
         """`attempt(server)` on one server, start to end. When it raises TritonUnavailable the server
         is marked down and `attempt` runs again from its start on a server not tried yet; the last
-        TritonUnavailable propagates once every server failed. Other errors propagate at once (bad
-        input fails the same everywhere). `attempt` must be safe to re-run (no state kept between
-        attempts but what it rebuilds)."""
+        TritonUnavailable propagates once every server (at most `max_servers` of them) failed.
+        Other errors propagate at once (bad input fails the same everywhere). `attempt` must be
+        safe to re-run (no state kept between attempts but what it rebuilds)."""
+        limit = min(len(self.servers), max_servers or len(self.servers))
         tried: list[TritonServer] = []
         while True:
             server = self.pick(exclude=tried)
@@ -278,7 +284,7 @@ class Triton(_TypedCalls):
             except TritonUnavailable as exc:
                 server.mark_down()
                 tried.append(server)
-                if len(tried) == len(self.servers):
+                if len(tried) >= limit:
                     raise
                 log.warning(
                     "inference server failed; starting again on another",

@@ -34,7 +34,7 @@ from devstack.processes import Service, free_port
 from devstack.redis_server import redis_service
 from devstack.stack import private_settings
 from devstack.tritonserver import triton_service
-from gateway.triton import Triton, TritonServer, TritonUnavailable
+from gateway.triton import SEQUENCE_SERVERS_PER_TRY, Triton, TritonServer, TritonUnavailable
 from gateway.video.decode import frame_limits
 from gateway.video.probe import probe
 from worker.keypoint_mask import decode_to_memmap, prompt_arrays, segment
@@ -233,6 +233,23 @@ async def test_pool_tries_each_server_once_then_gives_up() -> None:
         with pytest.raises(ValueError, match="one server"):
             await triton.infer("rvm", {}, ["alpha"], sequence_id=5, start=True)
         assert await triton.ready() == {"server": False, **dict.fromkeys(GATEWAY_MODELS, False)}
+    finally:
+        await triton.close()
+
+
+async def test_a_sequence_tries_two_servers_per_job_try() -> None:
+    """A video that stalls or kills servers must not take every one down in turn."""
+    triton = Triton(Settings(triton_urls=tuple(f"127.0.0.1:{free_port()}" for _ in range(3))))
+    try:
+        tried: list[str] = []
+
+        async def attempt(server: TritonServer) -> None:
+            tried.append(server.url)
+            await server.u2netp(np.zeros((8, 8, 3), np.uint8))
+
+        with pytest.raises(TritonUnavailable):
+            await triton.on_one_server(attempt, SEQUENCE_SERVERS_PER_TRY)
+        assert len(tried) == len(set(tried)) == SEQUENCE_SERVERS_PER_TRY == 2
     finally:
         await triton.close()
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from gateway.job_params import KeyPoint, KeyPointMaskParams, input_path
 from gateway.jobs import JobRecord
-from gateway.triton import Triton, TritonServer
+from gateway.triton import SEQUENCE_SERVERS_PER_TRY, Triton, TritonServer
 from gateway.video import alpha as input_alpha
 from gateway.video.compose import mask_frame
 from gateway.video.decode import FrameLimits, frame_limits, iter_frames
@@ -171,7 +171,7 @@ async def _walk_anywhere(
 
         await walk(server, frames, order, points, labels, masks, counted, skip_first)
 
-    await triton.on_one_server(attempt)
+    await triton.on_one_server(attempt, SEQUENCE_SERVERS_PER_TRY)
 
 
 def encode_masks(

@@ -8,10 +8,10 @@ A failed run removes its partial output; the caller owns the temp dir around it.
 
 The video's recurrent state lives on the one tritonserver its sequence runs on. When that server
 becomes unavailable mid-video, the run starts again from the first frame on another server
-(`Triton.on_one_server`): the state is the sum of every earlier frame, so re-sending them from
-the start is the only way to rebuild it exactly, and the output is then the same as an
-uninterrupted run's. Progress never goes backwards: the re-run reports again once it passes the
-frame the failed one reached.
+(`Triton.on_one_server`, two servers at most per job try): the state is the sum of every
+earlier frame, so re-sending them from the start is the only way to rebuild it exactly, and the
+output is then the same as an uninterrupted run's. Progress never goes backwards: the re-run
+reports again once it passes the frame the failed one reached.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gateway.triton import Triton, TritonServer
+from gateway.triton import SEQUENCE_SERVERS_PER_TRY, Triton, TritonServer
 from gateway.video.decode import DecodedFrame, FrameReader, frame_limits, iter_frames
 from gateway.video.encode import Preset, VideoWriter
 from gateway.video.geometry import crop_to, display_size, foreground_min_size, pad_to
@@ -121,7 +121,7 @@ async def run_video(
         keep_audio=keep_audio,
         progress=forward_only,
     )
-    return await triton.on_one_server(attempt)
+    return await triton.on_one_server(attempt, SEQUENCE_SERVERS_PER_TRY)
 
 
 async def _run_on(
