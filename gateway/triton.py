@@ -85,10 +85,17 @@ def _status_name(exc: InferenceServerException) -> str:
     return str(exc.status() or "").rsplit(".", 1)[-1]
 
 
+def stub_unhealthy(message: str) -> bool:
+    """Triton's Python backend lost its model process ("Stub process '<model>_0_0' is not
+    healthy."): a fault of the server, not of the request, and any sequence state the process
+    held is gone with it. Callers treat it as the server being unavailable (retry, elsewhere)."""
+    return "Stub process" in message and "is not healthy" in message
+
+
 def _translate(exc: InferenceServerException, what: str) -> Exception:
     status = _status_name(exc)
     message = f"{what}: {exc.message()}"
-    if status == "UNAVAILABLE":
+    if status == "UNAVAILABLE" or stub_unhealthy(message):
         return TritonUnavailable(message)
     if status == "DEADLINE_EXCEEDED":
         return InferenceTimeout(message, status)

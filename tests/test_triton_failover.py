@@ -26,6 +26,7 @@ from conftest import IMAGES, VIDEOS, require_models
 from faults import status_of, submit_mask, wait_status
 from media import ClipSpec, decode_rgba, inspect, make_clip, serve
 from PIL import Image
+from tritonclient.utils import InferenceServerException
 
 from common.model_contract import GATEWAY_MODELS
 from common.settings import REPO_ROOT, Settings
@@ -34,7 +35,14 @@ from devstack.processes import Service, free_port
 from devstack.redis_server import redis_service
 from devstack.stack import private_settings
 from devstack.tritonserver import triton_service
-from gateway.triton import SEQUENCE_SERVERS_PER_TRY, Triton, TritonServer, TritonUnavailable
+from gateway.triton import (
+    SEQUENCE_SERVERS_PER_TRY,
+    InferenceFailed,
+    Triton,
+    TritonServer,
+    TritonUnavailable,
+    _translate,
+)
 from gateway.video.decode import frame_limits
 from gateway.video.probe import probe
 from worker.keypoint_mask import decode_to_memmap, prompt_arrays, segment
@@ -307,3 +315,12 @@ async def test_keypoint_walk_starts_again_on_a_live_server(
     assert counted == n
     assert np.array_equal(masks, expected)
     assert masks.any()
+
+
+def test_a_lost_python_backend_process_counts_as_the_server_unavailable() -> None:
+    """Triton's Python backend reports a lost model process per request; the request was fine."""
+    lost = InferenceServerException("Stub process 'rvm_0_0' is not healthy.", status="StatusCode.INTERNAL")
+    assert isinstance(_translate(lost, "rvm"), TritonUnavailable)
+    refused = InferenceServerException("inputs must be uint8", status="StatusCode.INVALID_ARGUMENT")
+    failed = _translate(refused, "rvm")
+    assert isinstance(failed, InferenceFailed) and not isinstance(failed, TritonUnavailable)

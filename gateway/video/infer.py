@@ -26,7 +26,13 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from gateway.json_log import triton_request_id
-from gateway.triton import InferenceFailed, TritonServer, TritonUnavailable, new_sequence_id
+from gateway.triton import (
+    InferenceFailed,
+    TritonServer,
+    TritonUnavailable,
+    new_sequence_id,
+    stub_unhealthy,
+)
 from gateway.video.decode import DecodedFrame
 from triton_models.foreground import ForegroundModel
 
@@ -131,6 +137,8 @@ async def infer_frames(
             frame = pending.popleft()
             window.release()
             if error is not None:
+                if stub_unhealthy(error.message()):
+                    raise TritonUnavailable(f"{name}: {error.message()}")
                 raise InferenceFailed(f"{name}: {error.message()}")
             if result.get_response().id.rsplit(":", 1)[-1] != str(frame.index):
                 raise InferenceFailed(
