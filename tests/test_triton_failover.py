@@ -191,7 +191,8 @@ async def test_triton_killed_mid_video(
             for line in stack.worker.log_path.read_text(encoding="utf-8").splitlines()
             if "starting again on another" in line and job_id in line
         ]
-        assert len(restarts) == 1, restarts  # restarted in the job, not retried by arq later
+        # restarted inside the job, on the stream's loss (a later arq retry logs no such line)
+        assert restarts and "UNAVAILABLE" in restarts[0], restarts
 
         # sane mask: the same as an uninterrupted run of the same clip on the survivor
         again = await submit_mask(http, stack.url, headers, f"{clip_url}/{clip.name}")
