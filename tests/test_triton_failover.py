@@ -287,8 +287,8 @@ async def test_keypoint_walk_starts_again_on_a_live_server(
     and equals a run on the live server alone."""
     source = video_clips["h264_aac.mp4"]
     info = probe(source)
-    # 0.4 s (about 10 frames): enough for two walks, cheap on a loaded CPU
-    clip = decode_to_memmap(source, info, tmp_path, frame_limits(info, max_fps=240, trim_s=0.4))
+    # 0.25 s (about 6 frames): enough for two walks, cheap on a loaded CPU
+    clip = decode_to_memmap(source, info, tmp_path, frame_limits(info, max_fps=240, trim_s=0.25))
     n = clip.frames.shape[0]
     points, labels = prompt_arrays(((160, 100, 1),))
 
