@@ -50,6 +50,15 @@ def _env_bool(name: str, default: bool) -> bool:
     raise ValueError(f"environment variable {name} must be true or false, got {raw!r}")
 
 
+def _env_list(*names: str) -> tuple[str, ...]:
+    """Comma-separated items of the first of `names` that is set (blank items dropped)."""
+    for name in names:
+        raw = os.environ.get(name, "").strip()
+        if raw:
+            return tuple(item for item in (part.strip() for part in raw.split(",")) if item)
+    return ()
+
+
 def hash_token(token: str) -> str:
     """Tokens are kept and compared only as SHA-256 digests, never in clear."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
@@ -92,6 +101,8 @@ class Settings:
     triton_http_port: int = 8000
     triton_metrics_port: int = 8002
     triton_model_config_name: str = ""  # "" = config.pbtxt (CPU); "gpu" = configs/gpu.pbtxt
+    # several tritonservers ("host:port" gRPC addresses, TRITON_URLS); empty: the one above
+    triton_urls: tuple[str, ...] = ()
     redis_url: str = "redis://127.0.0.1:6379/0"
 
     # --- paths -------------------------------------------------------------------------------
@@ -160,11 +171,18 @@ class Settings:
 
     # --- inference -----------------------------------------------------------------------------
     triton_timeout_s: float = 60.0
+    # a server whose call failed is skipped this long (doubling per failure in a row, 60 s at most)
+    triton_retry_after_s: float = 5.0
     frames_in_flight: int = 4  # per video job: bounded pipelining of gRPC requests
 
     @property
     def triton_grpc_url(self) -> str:
         return f"{self.triton_host}:{self.triton_grpc_port}"
+
+    @property
+    def triton_grpc_urls(self) -> tuple[str, ...]:
+        """Every tritonserver this process calls (gRPC "host:port"), in the configured order."""
+        return self.triton_urls or (self.triton_grpc_url,)
 
     @property
     def base_url(self) -> str:
@@ -199,6 +217,8 @@ class Settings:
             triton_http_port=_env_int("TRITON_HTTP_PORT", d.triton_http_port),
             triton_metrics_port=_env_int("TRITON_METRICS_PORT", d.triton_metrics_port),
             triton_model_config_name=_env_str("TRITON_MODEL_CONFIG_NAME", ""),
+            # TRITON_URL (one address) stays valid: a list of one
+            triton_urls=_env_list("TRITON_URLS", "TRITON_URL"),
             redis_url=_env_str("REDIS_URL", d.redis_url),
             model_repository=Path(_env_str("MODEL_REPOSITORY", str(d.model_repository))).resolve(),
             data_dir=data_dir,
@@ -250,5 +270,6 @@ class Settings:
             signed_link_ttl_s=_env_int("SIGNED_LINK_TTL_S", d.signed_link_ttl_s),
             object_store_url=_env_str("OBJECT_STORE_URL", ""),
             triton_timeout_s=_env_float("TRITON_TIMEOUT_S", d.triton_timeout_s),
+            triton_retry_after_s=_env_float("TRITON_RETRY_AFTER_S", d.triton_retry_after_s),
             frames_in_flight=_env_int("FRAMES_IN_FLIGHT", d.frames_in_flight),
         )

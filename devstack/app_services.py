@@ -20,6 +20,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "TRITON_GRPC_PORT": str(settings.triton_grpc_port),
         "TRITON_HTTP_PORT": str(settings.triton_http_port),
         "TRITON_METRICS_PORT": str(settings.triton_metrics_port),
+        "TRITON_URLS": ",".join(settings.triton_grpc_urls),
         "REDIS_URL": settings.redis_url,
         "MODEL_REPOSITORY": str(settings.model_repository),
         "DATA_DIR": str(settings.data_dir),

@@ -258,7 +258,7 @@ async def test_unreachable_triton_fails_fast(clips: dict[str, Path]) -> None:
     try:
         with pytest.raises(TritonUnavailable):
             async for _ in infer_frames(
-                triton, _aiter(iter_frames(clips["one.mp4"])), frames_in_flight=2, timeout_s=5
+                triton.pick(), _aiter(iter_frames(clips["one.mp4"])), frames_in_flight=2, timeout_s=5
             ):
                 pass
     finally:

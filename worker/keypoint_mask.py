@@ -7,6 +7,9 @@ in input order with the video pipeline's VideoWriter (timestamps, frame rate, au
 Both memmaps live in the job's temp dir, which the wrapper in worker.main removes whatever happens.
 Frames are upright (display orientation), so key points are display coordinates; frames under
 keypoint_mask's minimum are padded (bottom/right, points unmoved) in `walk` and the masks cropped.
+Each walk is one sequence on one tritonserver; when that server fails mid-walk the walk starts
+again from the prompt frame on another (`Triton.on_one_server`): the tracker's state is built from
+the prompt onwards, so the prompt frame is the one point it can be rebuilt from.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import numpy as np
 from gateway.job_params import KeyPointMaskParams, input_path
 from gateway.jobs import JobRecord
 from gateway.keypoint_preview import MODEL, prompt_arrays
-from gateway.triton import Triton
+from gateway.triton import SEQUENCE_SERVERS_PER_TRY, Triton, TritonServer
 from gateway.video import alpha as input_alpha
 from gateway.video.compose import mask_frame
 from gateway.video.decode import FrameLimits, frame_limits, iter_frames
@@ -85,7 +88,7 @@ def decode_to_memmap(source: Path, info: VideoInfo, work: Path, limits: FrameLim
 
 
 async def walk(
-    triton: Triton,
+    triton: TritonServer,
     frames: np.memmap,
     order: Sequence[int],
     points: np.ndarray,
@@ -94,7 +97,8 @@ async def walk(
     progress: ProgressFn,
     skip_first: bool,
 ) -> None:
-    """One keypoint_mask sequence over `order` (prompt frame first); masks land in `masks`."""
+    """One keypoint_mask sequence on one server over `order` (prompt frame first); masks land in
+    `masks`, `progress(1)` per mask written."""
     sequence_id = triton.new_sequence_id()
     last = len(order) - 1
     height, width = frames.shape[1:3]
@@ -122,14 +126,46 @@ async def segment(
     masks: np.memmap,
     progress: ProgressFn,
 ) -> None:
-    """Forward from the prompt frame to the end, backward to frame 0; the two run concurrently."""
+    """Forward from the prompt frame to the end, backward to frame 0; the two run concurrently,
+    each on the server Triton picks for it."""
     n = frames.shape[0]
-    forward = walk(triton, frames, range(frame_index, n), points, labels, masks, progress, False)
+    forward = _walk_anywhere(triton, frames, range(frame_index, n), points, labels, masks, progress, False)
     if frame_index == 0:
         await forward
         return
-    backward = walk(triton, frames, range(frame_index, -1, -1), points, labels, masks, progress, True)
+    backward = _walk_anywhere(
+        triton, frames, range(frame_index, -1, -1), points, labels, masks, progress, True
+    )
     await asyncio.gather(forward, backward)
+
+
+async def _walk_anywhere(
+    triton: Triton,
+    frames: np.memmap,
+    order: Sequence[int],
+    points: np.ndarray,
+    labels: np.ndarray,
+    masks: np.memmap,
+    progress: ProgressFn,
+    skip_first: bool,
+) -> None:
+    """`walk` on one server, from the prompt frame again on another when that server fails;
+    masks a failed attempt wrote are written again and counted once."""
+    reached = 0
+
+    async def attempt(server: TritonServer) -> None:
+        walked = 0
+
+        async def counted(count: int) -> None:
+            nonlocal walked, reached
+            walked += count
+            if walked > reached:
+                await progress(walked - reached)
+                reached = walked
+
+        await walk(server, frames, order, points, labels, masks, counted, skip_first)
+
+    await triton.on_one_server(attempt, SEQUENCE_SERVERS_PER_TRY)
 
 
 def encode_masks(

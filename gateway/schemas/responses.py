@@ -162,10 +162,19 @@ class Health(_Body):
     status: Literal["ok"]
 
 
+class TritonServers(_Body):
+    configured: int = Field(description="tritonservers in TRITON_URLS")
+    ready: int = Field(description="of them, those with every model the gateway calls ready")
+
+
 class Readiness(_Body):
     status: Literal["ready", "not_ready"]
-    checks: dict[str, bool] = Field(description="triton_server, model_<name>, redis")
+    checks: dict[str, bool] = Field(
+        description="triton_server, model_<name> (of the most complete tritonserver: all true when one"
+        " server has every model), redis"
+    )
     failed: list[str]
+    triton_servers: TritonServers
 
 
 # --- studio (key-point preview, uploads) ---------------------------------------------------------

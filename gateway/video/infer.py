@@ -7,7 +7,9 @@ One stream per video keeps the frames in order on the wire, which the recurrent 
 calls racing each other could reach the sequence batcher out of order). At most
 `frames_in_flight` requests are outstanding, so neither side buffers more than that. Every wait
 for an answer has a deadline: a dead or stuck server surfaces as `TritonUnavailable`, which the
-worker retries from the start of the video (a re-run starts a fresh sequence), never a hang.
+caller (gateway/video/run.py) restarts from the first frame on another server (a re-run starts a
+fresh sequence), never a hang. The stream runs on one `TritonServer`: the recurrent state lives
+there.
 """
 
 from __future__ import annotations
@@ -24,7 +26,13 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from gateway.json_log import triton_request_id
-from gateway.triton import InferenceFailed, Triton, TritonUnavailable
+from gateway.triton import (
+    InferenceFailed,
+    TritonServer,
+    TritonUnavailable,
+    new_sequence_id,
+    stub_unhealthy,
+)
 from gateway.video.decode import DecodedFrame
 from triton_models.foreground import ForegroundModel
 
@@ -65,7 +73,7 @@ def _request(
 
 
 async def infer_frames(
-    triton: Triton,
+    triton: TritonServer,
     frames: AsyncIterator[DecodedFrame],
     *,
     frames_in_flight: int,
@@ -79,10 +87,10 @@ async def infer_frames(
     """
     name = triton_model(model)
     outputs = ("alpha", "foreground") if foreground else ("alpha",)
-    sequence_id = Triton.new_sequence_id()
+    sequence_id = new_sequence_id()
     window = asyncio.Semaphore(max(1, frames_in_flight))
     pending: collections.deque[DecodedFrame] = collections.deque()
-    state: dict[str, Any] = {"sent_all": False, "error": None}
+    state: dict[str, Any] = {"sent_all": False, "error": None, "closed": False}
     sent = asyncio.Event()  # set whenever a request goes out or the source ends
 
     async def requests() -> AsyncIterator[dict[str, Any]]:
@@ -93,6 +101,8 @@ async def infer_frames(
             while current is not None:
                 following = await anext(frames, None)
                 await window.acquire()
+                if state["closed"]:
+                    return  # the consumer is gone (a broken stream): end, do not wait forever
                 pending.append(current)
                 yield _request(model, current, sequence_id, first, following is None, outputs)
                 sent.set()
@@ -127,6 +137,8 @@ async def infer_frames(
             frame = pending.popleft()
             window.release()
             if error is not None:
+                if stub_unhealthy(error.message()):
+                    raise TritonUnavailable(f"{name}: {error.message()}")
                 raise InferenceFailed(f"{name}: {error.message()}")
             if result.get_response().id.rsplit(":", 1)[-1] != str(frame.index):
                 raise InferenceFailed(
@@ -138,6 +150,10 @@ async def infer_frames(
                 raise InferenceFailed(f"{name}: an output is missing from the response")
             yield FrameResult(frame, alpha[0], fg[0] if fg is not None else None)
     finally:
+        # A broken stream leaves requests() waiting for a window slot no answer will free; wake it
+        # so it ends, rather than stay pending (with its frame source) until the process exits.
+        state["closed"] = True
+        window.release()
         stream.cancel()
 
 

@@ -5,11 +5,19 @@ frames in flight at Triton, encode queue), so memory does not grow with the vide
 Frames smaller than the model takes (a 1280x2 strip, a 1x1 GIF) are padded on the way in and
 the answers cropped on the way out, here and nowhere else on this path.
 A failed run removes its partial output; the caller owns the temp dir around it.
+
+The video's recurrent state lives on the one tritonserver its sequence runs on. When that server
+becomes unavailable mid-video, the run starts again from the first frame on another server
+(`Triton.on_one_server`, two servers at most per job try): the state is the sum of every
+earlier frame, so re-sending them from the start is the only way to rebuild it exactly, and the
+output is then the same as an uninterrupted run's. Progress never goes backwards: the re-run
+reports again once it passes the frame the failed one reached.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -17,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gateway.triton import Triton
+from gateway.triton import SEQUENCE_SERVERS_PER_TRY, Triton, TritonServer
 from gateway.video.decode import DecodedFrame, FrameReader, frame_limits, iter_frames
 from gateway.video.encode import Preset, VideoWriter
 from gateway.video.geometry import crop_to, display_size, foreground_min_size, pad_to
@@ -86,7 +94,55 @@ async def run_video(
 ) -> RunResult:
     """`max_duration_s`: trim to this many seconds; `max_s`: refuse (MediaError 422) a video whose
     decoded frames run past it; both also bound the frame count at `max_fps`. Raises MediaError
-    (damaged, too long, size change), EncodeError, InferenceFailed, TritonUnavailable."""
+    (damaged, too long, size change), EncodeError, InferenceFailed, TritonUnavailable (every
+    server failed)."""
+    reached = 0
+
+    async def forward_only(current: int, total: int | None) -> None:
+        nonlocal reached
+        if progress is not None and current >= reached:
+            reached = current
+            await progress(current, total)
+
+    attempt = functools.partial(
+        _run_on,
+        info=info,
+        input_path=input_path,
+        output_path=output_path,
+        preset=preset,
+        render=render,
+        foreground=foreground,
+        model=model,
+        frames_in_flight=frames_in_flight,
+        timeout_s=timeout_s,
+        max_duration_s=max_duration_s,
+        max_s=max_s,
+        max_fps=max_fps,
+        keep_audio=keep_audio,
+        progress=forward_only,
+    )
+    return await triton.on_one_server(attempt, SEQUENCE_SERVERS_PER_TRY)
+
+
+async def _run_on(
+    triton: TritonServer,
+    *,
+    info: VideoInfo,
+    input_path: Path,
+    output_path: Path,
+    preset: Preset,
+    render: RenderFn,
+    foreground: bool,
+    model: str,
+    frames_in_flight: int,
+    timeout_s: float,
+    max_duration_s: float | None,
+    max_s: float | None,
+    max_fps: float,
+    keep_audio: bool,
+    progress: ProgressFn,
+) -> RunResult:
+    """One attempt of run_video, start to end, on one server."""
     total = expected_frames(info, max_duration_s)
     limits = frame_limits(info, max_fps=max_fps, trim_s=max_duration_s, max_s=max_s)
     reader = iter_frames(input_path, limits=limits)
@@ -113,13 +169,11 @@ async def run_video(
             await asyncio.to_thread(writer.write, frame, result.frame.pts, result.frame.duration)
             done += 1
             end_s = result.frame.end_s(info.fps) - info.start_pts * float(info.time_base)
-            if progress is not None:
-                total = max(total, done)
-                await progress(done, total)
+            total = max(total, done)
+            await progress(done, total)
         written = await asyncio.to_thread(writer.close)
         writer = None
-        if progress is not None:
-            await progress(written, written)
+        await progress(written, written)
         span = end_s if max_duration_s is None else min(end_s, max_duration_s)
         ok = True
         return RunResult(frames=written, processed_duration_s=span, trimmed=reader.outcome.trimmed)
