@@ -56,7 +56,7 @@ def _small_clip(dest: Path, seconds: float = 1.0) -> Path:
             if i >= seconds * rate:
                 break
             small = frame.reformat(320, 180, "yuv420p")
-            small.pts = None
+            small.pts, small.time_base = i, 1 / rate  # one frame per 1/rate: the clip's own timing
             out.mux(vout.encode(small))
         out.mux(vout.encode(None))
     return dest
