@@ -6,7 +6,7 @@ import asyncio
 
 from aiohttp import web
 
-from gateway.keys import REDIS, TRITON
+from gateway.keys import REDIS, STORAGE, TRITON
 
 routes = web.RouteTableDef()
 
@@ -25,12 +25,25 @@ async def _redis_ok(request: web.Request) -> bool:
         return False
 
 
+async def _store_ok(request: web.Request) -> bool:
+    try:
+        return await asyncio.wait_for(request.app[STORAGE].ready(), _PING_TIMEOUT_S)
+    except TimeoutError:
+        return False
+
+
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
-    """200 only when Triton, every required model and Redis are ready; else 503 naming the failures."""
-    triton, redis_ok = await asyncio.gather(request.app[TRITON].ready(), _redis_ok(request))
+    """200 only when Triton, every required model, Redis and (STORAGE=s3) the object store are
+    ready; else 503 naming the failures."""
+    storage = request.app[STORAGE]
+    triton, redis_ok, store_ok = await asyncio.gather(
+        request.app[TRITON].ready(), _redis_ok(request), _store_ok(request)
+    )
     checks = {f"triton_{name}" if name == "server" else f"model_{name}": ok for name, ok in triton.items()}
     checks["redis"] = redis_ok
+    if storage.object_store is not None:
+        checks["object_store"] = store_ok
     failed = sorted(name for name, ok in checks.items() if not ok)
     body = {"status": "not_ready" if failed else "ready", "checks": checks, "failed": failed}
     return web.json_response(body, status=503 if failed else 200)
