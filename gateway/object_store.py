@@ -5,6 +5,11 @@ devstack/seaweedfs.py). Every failure to reach or use the store becomes `StoreUn
 `ServiceUnavailable`: the gateway answers 503, the worker retries and then fails the job with a
 clear message); a missing object is `ObjectMissing`. Credentials stay inside botocore: nothing
 here logs or formats them.
+
+aiobotocore is imported when the first client is made, so a STORAGE=local worker loads no aiohttp
+at all (tests/test_layering.py); with STORAGE=s3 the worker runs aiohttp's *client* under
+aiobotocore, never the web application. aiobotocore turns aiohttp's errors into botocore's, which
+is why only BotoCoreError and OSError are caught here.
 """
 
 from __future__ import annotations
@@ -18,8 +23,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-from aiobotocore.session import get_session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -59,7 +62,7 @@ class ObjectReader:
         try:
             while data := await self._body.read(self.chunk):
                 yield data
-        except (BotoCoreError, aiohttp.ClientError, TimeoutError) as exc:
+        except (BotoCoreError, OSError, TimeoutError) as exc:
             raise StoreUnavailable(f"object store read failed: {type(exc).__name__}") from exc
 
 
@@ -101,6 +104,8 @@ class S3Store:
     async def _get(self) -> Any:
         async with self._lock:
             if self._client is None:
+                from aiobotocore.session import get_session  # lazily: see the module doc
+
                 session = get_session()
                 s = self.settings
                 self._client = await self._stack.enter_async_context(
@@ -131,7 +136,7 @@ class S3Store:
                 raise ObjectMissing(what) from None
             log.warning("object store refused %s", what, extra={"code": code})
             raise StoreUnavailable(f"object store refused {what}: {code}") from None
-        except (BotoCoreError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except (BotoCoreError, TimeoutError, OSError) as exc:
             if isinstance(exc, FileNotFoundError):  # a local file, not the store
                 raise
             log.warning("object store unreachable for %s", what, extra={"error": type(exc).__name__})
