@@ -17,11 +17,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
-from conftest import IMAGES, TEST_TOKEN, require_models
+from conftest import IMAGES, TEST_TOKEN, VIDEOS, require_models
+from media import ClipSpec, make_clip
 from netns import Host, NamespacesRefused, Network, require_namespaces
 from PIL import Image
 
@@ -36,6 +36,7 @@ pytestmark = pytest.mark.timeout(420)
 
 LEASE_S = 4  # a dead worker's job is taken over after about this (+ arq's 0.5 s poll)
 PHOTO = IMAGES / "sod_bsds300" / "images" / "100098.jpg"
+SLOW_CLIP = ClipSpec("multi-host-640.mp4", "libx264", width=640, height=360, duration_s=5.0)
 MEDIA_PORT = 8099  # the clip server inside the gateway's host (URL inputs must be loopback)
 
 
@@ -88,6 +89,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, video_clips: dict[str, Pat
             return common.with_overrides(data_dir=root / name)
 
         clips = video_clips["h264_aac.mp4"].parent
+        make_clip(VIDEOS / "01_dog.mp4", clips, SLOW_CLIP)
         media = Service(
             "media",
             gw.argv(
@@ -135,14 +137,22 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, video_clips: dict[str, Pat
                 svc.stop(timeout_s=10)
 
 
-def _started_by(cluster: Cluster, job_id: str) -> list[str]:
-    """The worker hosts whose log shows `job_id` started, in the order of the tries."""
+def _starts(cluster: Cluster, job_id: str) -> list[tuple[float, str]]:
+    """(unix time, worker host) of every try of `job_id`, in order, from the workers' logs."""
     seen: list[tuple[float, str]] = []
     for name, (_, svc) in cluster.workers.items():
         for line in svc.log_path.read_text().splitlines():
             if line.startswith("{") and job_id in line and '"job started"' in line:
                 seen.append((json.loads(line)["ts"], name))
-    return [name for _, name in sorted(seen)]
+    return sorted(seen)
+
+
+def _started_by(cluster: Cluster, job_id: str) -> list[str]:
+    return [name for _, name in _starts(cluster, job_id)]
+
+
+def _start_times(cluster: Cluster, job_id: str) -> list[float]:
+    return [ts for ts, _ in _starts(cluster, job_id)]
 
 
 def _form(data: bytes, name: str, ctype: str, **fields: str) -> aiohttp.FormData:
@@ -175,67 +185,70 @@ async def test_jobs_of_every_kind_survive_a_dead_worker_host(
     async with aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=120), headers={"api_token": TEST_TOKEN}
     ) as http:
-        # a video long enough to be killed in the middle of: 4 s of a 5.2 s clip, 100 frames
-        long_clip = video_clips["long.mp4"].read_bytes()
-        async with http.post(
-            f"{url}/video/submit/v1",
-            data=_form(long_clip, "long.mp4", "video/mp4", bg_color="0,255,0", model="rvm"),
-        ) as r:
-            video = await r.json()
-            assert r.status == 202, video
+        # a mask video long enough to be killed in the middle of: 5 s at 640x360
+        slow = f"{cluster.media_url}/{SLOW_CLIP.name}"
+        async with http.post(f"{url}/foreground_mask", json={"video": slow, "model": "rvm"}) as r:
+            long_job = (await r.json())["request_id"]
+            assert r.status == 202
         deadline = time.monotonic() + 120
-        while True:  # wait until it is running on some worker and has made progress
-            async with http.get(f"{url}/video/result/{video['uuid']}") as r:
-                progress = (await r.json()).get("current_frame") or 0
-            runners = _started_by(cluster, video["uuid"])
-            if runners and progress >= 5:
+        while True:  # wait until it runs on some worker and has made progress
+            async with http.get(f"{url}/status/{long_job}") as r:
+                document = await r.json()
+            assert document["status"] in ("queued", "processing"), f"finished before the kill: {document}"
+            runners = _started_by(cluster, long_job)
+            if runners and (document.get("current_frame") or 0) >= 3:
                 break
-            assert time.monotonic() < deadline, "the video job never started"
-            await asyncio.sleep(0.2)
+            assert time.monotonic() < deadline, "the long job never started"
+            await asyncio.sleep(0.1)
         victim = runners[0]
         host, _ = cluster.workers[victim]
         assert host.kill_all()  # the whole host goes: worker, its metrics server, everything
-        killed_at = time.monotonic()
+        killed_at, killed_wall = time.monotonic(), time.time()
         survivor = next(name for name in cluster.workers if name != victim)
 
         clip = f"{cluster.media_url}/h264_aac.mp4"
-        async with http.post(f"{url}/foreground_mask", json={"video": clip, "model": "rvm"}) as r:
-            mask = await r.json()
-            assert r.status == 202, mask
+        short = video_clips["h264_aac.mp4"].read_bytes()
+        form = _form(short, "clip.mp4", "video/mp4", bg_color="0,255,0", model="rvm")
+        async with http.post(f"{url}/video/submit/v1", data=form) as r:
+            video = await r.json()
+            assert r.status == 202, video
         points = {"video": clip, "key_points": [{"x": 160, "y": 90, "type": "positive"}]}
         async with http.post(f"{url}/mask_by_key_points", json=points) as r:
             keypoints = await r.json()
             assert r.status == 202, keypoints
         photo = io.BytesIO()
         Image.open(PHOTO).convert("RGB").save(photo, "JPEG")
-        async with http.post(
-            f"{url}/image/hd/submit/v1",
-            data=_form(photo.getvalue(), "p.jpg", "image/jpeg", operation="matte"),
-        ) as r:
+        form = _form(photo.getvalue(), "p.jpg", "image/jpeg", operation="matte")
+        async with http.post(f"{url}/image/hd/submit/v1", data=form) as r:
             hd = await r.json()
             assert r.status == 202, hd
 
-        # the video: taken over by the survivor, finished, streamed through the gateway once
+        # the killed job: taken over by the survivor once the lease ran out, finished there
+        status, body = await _poll(http, f"{url}/status/{long_job}")
+        document = json.loads(body)
+        assert document["status"] == "completed", document
+        assert _started_by(cluster, long_job) == [victim, survivor]
+        finished_s = time.monotonic() - killed_at
+        taken_over_s = _start_times(cluster, long_job)[-1] - killed_wall
+        print(f"killed job taken over {taken_over_s:.1f}s and finished {finished_s:.1f}s after its host died")
+        assert taken_over_s < LEASE_S + 5  # the lease, arq's poll, no more
+        async with http.get(document["mask_url"]) as r:
+            assert r.status == 200 and len(await r.read()) > 10_000
+
         status, body = await _poll(http, f"{url}/video/result/{video['uuid']}")
         assert status == 200 and len(body) > 10_000, body[:200]
-        assert _started_by(cluster, video["uuid"])[-1] == survivor
-        resumed = [n for n in _started_by(cluster, video["uuid"]) if n == survivor]
-        assert resumed, "the survivor never took the job over"
-        recovery_s = time.monotonic() - killed_at
-        print(f"video finished {recovery_s:.1f}s after its worker's host was killed (lease {LEASE_S}s)")
-
-        for request_id in (mask["request_id"], keypoints["request_id"]):
-            status, body = await _poll(http, f"{url}/status/{request_id}")
-            document: dict[str, Any] = json.loads(body)
-            assert document["status"] == "completed", document
-            async with http.get(document["mask_url"]) as r:
-                assert r.status == 200 and len(await r.read()) > 1000
-            assert _started_by(cluster, request_id) == [survivor]
+        status, body = await _poll(http, f"{url}/status/{keypoints['request_id']}")
+        document = json.loads(body)
+        assert document["status"] == "completed", document
+        async with http.get(document["mask_url"]) as r:
+            assert r.status == 200 and len(await r.read()) > 1000
         status, body = await _poll(http, f"{url}/image/hd/result/{hd['uuid']}")
         assert status == 200 and body.startswith(b"\x89PNG")
+        for job_id in (video["uuid"], keypoints["request_id"], hd["uuid"]):
+            assert _started_by(cluster, job_id) == [survivor]
 
         # the survivor's own metrics endpoint counts what it finished
         survivor_host, _ = cluster.workers[survivor]
         async with http.get(f"http://{survivor_host.address}:9100/metrics") as r:
             text = await r.text()
-        assert 'matting_jobs_total{kind="video_matte",outcome="completed"} 1.0' in text
+        assert 'matting_jobs_total{kind="foreground_mask",outcome="completed"} 1.0' in text
