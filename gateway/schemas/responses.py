@@ -164,5 +164,7 @@ class Health(_Body):
 
 class Readiness(_Body):
     status: Literal["ready", "not_ready"]
-    checks: dict[str, bool] = Field(description="triton_server, model_<name>, redis")
+    checks: dict[str, bool] = Field(
+        description="triton_server, model_<name>, redis, object_store (STORAGE=s3)"
+    )
     failed: list[str]
