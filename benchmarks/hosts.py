@@ -139,54 +139,65 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=20)
     args = parser.parse_args(argv)
     print(machine_line(machine()))
-    with tempfile.TemporaryDirectory(prefix="hosts-bench-") as tmp:
-        root = Path(tmp)
-        clip = _clip(root / "clip.mp4", args.seconds)
-        base = private_settings(root / "base")
-        s3_port, key, secret = free_port(), "bench-key", os.urandom(16).hex()
-        s3 = base.with_overrides(
-            storage_backend="s3",
-            s3_endpoint_url=f"http://127.0.0.1:{s3_port}",
-            s3_bucket="bench",
-            s3_access_key_id=key,
-            s3_secret_access_key=secret,
-        )
-        shared: list[Service] = [
-            redis_service(int(base.redis_url.rsplit(":", 1)[1].split("/")[0]), root / "redis"),
-            seaweedfs_service(s3_port, root / "seaweedfs", key, secret),
-            triton_service(base, root / "logs" / "tritonserver.log", root / "backends"),
-        ]
-        rows = []
-        with running(shared, timeout_s=600), serve_directory(root) as media:
-            db = 1
-            for mode, settings in (("local", base), ("s3", s3)):
-                for workers in (1, 2):
-                    redis_db = base.redis_url.rsplit("/", 1)[0] + f"/{db}"
-                    db += 1
-                    run = root / f"{mode}-{workers}"
-                    gw = settings.with_overrides(
-                        gateway_port=free_port(), data_dir=run / "gateway", redis_url=redis_db
-                    )
-                    env = _app_env(redis_db)
-                    services = [gateway_service(gw, run / "gateway.log", env)]
-                    for i in range(workers):
-                        # s3: a data dir per worker, as on hosts of their own; local: one shared dir
-                        data = run / f"worker-{i}" if mode == "s3" else gw.data_dir
-                        services.append(
-                            worker_service(gw.with_overrides(data_dir=data), i, run / f"w{i}.log", env)
-                        )
-                    with running(services, timeout_s=300):
-                        elapsed, masks = asyncio.run(_burst(gw.base_url, f"{media}/clip.mp4", args.jobs))
-                    rows.append((mode, workers, elapsed, len(masks) * 60 / elapsed))
-                    print(f"STORAGE={mode:5} workers={workers}: {len(masks)} jobs in {elapsed:6.1f}s = "
-                          f"{rows[-1][3]:5.1f} jobs/min", flush=True)  # fmt: skip
-            trips = asyncio.run(_store_round_trip(s3, root, clip, masks[0], args.repeat))
-        print(
-            f"store round trip per job (input {clip.stat().st_size} B, mask {len(masks[0])} B): "
-            f"median {statistics.median(trips) * 1000:.0f} ms, max {max(trips) * 1000:.0f} ms "
-            f"over {len(trips)}"
-        )
+    root = Path(tempfile.mkdtemp(prefix="hosts-bench-"))
+    try:
+        _measure(root, args)
+    except BaseException:
+        print(f"kept for a look at the logs: {root}")
+        raise
+    shutil.rmtree(root, ignore_errors=True)
     return 0
+
+
+def _measure(root: Path, args: argparse.Namespace) -> None:
+    clip = _clip(root / "clip.mp4", args.seconds)
+    base = private_settings(root / "base")
+    s3_port, key, secret = free_port(), "bench-key", os.urandom(16).hex()
+    s3 = base.with_overrides(
+        storage_backend="s3",
+        s3_endpoint_url=f"http://127.0.0.1:{s3_port}",
+        s3_bucket="bench",
+        s3_access_key_id=key,
+        s3_secret_access_key=secret,
+    )
+    shared: list[Service] = [
+        redis_service(int(base.redis_url.rsplit(":", 1)[1].split("/")[0]), root / "redis"),
+        seaweedfs_service(s3_port, root / "seaweedfs", key, secret),
+        triton_service(base, root / "logs" / "tritonserver.log", root / "backends"),
+    ]
+    rows = []
+    with running(shared, timeout_s=600), serve_directory(root) as media:
+        db = 1
+        for mode, settings in (("s3", s3), ("local", base)):
+            for workers in (1, 2):
+                redis_db = base.redis_url.rsplit("/", 1)[0] + f"/{db}"
+                db += 1
+                run = root / f"{mode}-{workers}"
+                gw = settings.with_overrides(
+                    gateway_port=free_port(), data_dir=run / "gateway", redis_url=redis_db
+                )
+                env = _app_env(redis_db)
+                services = [gateway_service(gw, run / "gateway.log", env)]
+                for i in range(workers):
+                    # s3: a data dir per worker, as on hosts of their own; local: one shared dir
+                    data = run / f"worker-{i}" if mode == "s3" else gw.data_dir
+                    services.append(
+                        worker_service(gw.with_overrides(data_dir=data), i, run / f"w{i}.log", env)
+                    )
+                with running(services, timeout_s=300):
+                    elapsed, masks = asyncio.run(_burst(gw.base_url, f"{media}/clip.mp4", args.jobs))
+                rows.append((mode, workers, elapsed, len(masks) * 60 / elapsed))
+                if len(masks) < args.jobs:
+                    raise RuntimeError("failed jobs: the figure would not be the pipeline's")
+                load = os.getloadavg()[0]  # the machine is shared: say how busy it was
+                print(f"STORAGE={mode:5} workers={workers}: {len(masks)} jobs in {elapsed:6.1f}s = "
+                      f"{rows[-1][3]:5.1f} jobs/min (load average {load:.1f})", flush=True)  # fmt: skip
+        trips = asyncio.run(_store_round_trip(s3, root, clip, masks[0], args.repeat))
+    print(
+        f"store round trip per job (input {clip.stat().st_size} B, mask {len(masks[0])} B): "
+        f"median {statistics.median(trips) * 1000:.0f} ms, max {max(trips) * 1000:.0f} ms "
+        f"over {len(trips)}"
+    )
 
 
 if __name__ == "__main__":
