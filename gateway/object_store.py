@@ -62,7 +62,7 @@ class ObjectReader:
         try:
             while data := await self._body.read(self.chunk):
                 yield data
-        except (BotoCoreError, OSError, TimeoutError) as exc:
+        except (BotoCoreError, OSError, asyncio.TimeoutError) as exc:  # 3.10: not the builtin one
             raise StoreUnavailable(f"object store read failed: {type(exc).__name__}") from exc
 
 
@@ -136,7 +136,7 @@ class S3Store:
                 raise ObjectMissing(what) from None
             log.warning("object store refused %s", what, extra={"code": code})
             raise StoreUnavailable(f"object store refused {what}: {code}") from None
-        except (BotoCoreError, TimeoutError, OSError) as exc:
+        except (BotoCoreError, asyncio.TimeoutError, OSError) as exc:
             if isinstance(exc, FileNotFoundError):  # a local file, not the store
                 raise
             log.warning("object store unreachable for %s", what, extra={"error": type(exc).__name__})

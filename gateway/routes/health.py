@@ -28,7 +28,7 @@ async def _redis_ok(request: web.Request) -> bool:
 async def _store_ok(request: web.Request) -> bool:
     try:
         return await asyncio.wait_for(request.app[STORAGE].ready(), _PING_TIMEOUT_S)
-    except TimeoutError:
+    except asyncio.TimeoutError:  # not yet the builtin TimeoutError on Python 3.10
         return False
 
 
