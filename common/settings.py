@@ -191,7 +191,7 @@ class Settings:
     s3_presigned_links: bool = False  # mask_url / upload_link: presigned store URLs, not the gateway
     s3_multipart_threshold_bytes: int = 16 * 1024 * 1024  # larger files go up in parts
     s3_part_bytes: int = 8 * 1024 * 1024  # S3's minimum part is 5 MiB
-    s3_timeout_s: float = 30.0  # connect + read of one store call (botocore retries 3 times)
+    s3_timeout_s: float = 30.0  # read timeout of one store call (connect: 5 s; one retry)
     worker_metrics_port: int = 0  # > 0: the worker serves its own /metrics here (no shared disk)
 
     # --- inference -----------------------------------------------------------------------------

@@ -91,7 +91,7 @@ class S3Store:
                 s3={"addressing_style": "path"},  # bucket in the path: any endpoint, no DNS names
                 connect_timeout=min(5.0, s.s3_timeout_s),
                 read_timeout=s.s3_timeout_s,
-                retries={"mode": "standard", "max_attempts": 3},
+                retries={"mode": "standard", "max_attempts": 2},  # one retry: an outage is a fast 503
             ),
         }
         if endpoint:
