@@ -8,7 +8,7 @@ SERVE := $(VENV)/.serve-installed
 DEV := $(VENV)/.dev-installed
 EXPORT := $(VENV)/.export-installed
 
-.PHONY: setup run up down test lint export-tools models bench load fuzz redis chromium wrk clean check-image-steps
+.PHONY: setup run up down test lint export-tools models bench load fuzz redis chromium wrk iproute2 clean check-image-steps
 
 setup: $(SERVE) redis models
 
@@ -41,6 +41,11 @@ chromium:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 	@echo "chromium: $$(chromium --version 2>/dev/null | cut -d' ' -f2)"
 
+# iproute2's `ip`: tests/test_multi_host.py makes its test hosts with `ip netns` (skipped, with the
+# reason, where namespaces are not permitted).
+iproute2:
+	@command -v ip >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null; }
+
 models: $(SERVE)
 	$(PY) -m export models
 
@@ -54,7 +59,7 @@ down:
 	$(PY) -m devstack down
 
 # The suite also exports a SAM model from PyTorch (tests/test_export_cli.py): it needs the export set.
-test: setup $(DEV) $(EXPORT) chromium
+test: setup $(DEV) $(EXPORT) chromium iproute2
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -ra
 

@@ -74,12 +74,38 @@ def _read_token_hashes(tokens: str, tokens_file: str) -> frozenset[str]:
     return frozenset(hash_token(t) for t in raw)
 
 
-def _signing_secret(data_dir: Path, variable: str = "RESULT_SIGNING_SECRET", name: str = "signing") -> bytes:
-    """An explicit `variable` wins; otherwise one secret per data dir, shared by the processes of
-    one host, so what one process signs verifies in another."""
-    explicit = os.environ.get(variable, "").strip()
+def _env_secret(name: str) -> str:
+    """`name` from the environment, or the first line of the file `name`_FILE names (a mounted
+    secret); "" when neither is set. The value is never logged."""
+    value = os.environ.get(name, "").strip()
+    if value:
+        return value
+    path = os.environ.get(f"{name}_FILE", "").strip()
+    if path:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        return lines[0].strip() if lines else ""
+    return ""
+
+
+def _signing_secret(
+    data_dir: Path,
+    variable: str = "RESULT_SIGNING_SECRET",
+    name: str = "signing",
+    *,
+    required: bool = False,
+) -> bytes:
+    """An explicit `variable` (or `variable`_FILE) wins; otherwise one secret per data dir, shared
+    by the processes of one host, so what one process signs verifies in another. `required`: no
+    shared disk (STORAGE=s3), so a per-data-dir secret would differ between hosts; raises
+    ValueError instead of minting one."""
+    explicit = _env_secret(variable)
     if explicit:
         return explicit.encode("utf-8")
+    if required:
+        raise ValueError(
+            f"{variable} (or {variable}_FILE) must be set when STORAGE=s3: the hosts share no disk, "
+            "so every gateway and worker needs the same key"
+        )
     path = data_dir / f"{name}.secret"
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -167,7 +193,21 @@ class Settings:
     job_lease_s: int = 60  # a killed worker's job is re-run by another worker after about this long
     result_ttl_s: int = 3600  # results never downloaded are removed by the janitor after this
     signed_link_ttl_s: int = 3600
-    object_store_url: str = ""  # when set, results are uploaded and upload_link is returned
+
+    # --- object storage (STORAGE=s3; docs/ARCHITECTURE.md "Running on many hosts") --------------
+    storage_backend: str = "local"  # STORAGE: "local" (DATA_DIR, one host) | "s3" (no shared disk)
+    s3_endpoint_url: str = "http://127.0.0.1:8333"  # make run starts SeaweedFS here when it is loopback
+    s3_public_endpoint_url: str = ""  # host of presigned links as clients reach it ("" = s3_endpoint_url)
+    s3_bucket: str = "matting"
+    s3_region: str = "us-east-1"
+    # "" = botocore's own chain (AWS_* variables, ~/.aws, instance or pod role)
+    s3_access_key_id: str = field(default="", repr=False)
+    s3_secret_access_key: str = field(default="", repr=False)
+    s3_presigned_links: bool = False  # mask_url / upload_link: presigned store URLs, not the gateway
+    s3_multipart_threshold_bytes: int = 16 * 1024 * 1024  # larger files go up in parts
+    s3_part_bytes: int = 8 * 1024 * 1024  # S3's minimum part is 5 MiB
+    s3_timeout_s: float = 30.0  # read timeout of one store call (connect: 5 s; one retry)
+    worker_metrics_port: int = 0  # > 0: the worker serves its own /metrics here (no shared disk)
 
     # --- inference -----------------------------------------------------------------------------
     triton_timeout_s: float = 60.0
@@ -208,6 +248,9 @@ class Settings:
     def from_env(cls) -> Settings:
         data_dir = Path(_env_str("DATA_DIR", str(REPO_ROOT / ".run"))).resolve()
         d = cls()
+        storage_backend = _env_str("STORAGE", d.storage_backend).lower()
+        if storage_backend not in ("local", "s3"):
+            raise ValueError(f"environment variable STORAGE must be local or s3, got {storage_backend!r}")
         return cls(
             gateway_host=_env_str("GATEWAY_HOST", d.gateway_host),
             gateway_port=_env_int("GATEWAY_PORT", d.gateway_port),
@@ -225,7 +268,7 @@ class Settings:
             api_token_hashes=_read_token_hashes(
                 os.environ.get("API_TOKENS", ""), os.environ.get("API_TOKENS_FILE", "").strip()
             ),
-            signing_secret=_signing_secret(data_dir),
+            signing_secret=_signing_secret(data_dir, required=storage_backend == "s3"),
             webhook_secret=_signing_secret(data_dir, "WEBHOOK_SECRET", "webhook"),
             webhook_give_up_s=_env_float("WEBHOOK_GIVE_UP_S", d.webhook_give_up_s),
             webhook_retry_base_s=_env_float("WEBHOOK_RETRY_BASE_S", d.webhook_retry_base_s),
@@ -268,7 +311,20 @@ class Settings:
             worker_cpu_nice=_env_int("WORKER_CPU_NICE", d.worker_cpu_nice),
             result_ttl_s=_env_int("RESULT_TTL_S", d.result_ttl_s),
             signed_link_ttl_s=_env_int("SIGNED_LINK_TTL_S", d.signed_link_ttl_s),
-            object_store_url=_env_str("OBJECT_STORE_URL", ""),
+            storage_backend=storage_backend,
+            s3_endpoint_url=_env_str("S3_ENDPOINT_URL", d.s3_endpoint_url),
+            s3_public_endpoint_url=_env_str("S3_PUBLIC_ENDPOINT_URL", ""),
+            s3_bucket=_env_str("S3_BUCKET", d.s3_bucket),
+            s3_region=_env_str("S3_REGION", d.s3_region),
+            s3_access_key_id=_env_secret("S3_ACCESS_KEY_ID"),
+            s3_secret_access_key=_env_secret("S3_SECRET_ACCESS_KEY"),
+            s3_presigned_links=_env_bool("S3_PRESIGNED_LINKS", d.s3_presigned_links),
+            s3_multipart_threshold_bytes=_env_int(
+                "S3_MULTIPART_THRESHOLD_BYTES", d.s3_multipart_threshold_bytes
+            ),
+            s3_part_bytes=_env_int("S3_PART_BYTES", d.s3_part_bytes),
+            s3_timeout_s=_env_float("S3_TIMEOUT_S", d.s3_timeout_s),
+            worker_metrics_port=_env_int("WORKER_METRICS_PORT", d.worker_metrics_port),
             triton_timeout_s=_env_float("TRITON_TIMEOUT_S", d.triton_timeout_s),
             triton_retry_after_s=_env_float("TRITON_RETRY_AFTER_S", d.triton_retry_after_s),
             frames_in_flight=_env_int("FRAMES_IN_FLIGHT", d.frames_in_flight),

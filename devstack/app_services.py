@@ -24,7 +24,25 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "REDIS_URL": settings.redis_url,
         "MODEL_REPOSITORY": str(settings.model_repository),
         "DATA_DIR": str(settings.data_dir),
+        **s3_env(settings),
     }
+
+
+def s3_env(settings: Settings) -> dict[str, str]:
+    """The object-store part of settings_env (credentials only when set: else the child's own
+    environment or botocore's chain applies)."""
+    env = {
+        "STORAGE": settings.storage_backend,
+        "S3_ENDPOINT_URL": settings.s3_endpoint_url,
+        "S3_PUBLIC_ENDPOINT_URL": settings.s3_public_endpoint_url,
+        "S3_BUCKET": settings.s3_bucket,
+        "S3_REGION": settings.s3_region,
+        "S3_PRESIGNED_LINKS": str(settings.s3_presigned_links).lower(),
+    }
+    if settings.s3_access_key_id and settings.s3_secret_access_key:
+        env["S3_ACCESS_KEY_ID"] = settings.s3_access_key_id
+        env["S3_SECRET_ACCESS_KEY"] = settings.s3_secret_access_key
+    return env
 
 
 def gateway_service(settings: Settings, log_path: Path, env: dict[str, str] | None = None) -> Service:

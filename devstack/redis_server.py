@@ -8,21 +8,24 @@ from pathlib import Path
 from devstack.processes import Service, StackError, port_open
 
 
-def redis_service(port: int, data_dir: Path) -> Service:
-    """Redis on 127.0.0.1:`port` with append-only persistence in `data_dir`, so a restart loses no
-    queued job. Raises StackError when no redis-server binary is on PATH."""
+def redis_service(port: int, data_dir: Path, host: str = "127.0.0.1", password: str = "") -> Service:
+    """Redis on `host`:`port` with append-only persistence in `data_dir`, so a restart loses no
+    queued job. Off loopback Redis' protected mode refuses clients unless a `password` is set
+    (clients then use redis://:PASSWORD@host:port/0). Raises StackError when no redis-server
+    binary is on PATH."""
     data_dir.mkdir(parents=True, exist_ok=True)
     binary = shutil.which("redis-server")
     if binary is None:
         raise StackError("redis-server not found: run `make setup` (it installs Debian's redis-server)")
     argv = [
         binary,
-        "--bind", "127.0.0.1",
+        "--bind", host,
         "--port", str(port),
         "--dir", str(data_dir),
         "--appendonly", "yes",
         "--appendfsync", "everysec",
         "--save", "",
         "--protected-mode", "yes",
+        *(["--requirepass", password] if password else []),
     ]  # fmt: skip
-    return Service("redis", argv, lambda: port_open("127.0.0.1", port), data_dir / "redis.log")
+    return Service("redis", argv, lambda: port_open(host, port), data_dir / "redis.log")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -20,11 +21,20 @@ from common.settings import REPO_ROOT, Settings
 from devstack.app_services import gateway_service, webhook_service, worker_service
 from devstack.processes import Service, StackError, free_port, http_ok, port_open, running
 from devstack.redis_server import redis_service
+from devstack.seaweedfs import s3_answers, seaweedfs_service
 from devstack.tritonserver import triton_service
 
 
 def _redis_port(settings: Settings) -> int:
     return urlparse(settings.redis_url).port or 6379
+
+
+def _local_s3_port(settings: Settings) -> int | None:
+    """The port of a loopback S3 endpoint the launcher may start SeaweedFS on; None otherwise."""
+    endpoint = urlparse(settings.s3_endpoint_url)
+    if settings.storage_backend != "s3" or endpoint.hostname not in ("127.0.0.1", "localhost"):
+        return None
+    return endpoint.port or 80
 
 
 def private_settings(data_dir: Path) -> Settings:
@@ -45,13 +55,24 @@ def stack_services(
     env: dict[str, str] | None = None,
     *,
     start_redis: bool = True,
+    start_s3: bool = True,
 ) -> list[Service]:
-    """Redis, tritonserver, gateway, workers and the webhook sender for `settings`, in start order
-    (stop in reverse)."""
+    """Redis, SeaweedFS (STORAGE=s3 on a loopback endpoint), tritonserver, gateway, workers and the
+    webhook sender for `settings`, in start order (stop in reverse)."""
     logs = settings.data_dir / "logs"
     services: list[Service] = []
     if start_redis:
         services.append(redis_service(_redis_port(settings), settings.data_dir / "redis"))
+    s3_port = _local_s3_port(settings)
+    if start_s3 and s3_port is not None:
+        services.append(
+            seaweedfs_service(
+                s3_port,
+                settings.data_dir / "seaweedfs",
+                settings.s3_access_key_id,
+                settings.s3_secret_access_key,
+            )
+        )
     services.append(triton_service(settings, logs / "tritonserver.log", settings.data_dir / "backends"))
     services.append(gateway_service(settings, logs / "gateway.log", env))
     services.extend(worker_service(settings, i, logs / f"worker-{i}.log", env) for i in range(workers))
@@ -60,12 +81,40 @@ def stack_services(
 
 
 def plan_stack(settings: Settings, workers: int = 1) -> list[Service]:
-    """The services `make run` starts: Redis only when nothing answers at REDIS_URL already."""
+    """The services `make run` starts: Redis only when nothing answers at REDIS_URL already, and
+    with STORAGE=s3 SeaweedFS only when nothing answers at a loopback S3_ENDPOINT_URL."""
     redis_port = _redis_port(settings)
     start_redis = not port_open("127.0.0.1", redis_port)
     if not start_redis:
         print(f"using the Redis already listening on port {redis_port}")
-    return stack_services(settings, workers, start_redis=start_redis)
+    start_s3 = _local_s3_port(settings) is not None and not s3_answers(settings.s3_endpoint_url)
+    if settings.storage_backend == "s3" and not start_s3:
+        print(f"using the S3 store at {settings.s3_endpoint_url}")
+    return stack_services(settings, workers, start_redis=start_redis, start_s3=start_s3)
+
+
+def _dev_s3_env() -> dict[str, str]:
+    """STORAGE=s3 on one development machine: the signing key and, for a loopback store, S3 keys
+    the launcher's SeaweedFS accepts, kept in DATA_DIR so a restart (or a store still running)
+    keeps working. Explicit settings always win; nothing is printed."""
+    if os.environ.get("STORAGE", "").strip().lower() != "s3":
+        return {}
+    data_dir = Path(os.environ.get("DATA_DIR", "").strip() or REPO_ROOT / ".run").resolve()
+    env: dict[str, str] = {}
+    if not (os.environ.get("RESULT_SIGNING_SECRET") or os.environ.get("RESULT_SIGNING_SECRET_FILE")):
+        env["RESULT_SIGNING_SECRET_FILE"] = str(_dev_secret(data_dir / "signing.secret"))
+    if not (os.environ.get("S3_ACCESS_KEY_ID") or os.environ.get("S3_ACCESS_KEY_ID_FILE")):
+        env["S3_ACCESS_KEY_ID"] = "matting-dev"
+        env["S3_SECRET_ACCESS_KEY_FILE"] = str(_dev_secret(data_dir / "seaweedfs" / "dev-secret-key"))
+    return env
+
+
+def _dev_secret(path: Path) -> Path:
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_hex(24), encoding="utf-8")
+    return path
 
 
 def _dev_token_notice(settings: Settings) -> dict[str, str]:
@@ -81,6 +130,7 @@ def _dev_token_notice(settings: Settings) -> dict[str, str]:
 
 
 def run(workers: int = 1) -> int:
+    os.environ.update(_dev_s3_env())
     settings = Settings.from_env()
     extra = _dev_token_notice(settings)
     os.environ.update(extra)
@@ -113,6 +163,7 @@ def _pid_file(settings: Settings) -> Path:
 
 def up(workers: int = 1, timeout_s: float = 600.0) -> int:
     """Run the stack in the background and return once /readyz answers 200."""
+    os.environ.update(_dev_s3_env())
     settings = Settings.from_env()
     pid_file = _pid_file(settings)
     if pid_file.exists():
@@ -148,6 +199,7 @@ def up(workers: int = 1, timeout_s: float = 600.0) -> int:
 
 
 def down() -> int:
+    os.environ.update(_dev_s3_env())
     settings = Settings.from_env()
     pid_file = _pid_file(settings)
     if not pid_file.exists():

@@ -101,7 +101,7 @@ def create_app(settings: Settings) -> web.Application:
         ],
     )
     app[SETTINGS] = settings
-    app[STORAGE] = Storage(settings)
+    storage = app[STORAGE] = Storage(settings)
     app[REFUSALS] = RefusalMemo()
     app[IMAGE_IN_FLIGHT] = InFlight(settings.image_max_in_flight, settings.image_max_in_flight_per_token)
 
@@ -111,9 +111,11 @@ def create_app(settings: Settings) -> web.Application:
         app[REDIS] = redis
         app[TRITON] = triton
         app[JOBS] = JobStore(redis, settings)
+        await storage.start()
         try:
             yield
         finally:
+            await storage.close()
             await triton.close()
             await redis.aclose()
 

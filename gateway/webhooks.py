@@ -57,10 +57,10 @@ def signature(secret: bytes, webhook_id: str, timestamp: int, body: bytes) -> st
     return "v1," + base64.b64encode(hmac.new(secret, signed, hashlib.sha256).digest()).decode()
 
 
-def document(record: JobRecord, storage: Storage, settings: Settings) -> dict[str, Any]:
+async def document(record: JobRecord, storage: Storage, settings: Settings) -> dict[str, Any]:
     """What the webhook carries: the job's final document, as its API gives it."""
     if record.kind in (JobKind.FOREGROUND_MASK, JobKind.MASK_BY_KEY_POINTS):
-        return status_body(record, storage)  # the Status Service's own rendering
+        return await status_body(record, storage)  # the Status Service's own rendering
     ok = record.status == JobStatus.COMPLETED
     what = "Image" if record.kind == JobKind.IMAGE_HD else "Video"
     return {
@@ -95,7 +95,7 @@ async def deliver(ctx: dict[str, Any], job_id: str) -> str:
         before = await jobs.webhook_delivery(job_id) or WebhookDelivery("pending")
         if before.state != "pending":
             return before.state  # a duplicate delivery job: delivered or given up already
-        body = json.dumps(document(record, ctx["storage"], settings), separators=(",", ":")).encode()
+        body = json.dumps(await document(record, ctx["storage"], settings), separators=(",", ":")).encode()
         timestamp = int(time.time())
         headers = {
             "Content-Type": "application/json",

@@ -24,6 +24,7 @@ from common.settings import REPO_ROOT, Settings
 from devstack.app_services import gateway_service, webhook_service, worker_service
 from devstack.processes import Service, free_port
 from devstack.redis_server import redis_service
+from devstack.seaweedfs import seaweedfs_service
 from devstack.tritonserver import triton_service
 
 SHARED = (REPO_ROOT.parent / "shared").resolve()
@@ -56,6 +57,39 @@ def redis_port(data_dir: Path) -> Iterator[int]:
     try:
         svc.wait_ready(30)
         yield port
+    finally:
+        svc.stop()
+
+
+@dataclass
+class S3Server:
+    """A real S3 store (SeaweedFS `weed mini`) for the session: what Settings need to reach it."""
+
+    service: Service
+    endpoint_url: str
+    access_key_id: str
+    secret_access_key: str
+
+    def settings(self, base: Settings, bucket: str, **changes: object) -> Settings:
+        return base.with_overrides(
+            storage_backend="s3",
+            s3_endpoint_url=self.endpoint_url,
+            s3_bucket=bucket,
+            s3_access_key_id=self.access_key_id,
+            s3_secret_access_key=self.secret_access_key,
+            **changes,
+        )
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    port = free_port()
+    key, secret = "test-access-key", os.urandom(16).hex()
+    svc = seaweedfs_service(port, tmp_path_factory.mktemp("seaweedfs"), key, secret)
+    svc.start()
+    try:
+        svc.wait_ready(60)
+        yield S3Server(svc, f"http://127.0.0.1:{port}", key, secret)
     finally:
         svc.stop()
 

@@ -52,6 +52,7 @@ from gateway.jobs import JobRecord, JobStatus, JobStore, WebhookDelivery
 from gateway.json_log import bind, setup_logging
 from gateway.storage import Storage, is_job_id
 from gateway.triton import Triton, TritonUnavailable
+from gateway.unavailable import ServiceUnavailable
 from triton_models.cpu_priority import yield_cpu
 from worker import image_hd, keypoint_mask, metrics, video_foreground
 from worker.context import CTX_KEY, JobContext
@@ -80,7 +81,7 @@ async def _heartbeat(job: JobContext, job_id: str) -> None:
 
 
 async def _release(job: JobContext, job_id: str, owner: str) -> None:
-    job.storage.remove_uploads(job_id)
+    await job.storage.remove_uploads(job_id)
     await release_job_slot(job.redis, owner, job_id)
 
 
@@ -157,6 +158,7 @@ def job_function(params_type: type[P], run: JobRun[P]) -> ArqJob:
             async with compat.timeout(settings.job_timeout_s) as deadline:
                 if not isinstance(record.params, params_type):
                     raise TypeError(f"{params_type.__name__} job given a {record.kind} record")
+                await storage.fetch_inputs(job_id)  # STORAGE=s3: the gateway's upload, onto this host
                 await run(job, record, record.params)
         except TimeoutError:
             if not deadline.expired():  # a timeout inside the job (a download, say), not ours
@@ -165,12 +167,18 @@ def job_function(params_type: type[P], run: JobRun[P]) -> ArqJob:
             await jobs.fail(
                 job_id, 500, "Processing timed out", detail or "An operation of the job timed out."
             )
-        except TritonUnavailable:
+        except ServiceUnavailable as exc:  # Triton or the object store: transient, retried
+            backend = "triton" if isinstance(exc, TritonUnavailable) else "object store"
             if job_try < tries:
                 retrying = True
-                log.warning("triton unavailable; retrying", extra={"job_id": job_id, "try": job_try})
+                log.warning(f"{backend} unavailable; retrying", extra={"job_id": job_id, "try": job_try})
                 raise Retry(defer=TRITON_RETRY_DELAY_S * job_try) from None
-            await jobs.fail(job_id, 500, "Processing failed", "The inference service is unavailable.")
+            reason = (
+                "The inference service is unavailable."
+                if backend == "triton"
+                else "The object store is unavailable; submit the job again later."
+            )
+            await jobs.fail(job_id, 500, "Processing failed", reason)
         except asyncio.CancelledError:
             retrying = True  # worker shutdown: arq re-queues the job
             raise
@@ -221,12 +229,13 @@ async def janitor(ctx: dict[str, Any]) -> int:
 
 
 async def remove_stale(settings: Settings, storage: Storage) -> int:
-    """Removes results nobody fetched (RESULT_TTL_S) and inputs/temp dirs of jobs long dead;
-    returns how many directories went."""
+    """Removes results nobody fetched (RESULT_TTL_S) and inputs/temp dirs of jobs long dead, on
+    this host and (STORAGE=s3) in the store; returns how many directories and objects went."""
     stale_work_s = slot_lifetime_s(settings)
     removed = await asyncio.to_thread(_sweep, settings.results_dir, settings.result_ttl_s)
     removed += await asyncio.to_thread(_sweep, settings.tmp_dir, stale_work_s)
     removed += await asyncio.to_thread(_sweep, storage.uploads_root, stale_work_s)
+    removed += await storage.sweep_store(settings.result_ttl_s, stale_work_s)
     if removed:
         log.info("janitor removed stale dirs", extra={"count": removed})
     return removed
@@ -235,11 +244,13 @@ async def remove_stale(settings: Settings, storage: Storage) -> int:
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
     redis = ctx["redis"]  # arq's own pool
+    storage = Storage(settings)
+    await storage.start()  # STORAGE=s3: the bucket exists before the first job
     ctx[CTX_KEY] = JobContext(
         settings=settings,
         redis=redis,
         jobs=JobStore(redis, settings),
-        storage=Storage(settings),
+        storage=storage,
         triton=Triton(settings),  # built here: the gRPC channel binds to the running loop
     )
 
@@ -249,6 +260,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     job: JobContext | None = ctx.get(CTX_KEY)
     if job is not None:
         await job.triton.close()
+        await job.storage.close()
 
 
 def _registered(params_type: type[P], run: JobRun[P]) -> Function:
@@ -289,6 +301,8 @@ def main() -> None:
         Path(metrics_dir).mkdir(parents=True, exist_ok=True)
     settings = Settings.from_env()
     yield_cpu(settings.worker_cpu_nice)  # video work yields the CPU to a waiting photo request
+    if settings.worker_metrics_port:
+        metrics.serve(settings.worker_metrics_port)
     run_worker(worker_settings(settings))  # type: ignore[arg-type]
 
 

@@ -1,6 +1,8 @@
 """The workers' Prometheus metrics, multiprocess-safe: every worker process writes its values to
 files under PROMETHEUS_MULTIPROC_DIR (devstack and compose set it to Settings.worker_metrics_dir,
-in the shared data dir) and the gateway's /metrics aggregates them (gateway.metrics).
+in the shared data dir) and the gateway's /metrics aggregates them (gateway.metrics). Without a
+shared disk (STORAGE=s3, one host per worker) the gateway cannot read those files: each worker
+then serves its own /metrics on WORKER_METRICS_PORT (`serve`), scraped like any other target.
 
 prometheus-client picks its multiprocess value store when first imported, from that variable, so
 it must be in the worker's environment at start; without it the values stay in the process and
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client import multiprocess as prometheus_multiprocess
 
 DURATION_BUCKETS = (0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200)
@@ -38,3 +40,16 @@ def process_exited() -> None:
     """Drops this process' live gauges from the aggregate (worker shutdown)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         prometheus_multiprocess.mark_process_dead(os.getpid())
+
+
+def serve(port: int, host: str = "0.0.0.0") -> None:
+    """Serves this host's worker series on `port` (a daemon thread): the multiprocess files of
+    every worker sharing PROMETHEUS_MULTIPROC_DIR, or this process' own registry without it."""
+    registry = None
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        prometheus_multiprocess.MultiProcessCollector(registry)
+    if registry is None:
+        start_http_server(port, addr=host)
+    else:
+        start_http_server(port, addr=host, registry=registry)

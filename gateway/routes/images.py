@@ -35,9 +35,11 @@ from gateway.job_params import ImageHdParams, JobKind, input_path
 from gateway.jobs import JobStatus
 from gateway.keys import JOBS, SETTINGS, STORAGE, TRITON
 from gateway.limits import check_capacity, check_poll_rate, check_rate, start_job
+from gateway.result_download import send_result
 from gateway.schemas.forms import INVALID_REQUEST, parse_params, validate_form
 from gateway.schemas.requests import GenerateForm, HdImageForm
 from gateway.shedding import IMAGE_IN_FLIGHT
+from gateway.unavailable import ServiceUnavailable
 from triton_models.decode import ImageTooLarge, InvalidImage, Limits, probe
 
 routes = web.RouteTableDef()
@@ -230,8 +232,12 @@ async def hd_submit(request: web.Request) -> web.Response:
             )
             job_id = record.id
             os.replace(path, input_path(storage, job_id))
+            await storage.publish_inputs(job_id)
             await start_job(request, "bg", record)
         except ApiError:
+            raise
+        except ServiceUnavailable:  # the store (or Redis) is down: 503, nothing kept
+            await _forget(request, job_id)
             raise
         except Exception:
             await _forget(request, job_id)
@@ -241,14 +247,14 @@ async def hd_submit(request: web.Request) -> web.Response:
         return web.json_response(body, status=202)
     finally:
         if job_id is not None:
-            storage.remove_uploads(job_id)
+            await storage.remove_uploads(job_id)
         await asyncio.to_thread(shutil.rmtree, staging, True)
 
 
 async def _forget(request: web.Request, job_id: str | None) -> None:
     if job_id is None:
         return
-    request.app[STORAGE].remove_uploads(job_id)
+    await request.app[STORAGE].remove_uploads(job_id)
     with contextlib.suppress(Exception):  # Redis is what failed; the record expires on its own
         await request.app[JOBS].delete(job_id)
 
@@ -268,27 +274,14 @@ async def hd_result(request: web.Request) -> web.StreamResponse:
         if record.progress_percentage is not None:  # by pipeline step (worker.image_hd), not frames
             body["progress_percentage"] = record.progress_percentage
         return web.json_response(body, status=202)
-    storage = request.app[STORAGE]
-    path = storage.path_of(job_id, record.result.filename) if record.result else None
-    if path is None:
+    if record.result is None:
         raise result_removed("Processed image file not found")
-    return await _send_then_delete(request, path, job_id)
-
-
-async def _send_then_delete(request: web.Request, path: Path, job_id: str) -> web.StreamResponse:
-    """Streams the PNG; the file is removed only once the whole of it was written to the client."""
-    try:
-        handle = path.open("rb")
-    except FileNotFoundError:  # a concurrent download finished first and removed it
-        raise result_removed("Processed image file not found") from None
-    with handle:
-        response = web.StreamResponse(status=200, headers={**PNG_HEADERS, "Content-Type": "image/png"})
-        response.content_length = os.fstat(handle.fileno()).st_size
-        await response.prepare(request)
-        while chunk := await asyncio.to_thread(handle.read, _CHUNK):
-            await response.write(chunk)
-    # Every byte was handed to the transport; removing before the end of the body means a client
-    # that has the whole file can rely on it being gone.
-    await request.app[STORAGE].delete(job_id)
-    await response.write_eof()
-    return response
+    return await send_result(
+        request,
+        request.app[STORAGE],
+        job_id,
+        record.result,
+        {**PNG_HEADERS, "Content-Type": "image/png"},
+        gone=lambda: result_removed("Processed image file not found"),
+        delete_after=True,
+    )

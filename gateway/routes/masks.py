@@ -2,7 +2,7 @@
 
 The gateway downloads and probes the video before answering, so an unsupported, too large or too
 long input gets its documented 413/415/422 on the request itself; the accepted file waits in the
-job's upload dir (shared with the workers) and the job is queued.
+job's upload dir (shared with the workers, or published to the object store) and the job is queued.
 `status_body` renders a job record for the Status Service; /mask_by_key_points uses it too.
 """
 
@@ -44,7 +44,7 @@ def _seconds(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-def status_body(record: JobRecord, storage: Storage) -> dict[str, Any]:
+async def status_body(record: JobRecord, storage: Storage) -> dict[str, Any]:
     """The Status Service document for any mask job (foreground_mask, mask_by_key_points)."""
     body: dict[str, Any] = {
         "request_id": record.id,
@@ -57,7 +57,7 @@ def status_body(record: JobRecord, storage: Storage) -> dict[str, Any]:
         "finished_at": _iso(record.finished_at),
     }
     if record.status == JobStatus.COMPLETED and record.result is not None:
-        url, expires = storage.signed_url(record.id)
+        url, expires = await storage.result_link(record.id, record.result)
         body["mask_url"] = record.result.upload_link or url
         body["mask_url_expires_at"] = expires.isoformat().replace("+00:00", "Z")
         if record.warning:
@@ -168,13 +168,14 @@ async def accept_video_job(
         )
         if check is not None:
             check(info)
+        await storage.publish_inputs(record.id)
         await start_job(request, "mask", record)
     except MediaError as exc:
-        storage.remove_uploads(record.id)
+        await storage.remove_uploads(record.id)
         await jobs.delete(record.id)
         raise MaskApiError(exc.status, exc.message, exc.details) from None
     except BaseException:
-        storage.remove_uploads(record.id)
+        await storage.remove_uploads(record.id)
         await jobs.delete(record.id)
         raise
     return web.json_response(
@@ -189,7 +190,7 @@ async def status(request: web.Request) -> web.Response:
     record = await request.app[JOBS].get(request.match_info["request_id"], owner)
     if record is None or record.kind not in (JobKind.FOREGROUND_MASK, JobKind.MASK_BY_KEY_POINTS):
         raise MaskApiError(404, "Not Found", "No job with this request_id exists for this api_token.")
-    body = status_body(record, request.app[STORAGE])
+    body = await status_body(record, request.app[STORAGE])
     if record.webhook_url:
         delivery = await request.app[JOBS].webhook_delivery(record.id)
         body["webhook"] = asdict(delivery) if delivery else {"state": "waiting", "attempts": 0}

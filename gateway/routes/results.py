@@ -11,6 +11,7 @@ from aiohttp import web
 from gateway.errors import MaskApiError
 from gateway.jobs import JobStatus
 from gateway.keys import JOBS, STORAGE
+from gateway.result_download import send_result
 
 routes = web.RouteTableDef()
 
@@ -23,14 +24,18 @@ async def get_result(request: web.Request) -> web.StreamResponse:
         raise MaskApiError(403, "Forbidden", "The result link is invalid or has expired.")
     record = await request.app[JOBS].get(job_id)
     result = record.result if record is not None and record.status == JobStatus.COMPLETED else None
-    path = request.app[STORAGE].path_of(job_id, result.filename) if result is not None else None
-    if result is None or path is None:
-        raise MaskApiError(404, "Not Found", "The result no longer exists.")
-    return web.FileResponse(
-        path,
-        headers={
-            "Content-Type": result.media_type,
-            "Content-Disposition": f'attachment; filename="{result.filename}"',
-            "Cache-Control": "no-cache",
-        },
+    if result is None:
+        raise _gone()
+    headers = {
+        "Content-Type": result.media_type,
+        "Content-Disposition": f'attachment; filename="{result.filename}"',
+        "Cache-Control": "no-cache",
+    }
+    # fetched any number of times until the link expires: never deleted here
+    return await send_result(
+        request, request.app[STORAGE], job_id, result, headers, gone=_gone, delete_after=False
     )
+
+
+def _gone() -> MaskApiError:
+    return MaskApiError(404, "Not Found", "The result no longer exists.")

@@ -10,7 +10,6 @@ or ProRes 4444 MOV when output_format=mov. A result file is removed after a comp
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import shutil
@@ -34,8 +33,10 @@ from gateway.job_params import TRIM_SLACK_S, VideoMatteParams, background_image_
 from gateway.jobs import JobRecord, JobStatus
 from gateway.keys import JOBS, SETTINGS, STORAGE
 from gateway.limits import check_capacity, check_poll_rate, check_rate, start_job
+from gateway.result_download import send_result
 from gateway.schemas.forms import validate_form
 from gateway.schemas.requests import VideoSubmitForm
+from gateway.unavailable import ServiceUnavailable
 from gateway.video.encode import TRANSPARENT_PRESETS
 from gateway.video.probe import MediaError, probe
 from triton_models.decode import ImageTooLarge, InvalidImage, Limits
@@ -230,17 +231,18 @@ async def submit_video(request: web.Request) -> web.Response:
         os.replace(form.video, input_path(storage, record.id))
         if params.bg_image:
             os.replace(staging / "bg_image", background_image_path(storage, record.id))
+        await storage.publish_inputs(record.id)
         await start_job(request, "bg", record)
-    except ApiError:
+    except (ApiError, ServiceUnavailable):  # documented errors; an outage answers 503
         if record is not None:
-            storage.remove_uploads(record.id)
+            await storage.remove_uploads(record.id)
             await jobs.delete(record.id)
         raise
     except Exception as exc:
         if not client_gone(request, exc):
             log.exception("video submit failed")
         if record is not None:
-            storage.remove_uploads(record.id)
+            await storage.remove_uploads(record.id)
             await jobs.delete(record.id)
         if client_gone(request, exc):
             raise
@@ -305,40 +307,32 @@ async def video_result(request: web.Request) -> web.StreamResponse:
             {"message": "Video processing failed", "uuid": record.id, "status": "failed"}, status=500
         )
     fields, trim_headers = _trim_fields(record, record.params)
-    if record.result.upload_link:
+    storage = request.app[STORAGE]
+    link = record.result.upload_link
+    if link is None and storage.settings.s3_presigned_links and record.result.key is not None:
+        link, _ = await storage.result_link(record.id, record.result)
+    if link:
         return web.json_response(
             {
                 "message": "Video processing completed successfully",
                 "uuid": record.id,
                 "status": "success",
-                "upload_link": record.result.upload_link,
+                "upload_link": link,
                 **fields,
             }
         )
-    storage = request.app[STORAGE]
-    path = storage.path_of(record.id, record.result.filename)
-    if path is None:
-        raise result_removed("Processed video file not found")
-    try:
-        # opened before the headers go out, so a concurrent download's delete cannot race us
-        source = path.open("rb")
-    except FileNotFoundError:
-        raise result_removed("Processed video file not found") from None
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": record.result.media_type,
-            "Cache-Control": "no-cache",
-            "Content-Disposition": f"attachment; filename={record.result.filename}",
-            **trim_headers,
-        },
+    headers = {
+        "Content-Type": record.result.media_type,
+        "Cache-Control": "no-cache",
+        "Content-Disposition": f"attachment; filename={record.result.filename}",
+        **trim_headers,
+    }
+    return await send_result(
+        request,
+        storage,
+        record.id,
+        record.result,
+        headers,
+        gone=lambda: result_removed("Processed video file not found"),
+        delete_after=True,
     )
-    with source:
-        response.content_length = os.fstat(source.fileno()).st_size
-        await response.prepare(request)
-        while chunk := await asyncio.to_thread(source.read, _CHUNK):
-            await response.write(chunk)
-    await response.write_eof()
-    # Reached only when the whole file went out: an interrupted download keeps it for a retry.
-    with contextlib.suppress(OSError):
-        await storage.delete(record.id)
-    return response

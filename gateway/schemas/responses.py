@@ -171,7 +171,7 @@ class Readiness(_Body):
     status: Literal["ready", "not_ready"]
     checks: dict[str, bool] = Field(
         description="triton_server, model_<name> (of the most complete tritonserver: all true when one"
-        " server has every model), redis"
+        " server has every model), redis, object_store (STORAGE=s3)"
     )
     failed: list[str]
     triton_servers: TritonServers
