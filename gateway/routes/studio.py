@@ -182,7 +182,7 @@ async def upload(request: web.Request) -> web.Response:
             raise MaskApiError(exc.status, exc.message, exc.details) from None
         (dest.parent / _MEDIA_TYPE_FILE).write_text(_media_type(info))
     except BaseException:
-        storage.remove_uploads(upload_id)
+        await storage.remove_uploads(upload_id)
         raise
     link, expires = signed_link(settings, upload_id)
     body = {
