@@ -1,27 +1,49 @@
-"""onnxruntime sessions for the CPU (Python backend) configs of the ONNX models (rvm, u2netp and
-the models `python -m export add` writes). GPU configs run the same files on Triton's native
-onnxruntime backend instead."""
+"""CPU sessions for the Python-backend configs of the ONNX models (rvm, u2netp and the models
+`python -m export add` writes): onnxruntime by default, OpenVINO where the config asks for it
+(docs/cpu.md). GPU configs run the same files on Triton's native onnxruntime backend instead."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Protocol
 
+import numpy as np
 import onnxruntime as ort
 
 from triton_models.config import model_config, parameter, version_folder
 
+RUNTIMES = ("onnxruntime", "openvino")
 
-def session(args: Mapping[str, str]) -> ort.InferenceSession:
-    """The version folder's model.onnx on the CPU, with the thread counts of the config.pbtxt
-    parameters `intra_op_threads` / `inter_op_threads` (default 1 each).
 
-    Raises FileNotFoundError when model.onnx has not been exported yet."""
+class Session(Protocol):
+    """What the models call: onnxruntime's `InferenceSession.run` signature."""
+
+    def run(self, output_names: Sequence[str], feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]: ...
+
+
+def session(args: Mapping[str, str]) -> Session:
+    """The version folder's model.onnx on the CPU, with the config.pbtxt parameters:
+    `runtime` ("onnxruntime", default, or "openvino"), `intra_op_threads` / `inter_op_threads`
+    (default 1 each; OpenVINO uses `intra_op_threads` as its inference threads) and, for
+    OpenVINO, `precision` ("f32", default, or "bf16": triton_models.openvino_runtime).
+
+    Raises FileNotFoundError when model.onnx has not been exported yet, ValueError on an unknown
+    runtime or precision."""
     config = model_config(args)
     path = version_folder(args) / "model.onnx"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: run `python -m export models` (make models)")
+    runtime = parameter(config, "runtime", "onnxruntime")
+    intra = int(parameter(config, "intra_op_threads", "1"))
+    if runtime == "openvino":
+        # imported here: hosts that keep onnxruntime need not load OpenVINO's plugins
+        from triton_models.openvino_runtime import OpenVINOSession
+
+        return OpenVINOSession(path, intra, parameter(config, "precision", "f32"))
+    if runtime != "onnxruntime":
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = int(parameter(config, "intra_op_threads", "1"))
+    opts.intra_op_num_threads = intra
     opts.inter_op_num_threads = int(parameter(config, "inter_op_threads", "1"))
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
