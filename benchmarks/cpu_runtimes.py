@@ -6,10 +6,10 @@ with the rvm config's threads.
 
 Speed: the same decoded frames at 720p (../shared/data/videos/02_cups.mp4) and 1080p (the same
 frames upscaled with OpenCV's bicubic: no 1080p clip is in the data), each variant's recurrent
-loop over them from a fresh state, variants interleaved A, B, C, A, B, C ... for `--rounds`
-rounds, first `WARMUP` frames of each pass untimed (OpenVINO compiles per shape); median ms per
-frame and its ratio to onnxruntime from the same rounds, so other load on the machine shifts
-all variants alike.
+loop over them from a fresh state, the variants interleaved frame by frame (A, B, C on frame 0,
+then on frame 1 ...) for `--rounds` rounds, the first `WARMUP` frames untimed (OpenVINO compiles
+per shape); median ms per frame and its ratio to onnxruntime from the same rounds, so other
+load on the machine shifts all variants alike.
 
 Quality guard, same run: per frame, IoU of alpha >= 128 against onnxruntime fp32 over the first
 `--frames` frames of every clip in ../shared/data/videos (mean >= 0.98, worst frame >= 0.95);
@@ -72,25 +72,25 @@ def alphas(session: Session, frames: list[np.ndarray]) -> list[np.ndarray]:
     return out
 
 
-def timed_pass(session: Session, frames: list[np.ndarray]) -> float:
-    """Seconds per frame over `frames`, the first WARMUP frames run but not timed."""
-    state = [np.zeros((1, 1, 1, 1), np.float32)] * 4
-    start = 0.0
-    for i, frame in enumerate(frames):
-        if i == WARMUP:
-            start = time.perf_counter()
-        feed = {"frame": frame[None], **{f"r{k + 1}i": s for k, s in enumerate(state)}}
-        _, *state = session.run(["alpha", *STATE_OUT], feed)
-    return (time.perf_counter() - start) / (len(frames) - WARMUP)
-
-
 def speed(sessions: dict[str, Session], frames: list[np.ndarray], rounds: int) -> dict[str, float]:
-    """Median seconds per frame of each variant, interleaved round by round."""
-    times: dict[str, list[float]] = {name: [] for name in sessions}
+    """Median over rounds of each variant's mean seconds per frame. Within a round every variant
+    runs its own recurrent loop from a fresh state, interleaved frame by frame (A, B, C on frame 0,
+    then on frame 1 ...), so load that comes and goes hits all variants alike; the first WARMUP
+    frames run untimed (OpenVINO compiles per input shape)."""
+    per_round: dict[str, list[float]] = {name: [] for name in sessions}
     for _ in range(rounds):
-        for name, session in sessions.items():
-            times[name].append(timed_pass(session, frames))
-    return {name: statistics.median(t) for name, t in times.items()}
+        states = {name: [np.zeros((1, 1, 1, 1), np.float32)] * 4 for name in sessions}
+        spent = dict.fromkeys(sessions, 0.0)
+        for i, frame in enumerate(frames):
+            for name, session in sessions.items():
+                feed = {"frame": frame[None], **{f"r{k + 1}i": s for k, s in enumerate(states[name])}}
+                start = time.perf_counter()
+                _, *states[name] = session.run(["alpha", *STATE_OUT], feed)
+                if i >= WARMUP:
+                    spent[name] += time.perf_counter() - start
+        for name in sessions:
+            per_round[name].append(spent[name] / (len(frames) - WARMUP))
+    return {name: statistics.median(t) for name, t in per_round.items()}
 
 
 def mask_ious(a: list[np.ndarray], b: list[np.ndarray]) -> list[float]:

@@ -1,7 +1,9 @@
-"""rvm's CPU configs (config.pbtxt and every configs/cpu-*.pbtxt, docs/cpu.md): each loads in a
-real tritonserver and stays within issue 15's quality guard against onnxruntime fp32 on the
-original graph, on real 720p frames. The full guard (every clip, DAVIS J) and the speed figures
-are `python -m benchmarks.cpu_runtimes`; this checks a few frames per config."""
+"""rvm's other CPU configs (every configs/cpu-*.pbtxt, docs/cpu.md): each loads in a real
+tritonserver and stays within issue 15's quality guard against onnxruntime fp32 on the original
+graph, on real 720p frames. The default config.pbtxt (OpenVINO f32) is held to the stricter
+parity tolerance by tests/test_models_grpc.py on the suite's tritonserver. The full guard (every
+clip, DAVIS J) and the speed figures are `python -m benchmarks.cpu_runtimes`; `cpu-bf16` passes
+here but fails the full guard's worst-frame bar (docs/cpu.md): a few frames cannot show that."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from export.parity import video_frames
 from triton_models.onnx import session
 
 RVM = REPO_ROOT / "model_repository" / "rvm"
-CPU_CONFIGS = ["", *sorted(p.stem for p in (RVM / "configs").glob("cpu-*.pbtxt"))]
+CPU_CONFIGS = sorted(p.stem for p in (RVM / "configs").glob("cpu-*.pbtxt"))
 CLIP, FRAMES = "05_default_juggle.mp4", 4
 IOU_MEAN, IOU_WORST = 0.98, 0.95  # the guard of issue 15 (benchmarks/cpu_runtimes.py)
 
@@ -45,9 +47,9 @@ def rvm_only(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return repo
 
 
-@pytest.fixture(params=CPU_CONFIGS, ids=lambda name: name or "config.pbtxt")
+@pytest.fixture(params=CPU_CONFIGS)
 def served(request: pytest.FixtureRequest, rvm_only: Path, tmp_path: Path) -> Iterator[str]:
-    extra = [f"--model-config-name={request.param}"] if request.param else []
+    extra = [f"--model-config-name={request.param}"]
     with private_triton(rvm_only, tmp_path, extra, timeout_s=180) as settings:
         yield settings.triton_grpc_url
 
