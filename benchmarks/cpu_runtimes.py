@@ -154,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         figures[label] = {
             name: {"ms": s * 1e3, "x_reference": per_frame[REFERENCE] / s} for name, s in per_frame.items()
         }
-        print(f"speed {label} done", flush=True)
+        row = figures[label]
+        shown = ", ".join(f"{n} {v['ms']:.0f} ms ({v['x_reference']:.2f}x)" for n, v in row.items())
+        print(f"speed {label}: {shown}", flush=True)
     quality = guard(sessions, guard_frames, lambda line: print(line, flush=True))
     print(f"\n{'variant':<18} {'720p ms':>8} {'x ort':>6} {'1080p ms':>9} {'x ort':>6} "
           f"{'IoU mean':>8} {'worst':>6} {'DAVIS J':>8} {'dJ':>7}  guard")  # fmt: skip
