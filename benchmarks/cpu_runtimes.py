@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="few frames and rounds: a smoke test")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--frames", type=int, default=30, help="guard frames per clip / DAVIS sequence")
+    p.add_argument("--speed-only", action="store_true", help="skip the quality guard (no table, no json)")
     p.add_argument("--out", type=Path, default=OUT_DIR)
     args = p.parse_args(argv)
     rounds, guard_frames, speed_frames = (1, 4, 4) if args.quick else (args.rounds, args.frames, 12)
@@ -157,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         row = figures[label]
         shown = ", ".join(f"{n} {v['ms']:.0f} ms ({v['x_reference']:.2f}x)" for n, v in row.items())
         print(f"speed {label}: {shown}", flush=True)
+    if args.speed_only:
+        print(machine_line(host))
+        return 0
     quality = guard(sessions, guard_frames, lambda line: print(line, flush=True))
     print(f"\n{'variant':<18} {'720p ms':>8} {'x ort':>6} {'1080p ms':>9} {'x ort':>6} "
           f"{'IoU mean':>8} {'worst':>6} {'DAVIS J':>8} {'dJ':>7}  guard")  # fmt: skip
