@@ -1,6 +1,6 @@
 """rvm's other CPU configs (every configs/cpu-*.pbtxt, docs/cpu.md): each loads in a real
 tritonserver and stays within issue 15's quality guard against onnxruntime fp32 on the original
-graph, on real 720p frames. The default config.pbtxt (OpenVINO f32) is held to the stricter
+graph, on real 720p frames. The default config.pbtxt (onnxruntime) is held to the stricter
 parity tolerance by tests/test_models_grpc.py on the suite's tritonserver. The full guard (every
 clip, DAVIS J) and the speed figures are `python -m benchmarks.cpu_runtimes`; `cpu-bf16` passes
 here but fails the full guard's worst-frame bar (docs/cpu.md): a few frames cannot show that."""
