@@ -8,7 +8,7 @@ SERVE := $(VENV)/.serve-installed
 DEV := $(VENV)/.dev-installed
 EXPORT := $(VENV)/.export-installed
 
-.PHONY: setup run up down test lint export-tools models bench load fuzz redis chromium wrk iproute2 clean check-image-steps
+.PHONY: setup run up down test lint export-tools models bench bench-cpu load fuzz redis chromium wrk iproute2 clean check-image-steps
 
 setup: $(SERVE) redis models
 
@@ -72,6 +72,11 @@ lint: $(DEV)
 bench: setup
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) -m benchmarks
+
+# rvm's CPU runtimes (onnxruntime fp32, OpenVINO f32 / bf16) interleaved, with issue 15's quality
+# guard in the same run (docs/cpu.md); about 6-9 min on a quiet 2-core machine.
+bench-cpu: setup
+	$(PY) -m benchmarks.cpu_runtimes
 
 # Bounded load test on its own stack (free loopback ports); stops by itself, exit 1 on a 5xx or a lost job.
 # Debian's wrk: the paced /status flood of `make load` (benchmarks/flood.py).

@@ -93,7 +93,7 @@ def test_readiness_checks_exactly_the_models_the_gateway_calls() -> None:
 # --- what the server side may import ---------------------------------------------------------------
 
 # A Triton host installs triton_models and its dependencies (triton_models/pyproject.toml) only.
-RUNTIME = {"numpy", "cv2", "PIL", "pillow_heif", "onnxruntime", "triton_python_backend_utils"}
+RUNTIME = {"numpy", "cv2", "PIL", "pillow_heif", "onnxruntime", "openvino", "triton_python_backend_utils"}
 # Thin adapters, as in Triton's tutorials: the work happens in triton_models.
 ADAPTER = {"numpy", "triton_python_backend_utils", "triton_models"}
 

@@ -1,27 +1,52 @@
-"""onnxruntime sessions for the CPU (Python backend) configs of the ONNX models (rvm, u2netp and
-the models `python -m export add` writes). GPU configs run the same files on Triton's native
+"""CPU sessions for the Python-backend configs of the ONNX models (rvm, u2netp, the trackers'
+in-process saliency and the models `python -m export add` writes): onnxruntime, or OpenVINO for a
+config that asks for it (docs/cpu.md). GPU configs run the same files on Triton's native
 onnxruntime backend instead."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
+import numpy as np
 import onnxruntime as ort
 
 from triton_models.config import model_config, parameter, version_folder
 
+RUNTIMES = ("onnxruntime", "openvino")
 
-def session(args: Mapping[str, str]) -> ort.InferenceSession:
-    """The version folder's model.onnx on the CPU, with the thread counts of the config.pbtxt
-    parameters `intra_op_threads` / `inter_op_threads` (default 1 each) and `spin_wait`
-    (default "true"; "false" for a model that yields the CPU: see session_at).
 
-    Raises FileNotFoundError when model.onnx has not been exported yet."""
+class Session(Protocol):
+    """What the models call: onnxruntime's `InferenceSession.run` signature."""
+
+    def run(self, output_names: Sequence[str], feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]: ...
+
+
+def session(args: Mapping[str, str]) -> Session:
+    """The version folder's model.onnx on the CPU, with the config.pbtxt parameters:
+    `runtime` ("onnxruntime", default, or "openvino"), `intra_op_threads` / `inter_op_threads`
+    (default 1 each; OpenVINO uses `intra_op_threads` as its inference threads), for onnxruntime
+    `spin_wait` (default "true"; "false" for a model that yields the CPU: see session_at) and, for
+    OpenVINO, `precision` ("f32", default, or "bf16": triton_models.openvino_runtime).
+
+    Raises FileNotFoundError when model.onnx has not been exported yet, ValueError on an unknown
+    runtime or precision."""
     config = model_config(args)
+    path = version_folder(args) / "model.onnx"
+    runtime = parameter(config, "runtime", "onnxruntime")
+    intra = int(parameter(config, "intra_op_threads", "1"))
+    if runtime == "openvino":
+        _require(path)
+        # imported here: hosts that keep onnxruntime need not load OpenVINO's plugins
+        from triton_models.openvino_runtime import OpenVINOSession
+
+        return OpenVINOSession(path, intra, parameter(config, "precision", "f32"))
+    if runtime != "onnxruntime":
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     return session_at(
-        version_folder(args) / "model.onnx",
-        int(parameter(config, "intra_op_threads", "1")),
+        path,
+        intra,
         int(parameter(config, "inter_op_threads", "1")),
         spin_wait=parameter(config, "spin_wait", "true").lower() == "true",
     )
@@ -36,8 +61,7 @@ def session_at(
     `spin_wait=False` makes idle pool threads sleep instead of spinning between operators: a
     little slower alone, but a low-priority model (triton_models/cpu_priority.py) then leaves
     the cores it does not use to the others instead of burning them."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: run `python -m export models` (make models)")
+    _require(path)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = intra_op_threads
     opts.inter_op_num_threads = inter_op_threads
@@ -46,3 +70,8 @@ def session_at(
     if not spin_wait:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def _require(path: Path) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run `python -m export models` (make models)")

@@ -1,0 +1,74 @@
+"""OpenVINO as the CPU runtime of an exported ONNX graph, behind onnxruntime's `run` signature, so
+a Python-backend model switches runtime by a config parameter alone (docs/cpu.md).
+
+Why static shapes: OpenVINO runs the wrapped RVM graph 0.7x as fast as onnxruntime when its
+shapes stay dynamic, and faster than onnxruntime once every input shape is fixed (figures in
+BENCHMARKS.md, "CPU runtimes"). A video keeps one frame size, so the session compiles the graph
+once per set of input shapes (frame size, batch, a sequence's first-frame [1,1,1,1] state or its
+running state) and keeps the most recent `cache_size` of them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+
+PRECISIONS = ("f32", "bf16")
+
+ShapeKey = tuple[tuple[str, tuple[int, ...]], ...]
+
+
+class OpenVINOSession:
+    """One ONNX file compiled for OpenVINO's CPU plugin, per input shape set.
+
+    `precision`: "f32", or "bf16" (OpenVINO's inference precision hint: bf16 arithmetic where the
+    CPU has it natively, AVX512_BF16 or AMX; OpenVINO falls back to f32 elsewhere). `threads`: the
+    plugin's inference threads. Raises ValueError on an unknown precision, FileNotFoundError
+    when `path` is missing."""
+
+    def __init__(self, path: Path, threads: int, precision: str, cache_size: int = 16) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: run `python -m export models` (make models)")
+        self._core = ov.Core()
+        self._model = self._core.read_model(str(path))
+        self._config = {
+            "INFERENCE_NUM_THREADS": threads,
+            "NUM_STREAMS": 1,
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": precision,
+        }
+        self._inputs = [i.get_any_name() for i in self._model.inputs]
+        self._cache: OrderedDict[ShapeKey, ov.CompiledModel] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    def _compiled(self, key: ShapeKey) -> ov.CompiledModel:
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+            model = self._model.clone()
+            model.reshape({name: ov.PartialShape(list(shape)) for name, shape in key})
+            compiled = self._core.compile_model(model, "CPU", self._config)
+            self._cache[key] = compiled
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+            return compiled
+
+    def run(self, output_names: Sequence[str], feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """Like `onnxruntime.InferenceSession.run`: `feeds` by input name (every graph input),
+        the arrays of `output_names` in that order (copies: the request's buffers are reused).
+        Raises KeyError on a missing input, RuntimeError from OpenVINO on a shape the graph
+        rejects."""
+        key = tuple((name, tuple(feeds[name].shape)) for name in self._inputs)
+        request = self._compiled(key).create_infer_request()
+        results = request.infer({name: np.ascontiguousarray(feeds[name]) for name in self._inputs})
+        by_name = {port.get_any_name(): value for port, value in results.items()}
+        return [np.array(by_name[name], copy=True) for name in output_names]
