@@ -189,7 +189,7 @@ class Settings:
     job_max_tries: int = 3
     # a worker's CPU priority (nice 0..19; triton_models/cpu_priority.py): below the gateway's
     # and the photo model's, as the video models in Triton (their config's cpu_nice)
-    worker_cpu_nice: int = 5
+    worker_cpu_nice: int = 19
     job_lease_s: int = 60  # a killed worker's job is re-run by another worker after about this long
     result_ttl_s: int = 3600  # results never downloaded are removed by the janitor after this
     signed_link_ttl_s: int = 3600

@@ -49,7 +49,7 @@ def test_video_work_runs_below_the_photo_model(triton: Service, stack: Stack) ->
     stubs = _stubs(triton)
     assert set(VIDEO_MODELS) | {"u2netp"} <= set(stubs), stubs
     for model in VIDEO_MODELS:
-        assert min(_nice_values(stubs[model])) >= 5, (model, _nice_values(stubs[model]))
+        assert min(_nice_values(stubs[model])) == 19, (model, _nice_values(stubs[model]))
     assert _nice_values(stubs["u2netp"]) == {0}
     for worker in stack.workers:
         assert worker.proc is not None

@@ -3,13 +3,18 @@
 A photo request waits for a person; a video job is throughput work that nobody watches frame
 by frame. On a CPU host every Python-backend model instance is its own stub process inside
 tritonserver, so the Linux scheduler can be told which to prefer: the video models' configs
-(rvm, foreground, keypoint_mask) carry the parameter `cpu_nice` (5) and their stubs lower their
+(rvm, foreground, keypoint_mask) carry the parameter `cpu_nice` (19) and their stubs lower their
 own priority to it; `u2netp`, which the photo endpoints call, keeps the default 0. CFS shares a
 contended core by weight (kernel/sched/core.c, sched_prio_to_weight: nice 0 = 1024, nice 5 =
-335), so while a photo runs a video thread still gets about a quarter of a core (video jobs slow
-down, they never stall), and all of it when no photo is in flight. Measured on the 2-core host
-(docs/reliability.md, "Photos first"): nice 10 (weight 110) left the photos no faster and the
-videos twice as slow as nice 5.
+335, nice 19 = 15), so while a photo runs the video threads wait, and they get every cycle the
+photo path leaves: between photos (the gateway admits one at a time, and decodes and encodes it
+outside the model) and whenever none is in flight. Video jobs slow down under a stream of photos,
+they do not stop. Nice 5 was tried first: a video job runs several threads per core (the
+tracker, its saliency graph, rvm, the worker's codec), and at 335 each they still took half of
+a core from the photo (accepted photos at 2.4x their idle p50 under load, 1.5x at nice 19:
+docs/reliability.md, "Photos first"). A thread waking up is scheduled within milliseconds at
+any nice value (CFS places it near the queue's minimum virtual runtime), so the stubs' 300 ms
+health beat is not delayed by it.
 
 Autogroups (sched(7)) do not get in the way: the stubs are children of one tritonserver, in one
 session and one container.
