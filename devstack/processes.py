@@ -90,6 +90,13 @@ class Service:
             time.sleep(0.25)
         raise StackError(f"{self.name} not ready after {timeout_s:.0f}s; last log lines:\n{self.tail()}")
 
+    def kill_group(self) -> None:
+        """SIGKILL what is left of the process group after the process itself exited (the model
+        processes of a crashed tritonserver); no-op when nothing is left."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
     def stop(self, timeout_s: float = 20.0, sig: int = signal.SIGTERM) -> None:
         """Send `sig` to the process group; SIGKILL it after `timeout_s` seconds. No-op if not running."""
         if self.proc is None or self.proc.poll() is not None:

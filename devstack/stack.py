@@ -1,8 +1,9 @@
 """The whole local stack: Redis, tritonserver, the gateway and arq workers, in start order.
 
-`run` keeps it in the foreground (Ctrl-C stops everything), `up` / `down` run the same thing in
-the background with a pid file. Tests and benchmarks compose their own stacks from
-`stack_services` and `private_settings`, so what they exercise is what a user runs.
+`run` keeps it in the foreground (Ctrl-C stops everything) and starts a crashed service again
+(`supervise`), `up` / `down` run the same thing in the background with a pid file. Tests and
+benchmarks compose their own stacks from `stack_services` and `private_settings`, so what they
+exercise is what a user runs.
 """
 
 from __future__ import annotations
@@ -145,15 +146,48 @@ def run(workers: int = 1) -> int:
     try:
         with running(services) as started:
             print(f"\nready: gateway on {settings.base_url}  (Ctrl-C stops everything)\n", flush=True)
-            while not stop["flag"]:
-                dead = [s for s in started if not s.alive()]
-                if dead:
-                    print(f"{dead[0].name} exited; last log lines:\n{dead[0].tail()}", flush=True)
-                    return 1
-                time.sleep(0.5)
+            return supervise(started, stop)
     except StackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+
+
+# A crashed service is started again instead of taking the others down with it: tritonserver
+# 2.51's Python backend can abort under concurrent BLS load (boost lock_exception / SIGSEGV in a
+# model process; upstream triton-inference-server/server issue 8882), and the workers retry a job
+# whose Triton went away (docs/reliability.md). A service that keeps dying (more than
+# RESTARTS_ALLOWED times within RESTART_WINDOW_S) stops the stack, as a broken set-up would.
+RESTARTS_ALLOWED = 5
+RESTART_WINDOW_S = 600.0
+
+
+def supervise(started: list[Service], stop: dict[str, bool], poll_s: float = 0.5) -> int:
+    """Watch `started` until stop["flag"]; restart each one that exits (its whole process group
+    first, so a crashed tritonserver leaves no model process behind). Returns 0 when stopped, 1
+    when a service exits too often or does not come back."""
+    restarts: dict[str, list[float]] = {}
+    while not stop["flag"]:
+        for svc in started:
+            if svc.alive():
+                continue
+            now = time.monotonic()
+            recent = [t for t in restarts.get(svc.name, []) if now - t < RESTART_WINDOW_S]
+            code = svc.proc.returncode if svc.proc is not None else None
+            print(f"{svc.name} exited (code {code}); last log lines:\n{svc.tail()}", flush=True)
+            if len(recent) >= RESTARTS_ALLOWED:
+                print(f"{svc.name} exited {len(recent) + 1} times in {RESTART_WINDOW_S:.0f} s", flush=True)
+                return 1
+            restarts[svc.name] = [*recent, now]
+            svc.kill_group()
+            print(f"restarting {svc.name} ({len(recent) + 1} of {RESTARTS_ALLOWED} allowed)", flush=True)
+            try:
+                svc.start()
+                svc.wait_ready(300)
+            except StackError as exc:
+                print(f"{svc.name} did not come back: {exc}", flush=True)
+                return 1
+            print(f"{svc.name} is back", flush=True)
+        time.sleep(poll_s)
     return 0
 
 
@@ -167,8 +201,10 @@ def up(workers: int = 1, timeout_s: float = 600.0) -> int:
     settings = Settings.from_env()
     pid_file = _pid_file(settings)
     if pid_file.exists():
-        print(f"a stack seems to be running already (pid file {pid_file}); `make down` first")
-        return 1
+        if _pid_alive(int(pid_file.read_text(encoding="utf-8").strip() or 0)):
+            print(f"a stack is running already (pid file {pid_file}); `make down` first")
+            return 1
+        pid_file.unlink()  # left by a launcher that died: nothing to stop
     log_path = settings.data_dir / "logs" / "stack.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
@@ -196,6 +232,18 @@ def up(workers: int = 1, timeout_s: float = 600.0) -> int:
         time.sleep(1)
     print(f"not ready after {timeout_s:.0f}s; see {log_path}")
     return 1
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def down() -> int:

@@ -4,8 +4,6 @@ and no answer outside the document, and /docs shows every path in a real (headle
 from __future__ import annotations
 
 import itertools
-import shutil
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -13,6 +11,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import requests
 import schemathesis
+from browser import headless_chromium
 from conftest import Stack
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
@@ -109,34 +108,8 @@ def test_contract_case_count() -> None:
 
 @pytest.fixture
 def chromium() -> Iterator[object]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not binary or not driver:
-        pytest.fail("chromium and chromium-driver are not installed: `make test` installs them (apt-get)")
-    profile = tempfile.mkdtemp(prefix="chromium-profile-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        f"--user-data-dir={profile}",
-    ):
-        options.add_argument(flag)
-    browser = webdriver.Chrome(options=options, service=Service(driver))
-    try:
+    with headless_chromium() as browser:
         yield browser
-    finally:
-        browser.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def test_docs_page_shows_every_path(stack: Stack, chromium: object) -> None:

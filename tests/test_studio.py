@@ -13,7 +13,6 @@ import io
 import os
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ import av
 import cv2
 import numpy as np
 import pytest
+from browser import headless_chromium
 from conftest import SHARED, VIDEOS, Stack, mask_error
 from media import serve
 from PIL import Image
@@ -242,36 +242,8 @@ async def test_page_headers(stack: Stack, http: aiohttp.ClientSession) -> None:
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not binary or not driver:
-        pytest.fail("chromium and chromium-driver are not installed: `make test` installs them (apt-get)")
-    profile = tempfile.mkdtemp(prefix="chromium-profile-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--autoplay-policy=no-user-gesture-required",
-        "--window-size=1100,1400",
-        f"--user-data-dir={profile}",
-    ):
-        options.add_argument(flag)
-    chrome = webdriver.Chrome(options=options, service=Service(driver))
-    try:
+    with headless_chromium("--autoplay-policy=no-user-gesture-required", "--window-size=1100,1400") as chrome:
         yield chrome
-    finally:
-        chrome.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def test_studio_page_end_to_end(stack: Stack, media: dict[str, Any], browser: Any, tmp_path: Path) -> None:

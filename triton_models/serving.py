@@ -122,4 +122,10 @@ def call_model(
     ).exec()
     if response.has_error():
         raise RuntimeError(f"{caller}: {model} failed: {response.error().message()}")
-    return {name: pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in outputs}
+    result = {}
+    for name in outputs:
+        tensor = pb_utils.get_output_tensor_by_name(response, name)
+        if tensor is None:  # seen when the callee's process died mid-call
+            raise RuntimeError(f"{caller}: {model} failed: its answer has no output {name!r}")
+        result[name] = tensor.as_numpy()
+    return result
