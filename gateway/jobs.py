@@ -13,6 +13,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -159,8 +160,15 @@ class JobStore:
             return None
         return record
 
-    async def _update(self, job_id: str, ttl_s: int | None = None, **changes: Any) -> JobRecord | None:
-        """Apply `changes` unless the job already ended; returns the new record (None if skipped)."""
+    async def _update(
+        self,
+        job_id: str,
+        ttl_s: int | None = None,
+        transform: Callable[[JobRecord], dict[str, Any]] | None = None,
+        **changes: Any,
+    ) -> JobRecord | None:
+        """Apply `changes` (and those `transform` derives from the stored record) unless the job
+        already ended; returns the new record (None if skipped)."""
         key = redis_keys.job_record(job_id)
         while True:
             async with self.redis.pipeline(transaction=True) as pipe:
@@ -172,7 +180,7 @@ class JobStore:
                     record = JobRecord.from_json(raw)
                     if record.done:
                         return None
-                    updated = replace(record, **changes)
+                    updated = replace(record, **changes, **(transform(record) if transform else {}))
                     pipe.multi()
                     if ttl_s is None:
                         pipe.set(key, updated.to_json(), keepttl=True)
@@ -184,14 +192,10 @@ class JobStore:
                     continue
 
     async def mark_processing(self, job_id: str) -> JobRecord | None:
-        """Also used on a re-run after a worker died: progress starts again from zero."""
-        return await self._update(
-            job_id,
-            status=JobStatus.PROCESSING,
-            started_at=time.time(),
-            current_frame=None,
-            progress_percentage=None,
-        )
+        """Also used on a re-run (a worker died, a try failed on an unavailable service): the
+        progress already reported is kept, since a client's progress must not go back; set_progress
+        leaves it still until the re-run passes it."""
+        return await self._update(job_id, status=JobStatus.PROCESSING, started_at=time.time())
 
     async def set_progress(self, job_id: str, current: int, total: int | None) -> None:
         """Cheap enough to call per frame: writes at most every PROGRESS_MIN_INTERVAL_S, plus the last."""
@@ -200,14 +204,14 @@ class JobStore:
         if not is_last and now - self._last_progress.get(job_id, 0.0) < PROGRESS_MIN_INTERVAL_S:
             return
         self._last_progress[job_id] = now
-        percentage = round(100.0 * current / total, 1) if total else None
-        await self._update(
-            job_id,
-            status=JobStatus.PROCESSING,
-            current_frame=current,
-            total_frames=total,
-            progress_percentage=percentage,
-        )
+
+        def ahead(record: JobRecord) -> dict[str, Any]:
+            shown = record.current_frame if record.total_frames == total and record.current_frame else 0
+            frame = max(current, shown)
+            percentage = round(100.0 * frame / total, 1) if total else None
+            return {"current_frame": frame, "progress_percentage": percentage}
+
+        await self._update(job_id, transform=ahead, status=JobStatus.PROCESSING, total_frames=total)
 
     async def complete(
         self,

@@ -110,6 +110,21 @@ async def test_lifecycle(jobs: JobStore, redis: ArqRedis, tmp_path: Path, settin
     assert 0 < await redis.ttl(redis_keys.job_record(record.id)) <= settings.result_ttl_s
 
 
+async def test_progress_never_goes_back_on_a_re_run(jobs: JobStore) -> None:
+    """A re-run (dead worker, retried try) starts from frame 0; the client keeps seeing the
+    furthest frame reached until the re-run passes it."""
+    record = await jobs.create(OWNER, MASK)
+    await jobs.mark_processing(record.id)
+    await jobs.set_progress(record.id, 50, 150)
+    await jobs.mark_processing(record.id)  # the re-run
+    for frame, shown in ((12, 50), (50, 50), (60, 60)):
+        jobs._last_progress.clear()  # each write lands (they are throttled per job)
+        await jobs.set_progress(record.id, frame, 150)
+        now = await jobs.get(record.id)
+        assert now is not None and (now.current_frame, now.status) == (shown, "processing"), frame
+    assert now.progress_percentage == 40.0
+
+
 async def test_terminal_status_is_final(jobs: JobStore) -> None:
     record = await jobs.create(OWNER, HD)
     await jobs.mark_processing(record.id)

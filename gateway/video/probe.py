@@ -124,9 +124,11 @@ def probe(path: Path, *, max_side: int = 16000, max_duration_s: float | None = N
     with container:
         fmt = container.format.name
         if fmt not in CONTAINERS:
-            raise MediaError(
-                415, "Unsupported container", f"Container '{fmt}' is not accepted. {SUPPORTED_TEXT}"
-            )
+            # FFmpeg's short names (jpeg_pipe, matroska,webm) mean nothing to a client; its long
+            # name says what the file really is ("piped jpeg sequence" for a photo named .mp4)
+            what = container.format.long_name or fmt
+            details = f"The file reads as {what}, not a supported video. {SUPPORTED_TEXT}"
+            raise MediaError(415, "Unsupported container", details)
         if not container.streams.video:
             raise MediaError(400, "No video stream", "The file has no video stream. " + SUPPORTED_TEXT)
         stream = container.streams.video[0]
