@@ -25,12 +25,12 @@ from gateway.auth import require_owner
 from gateway.bounded import BodyTooLarge, FormBudget, read_body
 from gateway.departures import client_gone
 from gateway.errors import MaskApiError
-from gateway.fetch import DownloadTooLarge, FetchError, fetch_to_file
 from gateway.keys import SETTINGS, STORAGE
 from gateway.limits import check_rate
 from gateway.schemas.requests import StudioUploadForm
 from gateway.studio_uploads import UPLOADS_PATH, signed_link, upload_file, verify
 from gateway.video.geometry import display_size
+from gateway.video.intake import fetch_and_probe
 from gateway.video.probe import MediaError, VideoInfo, probe
 from gateway.video.run import expected_frames
 
@@ -170,14 +170,11 @@ async def upload(request: web.Request) -> web.Response:
     dest = upload_file(settings, upload_id)
     try:
         url = await _receive(request, dest, settings)
-        if url is not None:
-            try:
-                await fetch_to_file(url, dest, settings)
-            except FetchError as exc:
-                status = 413 if isinstance(exc, DownloadTooLarge) else 400
-                raise MaskApiError(status, "Video download failed", exc.reason) from None
         try:
-            info = await asyncio.to_thread(probe, dest, max_side=settings.video_max_side)
+            if url is not None:  # downloaded and probed as the mask endpoints do it
+                info = await fetch_and_probe(url, dest, settings, max_duration_s=None)
+            else:
+                info = await asyncio.to_thread(probe, dest, max_side=settings.video_max_side)
         except MediaError as exc:
             raise MaskApiError(exc.status, exc.message, exc.details) from None
         (dest.parent / _MEDIA_TYPE_FILE).write_text(_media_type(info))
