@@ -33,6 +33,7 @@ from typing import Any
 
 import aiohttp
 import av
+from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.flood import start_flood
 from common.settings import REPO_ROOT, Settings
@@ -230,6 +231,41 @@ async def _await_jobs(
     return dict(counts)
 
 
+# Triton's per-model counters (cumulative, microseconds): a photo's time in the u2netp queue and
+# in its compute, so a slow photo is placed in Triton or in the gateway.
+_PHOTO_MODEL_COUNTERS = {
+    "nv_inference_request_success": "requests",
+    "nv_inference_queue_duration_us": "queue_us",
+    "nv_inference_compute_infer_duration_us": "compute_us",
+}
+
+
+async def _photo_model_counters(http: aiohttp.ClientSession, settings: Settings) -> dict[str, float]:
+    url = f"http://{settings.triton_host}:{settings.triton_metrics_port}/metrics"
+    async with http.get(url) as r:
+        text = await r.text()
+    counters = dict.fromkeys(_PHOTO_MODEL_COUNTERS.values(), 0.0)
+    for family in text_string_to_metric_families(text):
+        if family.name not in _PHOTO_MODEL_COUNTERS:
+            continue
+        for sample in family.samples:  # the parser names a counter's sample "<family>_total"
+            if sample.labels.get("model") == "u2netp" and sample.name.endswith("_total"):
+                counters[_PHOTO_MODEL_COUNTERS[family.name]] += sample.value
+    return counters
+
+
+def _per_photo_ms(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Mean u2netp queue and compute ms per request between two counter snapshots."""
+    n = after["requests"] - before["requests"]
+    if n <= 0:
+        return {}
+    return {
+        "u2netp_requests": n,
+        "u2netp_queue_ms": round((after["queue_us"] - before["queue_us"]) / n / 1e3, 1),
+        "u2netp_compute_ms": round((after["compute_us"] - before["compute_us"]) / n / 1e3, 1),
+    }
+
+
 async def _load(
     settings: Settings,
     args: argparse.Namespace,
@@ -243,7 +279,10 @@ async def _load(
     timeout = aiohttp.ClientTimeout(total=60)
     connector = aiohttp.TCPConnector(limit=args.image_clients + args.burst)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
+        counters = await _photo_model_counters(http, settings)
         unloaded = await _unloaded_images(http, base, image, 60)  # p99 of fewer is just their maximum
+        unloaded_counters = await _photo_model_counters(http, settings)
+        unloaded.update(_per_photo_ms(counters, unloaded_counters))
         started = time.monotonic()
         stop = started + args.seconds
         owners = await _video_burst(
@@ -266,10 +305,12 @@ async def _load(
         owners.update(await _video_burst(rec, http, base, clip, clip_url, args.burst))  # while the first runs
         await asyncio.gather(*tasks)
         elapsed = time.monotonic() - started
+        under_load = _per_photo_ms(unloaded_counters, await _photo_model_counters(http, settings))
         flooded = await asyncio.to_thread(flood.result)
         outcome: dict[str, str] = {}
         jobs = await _await_jobs(http, base, list(owners), owners, outcome, limit_s=300)
     report = rec.report(elapsed)
+    report.setdefault("image", {}).update(under_load)
     report["status_flood"] = {k: v for k, v in flooded.items() if k != "transport_errors"}
     errors = dict(rec.errors)
     if flooded["transport_errors"]:
@@ -326,6 +367,13 @@ def main(argv: list[str] | None = None) -> int:
         unloaded = result["image_unloaded"]["p99_ms"]
         print(f"shedding: accepted image p99 {image['accepted_p99_ms']} ms under load = {ratio:.2f}x "
               f"the unloaded {unloaded} ms (bar: 2x); 429 share {image['share_429']}")  # fmt: skip
+        idle, loaded = result["image_unloaded"], image
+        if idle.get("u2netp_requests") and loaded.get("u2netp_requests"):
+            print(
+                f"u2netp per photo, idle -> under load: queue {idle['u2netp_queue_ms']} -> "
+                f"{loaded['u2netp_queue_ms']} ms, compute {idle['u2netp_compute_ms']} -> "
+                f"{loaded['u2netp_compute_ms']} ms (the rest of a photo's time is the gateway's)"
+            )
     return 0 if ok else 1
 
 

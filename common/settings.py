@@ -190,6 +190,7 @@ class Settings:
     # a worker's CPU priority (nice 0..19; triton_models/cpu_priority.py): below the gateway's
     # and the photo model's, as the video models in Triton (their config's cpu_nice)
     worker_cpu_nice: int = 19
+    worker_cpu_sched_idle: bool = True  # and the SCHED_IDLE policy, as the video models' cpu_sched_idle
     job_lease_s: int = 60  # a killed worker's job is re-run by another worker after about this long
     result_ttl_s: int = 3600  # results never downloaded are removed by the janitor after this
     signed_link_ttl_s: int = 3600
@@ -309,6 +310,7 @@ class Settings:
             job_max_tries=_env_int("JOB_MAX_TRIES", d.job_max_tries),
             job_lease_s=_env_int("JOB_LEASE_S", d.job_lease_s),
             worker_cpu_nice=_env_int("WORKER_CPU_NICE", d.worker_cpu_nice),
+            worker_cpu_sched_idle=_env_bool("WORKER_CPU_SCHED_IDLE", d.worker_cpu_sched_idle),
             result_ttl_s=_env_int("RESULT_TTL_S", d.result_ttl_s),
             signed_link_ttl_s=_env_int("SIGNED_LINK_TTL_S", d.signed_link_ttl_s),
             storage_backend=storage_backend,

@@ -9,11 +9,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tritonclient.grpc.aio as grpcclient
 from conftest import Stack
 
 from devstack.processes import Service
 from gateway.triton import INTERACTIVE_PRIORITY
+from triton_models.cpu_priority import lower_cpu_priority
 
 VIDEO_MODELS = ("rvm", "foreground", "keypoint_mask")
 
@@ -25,6 +27,11 @@ def _nice_values(pid: int) -> set[int]:
         fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
         values.add(int(fields[16]))
     return values
+
+
+def _policies(pid: int) -> set[int]:
+    """The scheduling policy of every thread of `pid` (os.SCHED_OTHER, os.SCHED_IDLE...)."""
+    return {os.sched_getscheduler(int(task.name)) for task in Path(f"/proc/{pid}/task").iterdir()}
 
 
 def _stubs(triton: Service) -> dict[str, int]:
@@ -52,11 +59,15 @@ def test_video_work_runs_below_the_photo_model(triton: Service, stack: Stack) ->
     assert set(VIDEO_MODELS) | {"u2netp"} <= set(stubs), stubs
     for model in VIDEO_MODELS:
         assert _nice_values(stubs[model]) == {max(base, 19)}, (model, _nice_values(stubs[model]))
+        assert _policies(stubs[model]) == {os.SCHED_IDLE}, model
     assert _nice_values(stubs["u2netp"]) == {base}
+    assert _policies(stubs["u2netp"]) == {os.SCHED_OTHER}
     for worker in stack.workers:
         assert worker.proc is not None
         assert _nice_values(worker.proc.pid) == {max(base, stack.settings.worker_cpu_nice)}
+        assert _policies(worker.proc.pid) == {os.SCHED_IDLE}
     assert stack.gateway.proc is not None and _nice_values(stack.gateway.proc.pid) == {base}
+    assert _policies(stack.gateway.proc.pid) == {os.SCHED_OTHER}
 
 
 async def test_a_photo_overtakes_queued_saliency_calls(triton_url: str) -> None:
@@ -82,3 +93,8 @@ async def test_a_photo_overtakes_queued_saliency_calls(triton_url: str) -> None:
     finally:
         await client.close()
     assert finished.index("photo") <= 2, (finished, photo_s)
+
+
+def test_cpu_sched_idle_takes_true_or_false_only() -> None:
+    with pytest.raises(ValueError, match="cpu_sched_idle"):
+        lower_cpu_priority({"parameters": {"cpu_sched_idle": {"string_value": "yes"}}})

@@ -16,6 +16,15 @@ docs/reliability.md, "Photos first"). A thread waking up is scheduled within mil
 any nice value (CFS places it near the queue's minimum virtual runtime), so the stubs' 300 ms
 health beat is not delayed by it.
 
+Nice 19 still leaves each video thread a weight of 15, and the kernel lets a running thread finish
+part of its slice before a waking one takes the core; a photo's inference runs two threads that
+meet at every operator, so each such wait stalls both. `cpu_sched_idle` (true in the CPU configs;
+`WORKER_CPU_SCHED_IDLE` for the workers) also moves the video threads to the SCHED_IDLE policy
+(sched(7)): weight 3, and a waking normal thread preempts them at once (kernel/sched/fair.c,
+check_preempt_wakeup_fair: "Idle tasks are by definition preempted by non-idle tasks"). They keep
+running whenever the photo path leaves a core free, so video jobs still finish under a stream of
+photos; measured in docs/reliability.md, "Photos first".
+
 Autogroups (sched(7)) do not get in the way: the stubs are children of one tritonserver, in one
 session and one container.
 
@@ -34,14 +43,18 @@ from triton_models.config import parameter
 
 
 def lower_cpu_priority(config: Mapping[str, Any]) -> int:
-    """Apply the model config's `cpu_nice` (0..19, default 0: unchanged) to this stub process
-    (see yield_cpu) and return it. Raises ValueError for a value outside 0..19."""
+    """Apply the model config's `cpu_nice` (0..19, default 0: unchanged) and `cpu_sched_idle`
+    ("true"/"false", default false) to this stub process (see yield_cpu); returns the nice value.
+    Raises ValueError for a nice value outside 0..19 or a flag that is not true/false."""
     nice = int(parameter(config, "cpu_nice", "0"))
-    yield_cpu(nice)
+    flag = parameter(config, "cpu_sched_idle", "false").strip().lower()
+    if flag not in ("true", "false"):
+        raise ValueError(f"cpu_sched_idle must be true or false, got {flag!r}")
+    yield_cpu(nice, sched_idle=flag == "true")
     return nice
 
 
-def yield_cpu(nice: int) -> None:
+def yield_cpu(nice: int, *, sched_idle: bool = False) -> None:
     """Lower this process's CPU priority to `nice` (0..19; 0 leaves it unchanged).
 
     Linux keeps a nice value per thread, so every thread of the process is set (those started
@@ -49,16 +62,22 @@ def yield_cpu(nice: int) -> None:
     process that leads its own session (the launcher starts each service so) also lowers its
     session's autogroup (sched(7), /proc/self/autogroup): on a bare host the scheduler shares the
     CPU between autogroups first, and a thread's own nice value counts only inside its group.
+    `sched_idle`: every thread also takes the SCHED_IDLE policy (see the module's docstring);
+    threads started afterwards inherit it too. Where the kernel refuses it, the nice value still
+    applies.
     Raises ValueError for a value outside 0..19 (raising priority needs CAP_SYS_NICE and is never
     what a background process should do)."""
     if not 0 <= nice <= 19:
         raise ValueError(f"nice must be within 0..19, got {nice}")
-    if not nice:
+    if not nice and not sched_idle:
         return
     for task in Path("/proc/self/task").iterdir():
+        tid = int(task.name)
         try:
-            current = os.getpriority(os.PRIO_PROCESS, int(task.name))
-            os.setpriority(os.PRIO_PROCESS, int(task.name), max(current, nice))
+            os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), nice))
+            if sched_idle:
+                with contextlib.suppress(PermissionError):
+                    os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
         except ProcessLookupError:  # a thread that ended meanwhile
             continue
     autogroup = Path("/proc/self/autogroup")

@@ -300,7 +300,8 @@ def main() -> None:
     if metrics_dir := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         Path(metrics_dir).mkdir(parents=True, exist_ok=True)
     settings = Settings.from_env()
-    yield_cpu(settings.worker_cpu_nice)  # video work yields the CPU to a waiting photo request
+    # video work yields the CPU to a waiting photo request
+    yield_cpu(settings.worker_cpu_nice, sched_idle=settings.worker_cpu_sched_idle)
     if settings.worker_metrics_port:
         metrics.serve(settings.worker_metrics_port)
     run_worker(worker_settings(settings))  # type: ignore[arg-type]
