@@ -27,8 +27,12 @@ $(DEV): $(SERVE)
 # torch and friends for `python -m export onnx` (PyTorch -> ONNX) only.
 export-tools: $(EXPORT)
 
+# sam2 (SAM 2's model code, sdist only): no deps (see pyproject's `export` extra), no build
+# isolation (its build requires torch, which would pull the CUDA build), no CUDA extension
+# (SAM2_BUILD_CUDA=0, the package's documented switch; the extension only fills mask holes).
 $(EXPORT): $(SERVE)
 	$(PY) -m pip install -q -e '.[export]'
+	SAM2_BUILD_CUDA=0 $(PY) -m pip install -q --no-deps --no-build-isolation sam2==1.1.0
 	touch $@
 
 # Debian's redis-server when no Redis binary is on the machine (we are root on CI and dev boxes).

@@ -92,6 +92,8 @@ def export(artifact: Artifact, path: Path, opset: int, simplify: bool = True, fp
         steps.next("checking")
         if artifact.doc:
             model.doc_string = artifact.doc
+        if artifact.metadata:
+            onnx.helper.set_model_props(model, artifact.metadata)
         onnx.checker.check_model(model)
         path.parent.mkdir(parents=True, exist_ok=True)
         onnx.save(model, str(path))

@@ -84,6 +84,17 @@ def test_missing_package_names_what_to_install() -> None:
         sources.locate(ghost)
 
 
+def test_a_checkpoint_that_is_not_a_state_dict_is_refused_without_unsafe_advice(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from export.families import FamilyError, load_checkpoint
+
+    wrong = tmp_path / "wrong.pt"
+    wrong.write_bytes(np.random.default_rng(0).integers(0, 256, 1000, dtype=np.uint8).tobytes())
+    with pytest.raises(FamilyError, match="not a readable PyTorch state dict") as refused:
+        load_checkpoint(wrong)
+    assert "weights_only" not in str(refused.value)  # torch's own text advises running the file
+
+
 @pytest.mark.parametrize(
     ("model", "inputs", "outputs"),
     [

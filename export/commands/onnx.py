@@ -11,7 +11,7 @@ from typing import Any
 
 from export.families import FAMILIES, UNSUPPORTED
 
-HELP = "export a PyTorch checkpoint (sam, rvm) to ONNX"
+HELP = "export a PyTorch checkpoint (sam, sam2, rvm) to ONNX"
 EPILOG = textwrap.dedent(
     """\
     families:
@@ -21,11 +21,18 @@ EPILOG = textwrap.dedent(
     examples:
       python -m export onnx sam --checkpoint sam_vit_b_01ec64.pth
           writes model_repository/keypoint_mask/1/sam_encoder.onnx and sam_decoder.onnx
+      python -m export onnx sam2 --checkpoint sam2.1_hiera_tiny.pt
+          writes model_repository/keypoint_mask/1/sam2_{{image_encoder,memory_attention,
+          mask_decoder,memory_encoder}}.onnx (the memory-bank video predictor)
       python -m export onnx rvm --checkpoint rvm_mobilenetv3.pth --code-path ~/src/RobustVideoMatting \\
           --output exported/ --opset 17 --fp16
     """
 )
-DEFAULT_OUTPUT = {"sam": Path("model_repository/keypoint_mask/1"), "rvm": Path("exported")}
+DEFAULT_OUTPUT = {
+    "sam": Path("model_repository/keypoint_mask/1"),
+    "sam2": Path("model_repository/keypoint_mask/1"),
+    "rvm": Path("exported"),
+}
 
 
 def register(sub: Any) -> None:  # argparse's subparsers action has no public type
@@ -64,7 +71,8 @@ def register(sub: Any) -> None:  # argparse's subparsers action has no public ty
     p.add_argument(
         "--variant",
         default="auto",
-        help="sam: vit_h, vit_l, vit_b or tiny (default: read from the checkpoint)",
+        help="sam: vit_h, vit_l, vit_b or tiny; sam2: sam2.1_hiera_t, sam2.1_hiera_s, sam2.1_hiera_b+, "
+        "sam2.1_hiera_l or tiny (default: read from the checkpoint)",
     )
     p.add_argument(
         "--code-path", type=Path, default=None, help="rvm: RobustVideoMatting checkout to import from"

@@ -7,6 +7,7 @@ inputs, I/O names and dynamic axes. Exporting, simplifying and writing are share
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,13 @@ class Artifact:
     output_names: list[str]
     dynamic_axes: dict[str, dict[int, str]] = field(default_factory=dict)
     doc: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)  # ONNX metadata_props the runtime reads
 
 
 # family name (= module under export/families/) -> what it exports, shown by `onnx --help`
 FAMILIES: dict[str, str] = {
     "sam": "Segment Anything (segment-anything package): image encoder + prompt decoder pair",
+    "sam2": "SAM 2 / 2.1 (sam2 package): image encoder, memory attention, mask decoder, memory encoder",
     "rvm": "Robust Video Matting: needs --code-path to a RobustVideoMatting checkout",
 }
 
@@ -39,7 +42,7 @@ FAMILIES: dict[str, str] = {
 UNSUPPORTED: dict[str, str] = {
     "mobilesam": "MobileSAM's TinyViT code has no official PyPI package (only unvetted mirrors)",
     "edgesam": "EdgeSAM's architecture code is not published on PyPI",
-    "sam2": "the sam2 package needs torchvision, which has no CPU-only build for this torch",
+    "edgetam": "EdgeTAM's RepViT + perceiver code is in no registry package (only its GitHub repository)",
 }
 
 
@@ -53,7 +56,15 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise FamilyError(f"checkpoint {path} not found")
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises pickle, zip and runtime errors alike for bad files
+    except pickle.UnpicklingError as exc:
+        # torch's text advises weights_only=False, i.e. running the file's code: never for a
+        # file that is not a plain state dict. Only the unpickler's own reason is kept.
+        reason = str(exc).split("WeightsUnpickler error:", 1)[-1].strip().split("\n\n")[0]
+        raise FamilyError(
+            f"checkpoint {path} is not a readable PyTorch state dict ({reason}); only weights are "
+            "loaded, never code, so a file that needs more is refused"
+        ) from exc
+    except Exception as exc:  # torch raises zip and runtime errors alike for bad files
         raise FamilyError(f"checkpoint {path} is not a readable PyTorch state dict: {exc}") from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]  # Lightning-style wrappers

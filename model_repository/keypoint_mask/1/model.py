@@ -3,8 +3,10 @@
 START request: the prompt frame with `points` [1,N,2] (x, y pixels) and `labels` [1,N] (1/0);
 following requests: the next frames in the walking direction. Output `mask` [1,H,W] 0/255.
 The algorithm lives in triton_models.keypoints; this file only adapts Triton's sequence protocol
-to it. With sam_encoder.onnx and
-sam_decoder.onnx in this folder the SAM backend replaces the default; the public I/O is the same.
+to it. The backend is chosen by the files in this folder, first match: the four sam2_*.onnx graphs
+(`python -m export onnx sam2`: SAM 2 memory-bank video predictor), sam_encoder.onnx +
+sam_decoder.onnx (SAM, previous mask as prompt), else the default saliency tracker. The public I/O
+is the same for all three; the log names the one loaded.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from triton_models.config import model_config, parameter, version_folder
 from triton_models.cpu_priority import lower_cpu_priority
 from triton_models.keypoints import KeypointTracker, Prompt, PromptError
 from triton_models.keypoints.sam import SamModels, SamTracker
+from triton_models.keypoints.sam2 import Sam2Models, Sam2Tracker
 from triton_models.saliency import saliency_source
 from triton_models.serving import (
     Request,
@@ -32,6 +35,8 @@ from triton_models.serving import (
 # so trackers of abandoned sequences are pruned here after a little longer.
 STALE_AFTER_S = 120.0
 
+Tracker = KeypointTracker | SamTracker | Sam2Tracker
+
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
@@ -40,17 +45,24 @@ class TritonPythonModel:
         self.work_long_side = int(parameter(config, "work_long_side", "480"))
         self.saliency = saliency_source("keypoint_mask", config, args)
         folder = version_folder(args)
+        providers = [p for p in parameter(config, "sam_providers", "CPUExecutionProvider").split(",") if p]
+        threads = int(parameter(config, "intra_op_threads", "2"))
         self.sam: SamModels | None = None
-        if SamModels.present(folder):
-            providers = [
-                p for p in parameter(config, "sam_providers", "CPUExecutionProvider").split(",") if p
-            ]
-            self.sam = SamModels(folder, providers, int(parameter(config, "intra_op_threads", "2")))
-        self.backend = "sam" if self.sam else "default"
-        self.sequences: dict[int, tuple[KeypointTracker | SamTracker, float]] = {}
+        self.sam2: Sam2Models | None = None
+        if Sam2Models.present(folder):
+            self.sam2 = Sam2Models(folder, providers, threads)
+            self.backend = f"sam2 ({self.sam2.variant})"
+        elif SamModels.present(folder):
+            self.sam = SamModels(folder, providers, threads)
+            self.backend = "sam"
+        else:
+            self.backend = "default"
+        self.sequences: dict[int, tuple[Tracker, float]] = {}
         pb_utils.Logger.log_info(f"keypoint_mask: {self.backend} backend")
 
-    def _tracker(self) -> KeypointTracker | SamTracker:
+    def _tracker(self) -> Tracker:
+        if self.sam2 is not None:
+            return Sam2Tracker(self.sam2)
         if self.sam is not None:
             return SamTracker(self.sam, self.work_long_side)
         return KeypointTracker(self.saliency, self.work_long_side)
