@@ -5,12 +5,19 @@ or 2048 px and saved as JPEG q90. Raw baseline, in this process on the same phot
 on the original u2netp graph with rembg's own pre/post (export.reference.u2netp_alpha), with the
 u2netp config's thread count; its bytes-to-PNG variant adds JPEG decode and the RGBA PNG encode,
 which the endpoint does too.
+
+`python -m benchmarks.image_bench` (the latency figures alone, on a machine that is not quiet):
+the raw model and one request to the endpoint take turns photo by photo, so load that comes and
+goes hits both alike; `make bench` measures all baselines first and the service afterwards.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import io
+import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +26,20 @@ import aiohttp
 import numpy as np
 from PIL import Image
 
-from benchmarks.common import DATA, TOKEN, Figure, config_threads, ort_session, percentile
+from benchmarks.common import (
+    DATA,
+    OUT_DIR,
+    TOKEN,
+    Figure,
+    bench_stack,
+    config_threads,
+    format_table,
+    machine,
+    machine_line,
+    ort_session,
+    percentile,
+    write_json,
+)
 from export.reference import u2netp_alpha
 from export.sources import SOURCES, locate
 
@@ -59,6 +79,18 @@ class Latencies:
         return len(self.seconds) / self.wall_s
 
 
+def _raw_one(session: object, blob: bytes) -> tuple[float, float]:
+    """(model with rembg pre/post, bytes in -> PNG out) seconds for one photo."""
+    t0 = time.perf_counter()
+    image = Image.open(io.BytesIO(blob)).convert("RGB")
+    t1 = time.perf_counter()
+    alpha = u2netp_alpha(session, np.asarray(image))  # type: ignore[arg-type]
+    t2 = time.perf_counter()
+    image.putalpha(Image.fromarray(alpha, "L"))
+    image.save(io.BytesIO(), "PNG")
+    return t2 - t1, time.perf_counter() - t0
+
+
 def raw_latencies(paths: list[Path], threads: int) -> tuple[Latencies, Latencies]:
     """(model with rembg pre/post, bytes in -> PNG out), one image at a time after a warm-up."""
     session = ort_session(locate(SOURCES["u2netp"]), threads)
@@ -66,16 +98,9 @@ def raw_latencies(paths: list[Path], threads: int) -> tuple[Latencies, Latencies
     u2netp_alpha(session, np.asarray(Image.open(io.BytesIO(blobs[0])).convert("RGB")))
     model, full = [], []
     for blob in blobs:
-        t0 = time.perf_counter()
-        image = Image.open(io.BytesIO(blob)).convert("RGB")
-        t1 = time.perf_counter()
-        alpha = u2netp_alpha(session, np.asarray(image))
-        t2 = time.perf_counter()
-        image.putalpha(Image.fromarray(alpha, "L"))
-        image.save(io.BytesIO(), "PNG")
-        t3 = time.perf_counter()
-        model.append(t2 - t1)
-        full.append(t3 - t0)
+        m, f = _raw_one(session, blob)
+        model.append(m)
+        full.append(f)
     return Latencies(model, sum(model)), Latencies(full, sum(full))
 
 
@@ -143,3 +168,70 @@ def peer_figure(ours: Latencies, peer: dict[str, object], size: int) -> Figure:
     theirs = [float(x) for x in peer["latencies_s"]]  # type: ignore[attr-defined]
     return Figure(f"image {size}px images/s vs rembg remove()", ours.per_s, "img/s",
                   len(theirs) / sum(theirs), "rembg, 1 session")  # fmt: skip
+
+
+async def _interleaved(base: str, images: dict[int, list[Path]], threads: int, rounds: int) -> dict:
+    session = ort_session(locate(SOURCES["u2netp"]), threads)
+    out: dict[str, dict] = {}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as http:
+        for size, paths in images.items():
+            blobs = [p.read_bytes() for p in paths]
+            _raw_one(session, blobs[0])  # warm-up, both sides
+            await _client(http, base + ENDPOINT, blobs[:1], [])
+            model: list[float] = []
+            full: list[float] = []
+            ours: list[float] = []
+            for _ in range(rounds):
+                for blob in blobs:
+                    m, f = _raw_one(session, blob)
+                    model.append(m)
+                    full.append(f)
+                    await _client(http, base + ENDPOINT, [blob], ours)
+            out[str(size)] = {"raw_model_s": model, "raw_bytes_png_s": full, "endpoint_s": ours}
+            ours_p50, raw_p50 = percentile(ours, 50) * 1e3, percentile(model, 50) * 1e3
+            load = os.getloadavg()[0]
+            print(f"  {size} px: endpoint p50 {ours_p50:.0f} ms, raw p50 {raw_p50:.0f} ms, load {load:.1f}")
+    return out
+
+
+def interleaved_figures(measured: dict[str, dict]) -> list[Figure]:
+    figs: list[Figure] = []
+    for size, m in measured.items():
+        model, full, ours = m["raw_model_s"], m["raw_bytes_png_s"], m["endpoint_s"]
+        ms = 1e3
+        figs += [
+            Figure(f"image {size}px p50, 1 client, interleaved", percentile(ours, 50) * ms, "ms",
+                   percentile(model, 50) * ms, "raw u2netp+rembg pre/post", "<= 1.50"),
+            Figure(f"image {size}px p50 vs raw bytes->PNG", percentile(ours, 50) * ms, "ms",
+                   percentile(full, 50) * ms, "raw + decode/PNG"),
+            Figure(f"image {size}px p99, 1 client, interleaved", percentile(ours, 99) * ms, "ms",
+                   percentile(model, 99) * ms, "raw p99"),
+        ]  # fmt: skip
+    return figs
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.image_bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--photos", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048])
+    p.add_argument("--out", type=Path, default=OUT_DIR)
+    args = p.parse_args(argv)
+    host = machine()
+    print(machine_line(host), flush=True)
+    images = prepare_images(args.out / "images", tuple(args.sizes), args.photos)
+    with tempfile.TemporaryDirectory(prefix="bench-stack-") as tmp, bench_stack(
+        Path(tmp), workers=1, worker_max_jobs=1
+    ) as stack:  # fmt: skip
+        measured = asyncio.run(_interleaved(stack.base_url, images, config_threads("u2netp"), args.rounds))
+    print()
+    print(format_table(interleaved_figures(measured)))
+    print(f"{args.photos} photos x {args.rounds} rounds per size; load {os.getloadavg()[0]:.2f} at the end")
+    print(machine_line(host))
+    write_json(args.out / "image-latency.json", {"machine": host, "args": vars(args), "measured": measured})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -144,11 +144,6 @@ class _TypedCalls:
         out = await self.infer("u2netp", {"image": image}, ["alpha"], priority=self.photo_priority)
         return out["alpha"]
 
-    async def matte_image(self, data: bytes) -> np.ndarray:
-        """Encoded image bytes -> uint8 [H,W] alpha (decoding and EXIF orientation on the server)."""
-        out = await self.infer("matte_image", {"image_bytes": np.array([data], dtype=np.object_)}, ["alpha"])
-        return out["alpha"]
-
     async def rvm_frame(
         self,
         rgb: np.ndarray,

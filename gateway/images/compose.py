@@ -3,8 +3,10 @@
 Why it looks clean at the edges:
 * Edge pixels of a photo mix subject and old background. Pasting them as they are onto a new
   background leaves a halo of the old one (the "dark fringe" on light backgrounds). We first
-  estimate the subject's own colour there (blur-fusion foreground estimation, Forte & Pitie 2021:
-  two box-filter passes, cheap at any size) and composite that.
+  estimate the subject's own colour there (gateway/images/foreground.py: blur-fusion foreground
+  estimation, Forte & Pitie 2021) and composite that.
+* The matte (straight alpha over nothing) needs no compositing at all: it is that colour and the
+  model's alpha, in uint8, without a full-size float image.
 * Every layer is composited premultiplied, in linear light, then encoded back to sRGB: averaging
   sRGB values darkens soft edges.
 * The blurred background is a normalised convolution that ignores the subject, so the subject
@@ -17,54 +19,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from gateway.images.foreground import foreground_srgb
 from gateway.images.params import RGB, Params
-
-_SRGB_TO_LINEAR = np.array(
-    [(c / 255.0) / 12.92 if c <= 10 else ((c / 255.0 + 0.055) / 1.055) ** 2.4 for c in range(256)],
-    dtype=np.float32,
-)
-_LUT_STEPS = 4096  # linear -> sRGB through a table: exact to well under one 8-bit step
-_LINEAR_TO_SRGB = np.array(
-    [
-        round(255.0 * (x * 12.92 if x <= 0.0031308 else 1.055 * x ** (1 / 2.4) - 0.055))
-        for x in np.linspace(0.0, 1.0, _LUT_STEPS + 1)
-    ],
-    dtype=np.uint8,
-)
-
-
-def to_linear(srgb: np.ndarray) -> np.ndarray:
-    return _SRGB_TO_LINEAR[srgb]
-
-
-def to_srgb(linear: np.ndarray) -> np.ndarray:
-    idx = np.clip(linear, 0.0, 1.0) * _LUT_STEPS + 0.5
-    return _LINEAR_TO_SRGB[idx.astype(np.int32)]
-
-
-def _box(img: np.ndarray, r: int) -> np.ndarray:
-    return cv2.blur(img, (r, r), borderType=cv2.BORDER_REFLECT)
-
-
-def estimate_foreground(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """Subject colour under soft edges (linear float [H,W,3], alpha float [H,W] in 0..1)."""
-    a = alpha[..., None]
-    # Radii scale with the image so a 4000-px photo gets the same result as its 1000-px copy.
-    scale = max(image.shape[:2]) / 1000.0
-    wide, narrow = max(3, round(90 * scale)), max(3, round(6 * scale))
-    fg, bg = _blur_fusion(image, image, image, a, wide)
-    fg, _ = _blur_fusion(image, fg, bg, a, narrow)
-    return fg
-
-
-def _blur_fusion(
-    image: np.ndarray, fg: np.ndarray, bg: np.ndarray, a: np.ndarray, r: int
-) -> tuple[np.ndarray, np.ndarray]:
-    blurred_a = _box(a[..., 0], r)[..., None]
-    blurred_fg = _box(fg * a, r) / (blurred_a + 1e-5)
-    blurred_bg = _box(bg * (1.0 - a), r) / ((1.0 - blurred_a) + 1e-5)
-    fg = blurred_fg + a * (image - a * blurred_fg - (1.0 - a) * blurred_bg)
-    return np.clip(fg, 0.0, 1.0), blurred_bg
+from gateway.images.srgb import to_linear, to_srgb
 
 
 def _gaussian(img: np.ndarray, sigma: float) -> np.ndarray:
@@ -125,6 +82,11 @@ def shadow_alpha(alpha: np.ndarray, dx: int, dy: int, blur: int, opacity: float)
     return np.clip(_gaussian(moved, blur / 2.0), 0.0, 1.0) * opacity
 
 
+def _rgba(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """uint8 [H,W,3] + [H,W] -> [H,W,4] (cv2.merge: several times faster than np.dstack)."""
+    return cv2.merge([np.ascontiguousarray(colour), np.ascontiguousarray(alpha)])
+
+
 def render(
     rgb: np.ndarray,
     alpha: np.ndarray,
@@ -137,10 +99,14 @@ def render(
     `background` (sRGB uint8 [H,W,3]) replaces the operation's own background; `cutout` says rgb
     already is the subject's colour (a transparent PNG), so no foreground estimate is needed.
     """
+    if params.operation == "matte" and background is None:
+        # Straight alpha over nothing: the colour is the subject's own and the coverage is the
+        # matte, so nothing needs compositing in float (same pixels as the general path below).
+        return _rgba(rgb if cutout else foreground_srgb(rgb, alpha), alpha)
     shape = rgb.shape[:2]
     image = to_linear(rgb)
     a = alpha.astype(np.float32) / 255.0
-    fg = image if cutout else estimate_foreground(image, a)
+    fg = image if cutout else to_linear(foreground_srgb(rgb, alpha))
 
     # Background layer, premultiplied: (colour * coverage, coverage).
     op = params.operation
