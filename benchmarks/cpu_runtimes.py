@@ -1,8 +1,9 @@
 """RVM's CPU runtimes side by side: speed and the quality guard of issue 15 in one run.
 
 Variants (triton_models.onnx.session's config parameters): onnxruntime fp32 (the reference),
-OpenVINO f32 and OpenVINO bf16, each on the exported graph (model_repository/rvm/1/model.onnx)
-with the rvm config's threads.
+OpenVINO f32, OpenVINO bf16, and OpenVINO bf16 with each sequence's first frame (no recurrent
+state yet) in f32 (configs/cpu-bf16.pbtxt), each on the exported graph
+(model_repository/rvm/1/model.onnx) with the rvm config's threads.
 
 Speed: the same decoded frames at 720p (../shared/data/videos/02_cups.mp4) and 1080p (the same
 frames upscaled with OpenCV's bicubic: no 1080p clip is in the data), each variant's recurrent
@@ -41,22 +42,45 @@ MODEL = REPO_ROOT / "model_repository" / "rvm" / "1" / "model.onnx"
 WARMUP = 2
 IOU_MEAN, IOU_WORST, J_SLACK = 0.98, 0.95, 0.005
 STATE_OUT = ["r1o", "r2o", "r3o", "r4o"]
+STATE_IN = ["r1i", "r2i", "r3i", "r4i"]
 
 
-def make_session(runtime: str, precision: str, threads: int) -> Session:
+def model_with_base(base: float, out: Path) -> Path:
+    """The shipped wrapper around the original RVM graph with another downsample base: the ratio
+    is min(1, base / long side) instead of min(1, 512 / long side) (`export models
+    --downsample-base`), written under `out`."""
+    import onnx
+
+    from export import sources, wrap
+
+    source = sources.SOURCES["rvm"]
+    raw = sources.load_checked(source, sources.locate(source))
+    path = out / f"rvm-base{base:g}.onnx"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(wrap.wrap_rvm(raw, downsample_base=base), str(path))
+    return path
+
+
+def make_session(
+    runtime: str, precision: str, threads: int, first: str | None = None, model: Path = MODEL
+) -> Session:
     if runtime == "openvino":
         from triton_models.openvino_runtime import OpenVINOSession
 
-        return OpenVINOSession(MODEL, threads, precision)
+        return OpenVINOSession(
+            model, threads, precision, state_inputs=STATE_IN, initial_state_precision=first
+        )
     from benchmarks.common import ort_session
 
-    return ort_session(MODEL, threads)
+    return ort_session(model, threads)
 
 
-VARIANTS: dict[str, tuple[str, str]] = {
-    "onnxruntime fp32": ("onnxruntime", "f32"),
-    "openvino f32": ("openvino", "f32"),
-    "openvino bf16": ("openvino", "bf16"),
+# name: (runtime, precision, precision of a sequence's first frame; None = the same)
+VARIANTS: dict[str, tuple[str, str, str | None]] = {
+    "onnxruntime fp32": ("onnxruntime", "f32", None),
+    "openvino f32": ("openvino", "f32", None),
+    "openvino bf16": ("openvino", "bf16", None),
+    "ov bf16, f32 first": ("openvino", "bf16", "f32"),  # cpu-bf16.pbtxt
 }
 REFERENCE = "onnxruntime fp32"
 
@@ -140,12 +164,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=30, help="guard frames per clip / DAVIS sequence")
     p.add_argument("--speed-only", action="store_true", help="skip the quality guard (no table, no json)")
     p.add_argument("--out", type=Path, default=OUT_DIR)
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), help="default: all (reference always)")
+    p.add_argument("--downsample-bases", type=float, nargs="*", default=[],
+                   help="also onnxruntime fp32 with these downsample bases (default graph: 512)")  # fmt: skip
     args = p.parse_args(argv)
     rounds, guard_frames, speed_frames = (1, 4, 4) if args.quick else (args.rounds, args.frames, 12)
     host = machine()
     print(machine_line(host), flush=True)
     threads = config_threads("rvm")
-    sessions = {name: make_session(rt, prec, threads) for name, (rt, prec) in VARIANTS.items()}
+    keep = set(args.variants or VARIANTS) | {REFERENCE}
+    wanted = {n: v for n, v in VARIANTS.items() if n in keep}
+    sessions = {name: make_session(rt, prec, threads, first) for name, (rt, prec, first) in wanted.items()}
+    for base in args.downsample_bases:
+        path = model_with_base(base, args.out)
+        sessions[f"ort fp32, base {base:g}"] = make_session("onnxruntime", "f32", threads, model=path)
     clip = list(video_frames(DATA / "videos" / "02_cups.mp4", speed_frames))
     upscaled = [cv2.resize(f, (1920, 1080), interpolation=cv2.INTER_CUBIC) for f in clip]
     sizes = {"720p": clip, "1080p": upscaled}

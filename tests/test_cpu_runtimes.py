@@ -88,3 +88,20 @@ def test_runtime_parameter_picks_the_session(tmp_path: Path) -> None:
         session(_args(tmp_path, runtime="tensorflow"))
     with pytest.raises(ValueError, match="precision must be one of"):
         session(_args(tmp_path, runtime="openvino", precision="int4"))
+
+
+def test_first_frame_precision_follows_the_state(tmp_path: Path) -> None:
+    """cpu-bf16 runs a sequence's first frame (the empty [N,1,1,1] initial state) in f32."""
+    from triton_models.rvm_state import STATE_INPUTS
+
+    args = _args(tmp_path, runtime="openvino", precision="bf16", initial_state_precision="f32")
+    ov = session(args, STATE_INPUTS)
+    frame = ("frame", (2, 720, 1280, 3))
+    first = (frame, *((name, (2, 1, 1, 1)) for name in STATE_INPUTS))
+    running = (frame, *((name, (2, 16 * (k + 1), 36, 64)) for k, name in enumerate(STATE_INPUTS)))
+    assert ov.precision_for(first) == "f32" and ov.precision_for(running) == "bf16"
+    # Without the state inputs named, every run keeps the one precision.
+    assert session(args).precision_for(first) == "bf16"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        session(_args(tmp_path, runtime="openvino", initial_state_precision="fp8"), STATE_INPUTS)
+    assert "initial_state_precision" in (RVM / "configs" / "cpu-bf16.pbtxt").read_text()

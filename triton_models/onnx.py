@@ -23,12 +23,14 @@ class Session(Protocol):
     def run(self, output_names: Sequence[str], feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]: ...
 
 
-def session(args: Mapping[str, str]) -> Session:
+def session(args: Mapping[str, str], state_inputs: Sequence[str] = ()) -> Session:
     """The version folder's model.onnx on the CPU, with the config.pbtxt parameters:
     `runtime` ("onnxruntime", default, or "openvino"), `intra_op_threads` / `inter_op_threads`
     (default 1 each; OpenVINO uses `intra_op_threads` as its inference threads), for onnxruntime
     `spin_wait` (default "true"; "false" for a model that yields the CPU: see session_at) and, for
-    OpenVINO, `precision` ("f32", default, or "bf16": triton_models.openvino_runtime).
+    OpenVINO, `precision` ("f32", default, or "bf16": triton_models.openvino_runtime) and
+    `initial_state_precision` (default: `precision`), the precision of runs whose recurrent
+    `state_inputs` are all the empty initial state (a sequence's first frame).
 
     Raises FileNotFoundError when model.onnx has not been exported yet, ValueError on an unknown
     runtime or precision."""
@@ -41,7 +43,14 @@ def session(args: Mapping[str, str]) -> Session:
         # imported here: hosts that keep onnxruntime need not load OpenVINO's plugins
         from triton_models.openvino_runtime import OpenVINOSession
 
-        return OpenVINOSession(path, intra, parameter(config, "precision", "f32"))
+        precision = parameter(config, "precision", "f32")
+        return OpenVINOSession(
+            path,
+            intra,
+            precision,
+            state_inputs=state_inputs,
+            initial_state_precision=parameter(config, "initial_state_precision", precision),
+        )
     if runtime != "onnxruntime":
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     return session_at(

@@ -41,7 +41,7 @@ class TritonPythonModel:
         lower_cpu_priority(config)
         idle_us = int(config.get("sequence_batching", {}).get("max_sequence_idle_microseconds", 60_000_000))
         self.states = SequenceStates(idle_us / 1e6)
-        self.session = session(args)
+        self.session = session(args, STATE_INPUTS)
 
     def execute(self, requests: list[Request]) -> list[Response]:
         now = time.monotonic()
