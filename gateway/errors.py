@@ -21,7 +21,7 @@ from aiohttp.typedefs import Handler
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway.departures import CLIENT_CLOSED_REQUEST, client_gone
+from gateway.departures import BODY_TIMED_OUT, CLIENT_CLOSED_REQUEST, client_gone
 from gateway.unavailable import ServiceUnavailable
 
 log = logging.getLogger("gateway.errors")
@@ -169,6 +169,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         )
         return api_error(family, 503, headers={"Retry-After": str(retry)}).response(request_id)
     except (Exception, asyncio.CancelledError) as exc:
+        if request.get(BODY_TIMED_OUT):  # the body watchdog has sent its 408: log what was sent
+            log.info("request body too slow; answered 408", extra={"request_id": request_id})
+            return web.Response(status=408)
         if client_gone(request, exc):  # nobody to answer: logged as 499, not as our error
             log.info("client closed the connection", extra={"request_id": request_id})
             return web.Response(status=CLIENT_CLOSED_REQUEST)

@@ -186,6 +186,10 @@ class JobStore:
                         pipe.set(key, updated.to_json(), keepttl=True)
                     else:
                         pipe.set(key, updated.to_json(), ex=ttl_s)
+                    if updated.done:
+                        # The owner's concurrency slot goes in the same step: a client that reads
+                        # "completed" and submits the next job must find the slot free.
+                        pipe.zrem(redis_keys.job_slots(record.owner), job_id)
                     await pipe.execute()
                     return updated
                 except WatchError:

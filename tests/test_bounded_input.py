@@ -73,14 +73,15 @@ async def test_json_endpoints_answer_413_in_the_mask_format(
     assert "Error" not in payload["error"]["details"]
 
 
-def _big_png(side: int) -> bytes:
-    """A valid greyscale PNG of side x side, a few KB (rows of zeros compress to nothing)."""
+def _big_png(side: int, rows: int | None = None) -> bytes:
+    """A greyscale PNG declaring side x side, a few KB (rows of zeros compress to nothing);
+    `rows`: only that many rows of pixels are stored (a header that promises more than it holds)."""
     import struct
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    raw = zlib.compress(b"\x00" * ((side + 1) * side), 9)
+    raw = zlib.compress(b"\x00" * ((side + 1) * (rows or side)), 9)
     header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", raw) + chunk(b"IEND", b"")
 
@@ -114,6 +115,13 @@ async def test_video_submit_bounds_its_form(
     form.add_field("bg_image", io.BytesIO(png), filename="bg.png", content_type="image/png")
     status, body = await _submit(http, stack, form)  # was 202, the worker then took 1.5 GB
     assert status == 413 and "12000x12000" in body["detail"], body
+
+    form = aiohttp.FormData()  # so large that Pillow refuses it before reading its size
+    form.add_field("file", clip, filename="one.mp4", content_type="video/mp4")
+    bomb = _big_png(60000, rows=1)
+    form.add_field("bg_image", io.BytesIO(bomb), filename="bg.png", content_type="image/png")
+    status, body = await _submit(http, stack, form)
+    assert status == 413 and body["detail"].startswith("Background image exceeds the"), body
 
 
 async def test_image_endpoint_bounds_its_form(stack: Stack, http: aiohttp.ClientSession) -> None:

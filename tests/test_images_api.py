@@ -194,6 +194,9 @@ async def test_image_url_input(http: aiohttp.ClientSession, stack: Stack, media_
     form = _form(None, image_url=f"{media_server}/nope.png")
     status, _, body = await _post(http, stack, "/image/color/v1", form)
     assert status == 400 and _json(body)["detail"].startswith("Failed to download image")
+    form = _form(PHOTO.read_bytes(), image_url=f"{media_server}/{rel}")
+    status, _, body = await _post(http, stack, "/image/color/v1", form)
+    assert status == 400 and "not both" in _json(body)["message"]
 
 
 async def test_generate(http: aiohttp.ClientSession, stack: Stack) -> None:
@@ -323,9 +326,9 @@ async def test_hd_errors(http: aiohttp.ClientSession, stack: Stack) -> None:
     assert status == 400 and "HD" in _json(body)["message"]
     missing = await _result(http, stack, "00000000-0000-4000-8000-000000000000")
     assert (missing[0], _json(missing[2])) == (404, {"detail": "Task not found"})
-    # a truncated body passes the header check at submit and fails in the worker: documented 500
-    jpeg = _bytes(_photo(), "JPEG")
-    status, _, body = await _post(http, stack, "/image/hd/submit/v1", _form(jpeg[: len(jpeg) // 2]))
-    assert status == 202
-    failed = await _wait(http, stack, _json(body)["uuid"])
-    assert (failed[0], _json(failed[2])) == (500, {"detail": "Image processing failed"})
+    # a truncated body is refused at submit like on the regular endpoints (the seed's 400), for
+    # JPEG (read at 1/8 scale) and PNG (chunk CRCs); it was a 202 and then a failed job
+    for kind, ctype in (("JPEG", "image/jpeg"), ("PNG", "image/png")):
+        half = _bytes(_photo(), kind)[: len(_bytes(_photo(), kind)) // 2]
+        status, _, body = await _post(http, stack, "/image/hd/submit/v1", _form(half, ctype))
+        assert (status, _json(body)) == (400, INVALID), kind

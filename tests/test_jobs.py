@@ -25,7 +25,7 @@ from gateway.job_params import (
 )
 from gateway.job_slots import acquire_job_slot, admit_to_queue, release_job_slot
 from gateway.jobs import JobRecord, JobStatus, JobStore
-from gateway.storage import Storage
+from gateway.storage import Storage, StoredResult
 from gateway.triton import Triton
 from triton_models.foreground import ForegroundModel
 from worker.context import CTX_KEY, JobContext
@@ -225,6 +225,20 @@ async def test_enqueue_once_and_queue_depth(jobs: JobStore, redis: ArqRedis) -> 
     assert await jobs.enqueue(record) is False
     assert await jobs.queue_depth() == 1
     assert await redis.exists(redis_keys.arq_job(record.id))
+
+
+@pytest.mark.parametrize("end", ["complete", "fail"])
+async def test_a_finished_job_frees_its_slot_in_the_same_step(
+    jobs: JobStore, redis: ArqRedis, settings: Settings, tmp_path: Path, end: str
+) -> None:
+    record = await jobs.create(OWNER, HD)
+    assert await acquire_job_slot(redis, settings, OWNER, record.id)
+    await jobs.mark_processing(record.id)
+    if end == "complete":
+        await jobs.complete(record.id, StoredResult(str(tmp_path / "r.png"), "image/png", "r.png"))
+    else:
+        await jobs.fail(record.id, 500, "Processing failed", "x")
+    assert await redis.zscore(redis_keys.job_slots(OWNER), record.id) is None
 
 
 async def test_job_slots_limit_and_release(redis: ArqRedis, settings: Settings) -> None:

@@ -104,6 +104,13 @@ def test_body_trickled_a_byte_at_a_time_gets_408(slow_gateway: Service) -> None:
     error = json.loads(body)  # the mask family's documented format, not an empty body
     assert error["error"]["code"] == 408 and error["error"]["message"] == "Request Timeout"
     assert f"X-Request-ID: {error['request_id']}".encode() in head_part
+    deadline = time.monotonic() + 10  # the access log says what the client was sent, not 499
+    access: list[dict] = []
+    while time.monotonic() < deadline and not access:
+        access = [line for line in _log_lines(slow_gateway) if line.get("request_id") == error["request_id"]]
+        access = [line for line in access if "status" in line]
+        time.sleep(0.2)
+    assert access and access[0]["status"] == 408, access
 
 
 def _log_lines(gw: Service) -> list[dict]:

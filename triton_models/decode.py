@@ -38,12 +38,18 @@ class InvalidImage(ValueError):
 
 
 class ImageTooLarge(ValueError):
-    """The header declares more pixels than the endpoint allows."""
+    """The header declares more pixels than the endpoint allows; width and height are 0 when
+    Pillow refused the file before its size could be read (a decompression bomb)."""
 
     def __init__(self, width: int = 0, height: int = 0) -> None:
         super().__init__(f"{width}x{height}")
         self.width = width
         self.height = height
+
+    @property
+    def size_text(self) -> str:
+        """'WxH ' when the size is known, '' otherwise (for messages: 'image WxH exceeds...')."""
+        return f"{self.width}x{self.height} " if self.width and self.height else ""
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,29 @@ def probe(source: Source, limits: Limits) -> Header:
     """Format and upright size from the header only; raises InvalidImage / ImageTooLarge."""
     with _open(source) as im:
         return read_header(im, limits)
+
+
+def check_whole(source: Source, limits: Limits) -> Header:
+    """probe, and the whole file read: raises InvalidImage for a truncated or corrupt body too (a
+    truncated HD upload is refused at submit, as the regular endpoints refuse it, not found only
+    by the job). JPEG is decoded at 1/8 scale (Pillow's draft: every entropy-coded segment is
+    still read, ~1/40 of a full decode); PNG is checked by its chunk CRCs up to IEND
+    (Image.verify, nothing inflated); other formats are decoded in full."""
+    with _open(source) as im:
+        header = read_header(im, limits)
+    # A fresh handle: Pillow's verify must come right after open, and read_header has read on.
+    with _open(source) as im:
+        try:
+            if im.format in ("JPEG", "MPO"):
+                im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))
+                im.load()
+            elif im.format == "PNG":
+                im.verify()
+            else:
+                im.load()
+        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
+            raise InvalidImage(str(exc)) from None
+    return header
 
 
 def _sixteen_bit_to_l(im: Image.Image) -> Image.Image:

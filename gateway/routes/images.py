@@ -40,7 +40,7 @@ from gateway.schemas.forms import INVALID_REQUEST, parse_params, validate_form
 from gateway.schemas.requests import GenerateForm, HdImageForm
 from gateway.shedding import IMAGE_IN_FLIGHT
 from gateway.unavailable import ServiceUnavailable
-from triton_models.decode import ImageTooLarge, InvalidImage, Limits, probe
+from triton_models.decode import ImageTooLarge, InvalidImage, Limits, check_whole
 
 routes = web.RouteTableDef()
 
@@ -49,6 +49,7 @@ INVALID_IMAGE = {"detail": "Invalid image file"}
 NOT_TRANSPARENT = {"message": "The input image must have a transparent background."}
 TASK_NOT_FOUND = {"detail": "Task not found"}
 PNG_HEADERS = {"Cache-Control": "no-cache"}
+BOTH_SOURCES = {"message": "Send the image either in 'file' or as 'image_url', not both."}
 SEND_A_FORM = {
     "message": "Send multipart/form-data with the image in a 'file' part or an 'image_url' field "
     "(JSON bodies are not accepted here)."
@@ -138,9 +139,11 @@ async def _receive(request: web.Request, staging: Path, limit: int) -> tuple[dic
         raise BgApiError(415, SEND_A_FORM)
     else:
         have_file = await _read_multipart(request, fields, image, limit)
-    if have_file:
-        return fields, image
     url = fields.get("image_url", "").strip()
+    if have_file:
+        if url:  # silently preferring one would hide the caller's mistake
+            raise BgApiError(400, BOTH_SOURCES)
+        return fields, image
     if not url:
         raise BgApiError(422, INVALID_REQUEST)
     try:
@@ -219,7 +222,7 @@ async def hd_submit(request: web.Request) -> web.Response:
         if form.webhook_url is not None and (reason := await url_refusal(form.webhook_url, settings)):
             raise BgApiError(400, {"message": f"webhook_url: {reason}"})
         try:
-            await asyncio.to_thread(probe, path, hd_limits(settings))
+            await asyncio.to_thread(check_whole, path, hd_limits(settings))
         except InvalidImage:
             raise BgApiError(400, INVALID_IMAGE) from None
         except ImageTooLarge:

@@ -139,7 +139,7 @@ def _check_image(path: Path, limits: Limits) -> bool:
     except ImageTooLarge as exc:
         raise _detail(
             413,
-            f"Background image {exc.width}x{exc.height} exceeds the {limits.max_pixels}-pixel limit",
+            f"Background image {exc.size_text}exceeds the {limits.max_pixels}-pixel limit",
         ) from None
     except InvalidImage:
         return False
