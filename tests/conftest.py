@@ -162,6 +162,19 @@ async def gone(path: Path, within_s: float = 5.0) -> bool:
     return not path.exists()
 
 
+async def post_json_job(http: aiohttp.ClientSession, stack: Stack, path: str, body: dict[str, Any]) -> dict:
+    """POST a JSON job as `stack.token`, waiting out 429s (a test's jobs run together within the
+    token's concurrent-job limit); asserts the 202 and returns its body."""
+    for _ in range(60):
+        async with http.post(f"{stack.url}{path}", json=body, headers={"api_token": stack.token}) as r:
+            payload = await r.json()
+        if r.status != 429:
+            break
+        await asyncio.sleep(0.5)
+    assert r.status == 202, payload
+    return dict(payload)
+
+
 async def mask_error(http: aiohttp.ClientSession, method: str, url: str, **kw: Any) -> tuple[int, dict]:
     """Send a request the mask API must refuse; check the documented error object, return it."""
     async with http.request(method, url, **kw) as r:

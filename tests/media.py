@@ -39,19 +39,19 @@ class ClipSpec:
     vfr: bool = False  # alternate 1x and 2x frame intervals
     max_frames: int | None = None
     options: dict[str, str] | None = None
+    fps: int | None = None  # keep one source frame per 1/fps s (GIF: 10); None keeps the source's rate
 
 
 def make_clip(src: Path, dest_dir: Path, spec: ClipSpec) -> Path:
-    """Transcode the first `duration_s` of a real clip; keeps its frame rate unless `vfr`."""
+    """Transcode the first `duration_s` of a real clip; keeps its frame rate unless `fps` or `vfr`."""
     dest = dest_dir / spec.name
     if dest.exists():
         return dest
     tmp = dest.with_name("tmp-" + dest.name)
     with av.open(str(src)) as inp, av.open(str(tmp), mode="w") as out:
         vin = inp.streams.video[0]
-        rate = vin.average_rate or Fraction(25)
-        if spec.codec == "gif":
-            rate = Fraction(10)  # GIF's centisecond clock holds 10 fps exactly
+        fps = 10 if spec.codec == "gif" else spec.fps  # GIF's centisecond clock holds 10 fps exactly
+        rate = Fraction(fps) if fps else vin.average_rate or Fraction(25)
         vout = out.add_stream(spec.codec, rate=rate, options=spec.options or {})
         turns = spec.rotation // 90 if spec.upright else 0
         vout.width, vout.height = (spec.height, spec.width) if turns % 2 else (spec.width, spec.height)
@@ -74,10 +74,10 @@ def make_clip(src: Path, dest_dir: Path, spec: ClipSpec) -> Path:
             t = float(frame.pts * frame.time_base)
             if t >= spec.duration_s or (spec.max_frames is not None and n >= spec.max_frames):
                 break
-            if spec.codec == "gif":  # keep one source frame per 1/10 s
-                if int(t * 10) == bucket:
+            if fps:  # keep one source frame per 1/fps s
+                if int(t * fps) == bucket:
                     continue
-                bucket = int(t * 10)
+                bucket = int(t * fps)
             small = frame.reformat(width=spec.width, height=spec.height, format=spec.pix_fmt)
             if spec.upright:  # what a phone does: upright scene, sensor-oriented pixels, a tag to turn them
                 turned = np.ascontiguousarray(np.rot90(small.to_ndarray(format="rgb24"), -turns))
@@ -465,11 +465,12 @@ INPUT_CLIPS = {
     "mjpeg.avi": ClipSpec("mjpeg.avi", "mjpeg", pix_fmt="yuvj420p"),
     "mjpeg.mov": ClipSpec("mjpeg.mov", "mjpeg", pix_fmt="yuvj420p"),
     "anim.gif": ClipSpec("anim.gif", "gif", pix_fmt="rgb8"),
-    "vfr.mp4": ClipSpec("vfr.mp4", "libx264", vfr=True),
+    "vfr.mp4": ClipSpec("vfr.mp4", "libx264", vfr=True, duration_s=0.4),  # 12 frames, 4 of them doubled
     "rot90.mp4": ClipSpec("rot90.mp4", "libx264", rotation=90),
     "one.mp4": ClipSpec("one.mp4", "libx264", max_frames=1),
     "mpeg4.avi": ClipSpec("mpeg4.avi", "mpeg4"),
-    "long.mp4": ClipSpec("long.mp4", "libx264", duration_s=5.2, audio="aac"),
+    # 10 fps: the 4 s cut is 40 frames for the models, not 120 (the cut is what the tests check)
+    "long.mp4": ClipSpec("long.mp4", "libx264", duration_s=5.2, audio="aac", fps=10),
 }
 BROKEN_CLIPS = ("truncated.mp4", "corrupt.mp4", "noise.mp4", "not-a-video.txt")
 

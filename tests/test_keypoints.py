@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from conftest import VIDEO_MASKS, VIDEOS, Stack, mask_error
+from conftest import VIDEO_MASKS, VIDEOS, Stack, mask_error, post_json_job
 from media import ClipSpec, inspect, make_clip, serve
 
 from gateway.video.encode import PRESETS
@@ -138,11 +138,7 @@ def _deepest(mask: np.ndarray) -> dict[str, Any]:
 
 
 async def _submit(http: aiohttp.ClientSession, stack: Stack, body: dict[str, Any]) -> str:
-    async with http.post(
-        f"{stack.url}/mask_by_key_points", json=body, headers={"api_token": stack.token}
-    ) as r:
-        payload = await r.json()
-        assert r.status == 202, payload
+    payload = await post_json_job(http, stack, "/mask_by_key_points", body)
     assert set(payload) == {"request_id", "status_url"}
     assert payload["status_url"] == f"{stack.url}/status/{payload['request_id']}"
     return str(payload["request_id"])
@@ -278,15 +274,29 @@ async def test_trimming(stack: Stack, http: aiohttp.ClientSession, url: str, tmp
     assert facts.frames == 40 and facts.last_pts_s == pytest.approx(39 / 8, abs=0.01)
 
 
+@pytest.fixture(scope="module")
+async def preset_masks(
+    stack: Stack, url: str, clips: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    """preset -> the key-point mask of audio.mp4 in it; the jobs submitted together (4 in flight,
+    the API's per-token bound), so the worker runs two at a time instead of one."""
+    tmp, slots = tmp_path_factory.mktemp("kp-presets"), asyncio.Semaphore(4)
+
+    async def one(http: aiohttp.ClientSession, preset: str) -> Path:
+        body = {"video": f"{url}/audio.mp4", "key_points": [clips["audio_point"]],
+                "output_container_and_codec": preset}  # fmt: skip
+        async with slots:
+            return (await _run(http, stack, body, tmp))[1]
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http:
+        outs = await asyncio.gather(*(one(http, preset) for preset in sorted(PRESETS)))
+    return dict(zip(sorted(PRESETS), outs, strict=True))
+
+
 @pytest.mark.parametrize("preset", sorted(PRESETS))
-async def test_every_preset(
-    stack: Stack, http: aiohttp.ClientSession, url: str, tmp_path: Path, clips: dict[str, Any], preset: str
-) -> None:
+async def test_every_preset(preset_masks: dict[str, Path], clips: dict[str, Any], preset: str) -> None:
     src = inspect(clips["root"] / "audio.mp4")
-    body = {"video": f"{url}/audio.mp4", "key_points": [clips["audio_point"]],
-            "output_container_and_codec": preset}  # fmt: skip
-    _, out = await _run(http, stack, body, tmp_path)
-    facts = inspect(out)
+    facts = inspect(preset_masks[preset])
     expected_codec = {"h264": "h264", "h265": "hevc", "vp9": "vp9", "proresks": "prores", "gif": "gif"}
     assert facts.codec == expected_codec[preset.split("_")[-1]]
     assert (facts.width, facts.height) == (src.width, src.height)
