@@ -175,6 +175,28 @@ async def post_json_job(http: aiohttp.ClientSession, stack: Stack, path: str, bo
     return dict(payload)
 
 
+async def finished_status(
+    http: aiohttp.ClientSession, stack: Stack, request_id: str, timeout_s: float = 240
+) -> dict:
+    """Poll the mask API's `/status/{request_id}` as `stack.token` until the job completes or
+    fails; returns that status body. A 503 (the service's documented "try again", e.g. its Redis
+    briefly slow on a loaded CI machine) is waited out like "processing"; any other answer but 200
+    fails the test."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        async with http.get(f"{stack.url}/status/{request_id}", headers={"api_token": stack.token}) as r:
+            if r.status == 503:
+                await asyncio.sleep(1.0)
+                continue
+            assert r.status == 200, await r.text()
+            body = await r.json()
+        assert body["status"] in ("queued", "processing", "completed", "failed"), body
+        if body["status"] in ("completed", "failed"):
+            return dict(body)
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"job {request_id} did not finish in {timeout_s}s")
+
+
 async def mask_error(http: aiohttp.ClientSession, method: str, url: str, **kw: Any) -> tuple[int, dict]:
     """Send a request the mask API must refuse; check the documented error object, return it."""
     async with http.request(method, url, **kw) as r:

@@ -3,10 +3,8 @@ the `foreground` Triton model over real gRPC, and the `model` field of both vide
 
 from __future__ import annotations
 
-import asyncio
 import io
 import itertools
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from conftest import SHARED, VIDEO_MASKS, Stack, mask_error
+from conftest import SHARED, VIDEO_MASKS, Stack, finished_status, mask_error
 from media import serve
 from tritonclient.utils import InferenceServerException
 
@@ -256,13 +254,7 @@ async def _mask_video(http: aiohttp.ClientSession, stack: Stack, body: dict) -> 
     async with http.post(f"{stack.url}/foreground_mask", json=body, headers=headers) as r:
         payload = await r.json()
         assert r.status == 202, payload
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        async with http.get(payload["status_url"], headers=headers) as r:
-            status = await r.json()
-        if status["status"] in ("completed", "failed"):
-            break
-        await asyncio.sleep(0.2)
+    status = await finished_status(http, stack, payload["request_id"], 180)
     assert status["status"] == "completed", status
     async with http.get(status["mask_url"]) as r:
         data = await r.read()

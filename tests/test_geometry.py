@@ -22,7 +22,7 @@ import av
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from conftest import SHARED, VIDEOS, Stack, mask_error, post_json_job
+from conftest import SHARED, VIDEOS, Stack, finished_status, mask_error, post_json_job
 from media import ClipSpec, displayed, inspect, make_clip, serve
 from PIL import Image
 
@@ -260,18 +260,12 @@ async def _result(
     http: aiohttp.ClientSession, stack: Stack, request_id: str, dest: Path, timeout_s: float = 300
 ) -> Path:
     """Wait for a mask job and download its output to `dest`; fails on a failed job."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        async with http.get(f"{stack.url}/status/{request_id}", headers={"api_token": stack.token}) as r:
-            body = await r.json()
-        if body["status"] == "completed":
-            async with http.get(body["mask_url"]) as r:
-                assert r.status == 200
-                dest.write_bytes(await r.read())
-            return dest
-        assert body["status"] != "failed", body.get("error")
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"job {request_id} did not finish in {timeout_s}s")
+    body = await finished_status(http, stack, request_id, timeout_s)
+    assert body["status"] == "completed", body.get("error")
+    async with http.get(body["mask_url"]) as r:
+        assert r.status == 200
+        dest.write_bytes(await r.read())
+    return dest
 
 
 Job = tuple[str, str, dict[str, Any]]  # endpoint, preset, JSON body

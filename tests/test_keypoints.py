@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from conftest import VIDEO_MASKS, VIDEOS, Stack, mask_error, post_json_job
+from conftest import VIDEO_MASKS, VIDEOS, Stack, finished_status, mask_error, post_json_job
 from media import ClipSpec, inspect, make_clip, serve
 
 from gateway.video.encode import PRESETS
@@ -144,22 +144,10 @@ async def _submit(http: aiohttp.ClientSession, stack: Stack, body: dict[str, Any
     return str(payload["request_id"])
 
 
-async def _finish(http: aiohttp.ClientSession, stack: Stack, request_id: str, timeout_s: float = 240) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        async with http.get(f"{stack.url}/status/{request_id}", headers={"api_token": stack.token}) as r:
-            assert r.status == 200
-            body = await r.json()
-        if body["status"] in ("completed", "failed"):
-            return body
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"job {request_id} did not finish in {timeout_s}s")
-
-
 async def _run(
     http: aiohttp.ClientSession, stack: Stack, body: dict[str, Any], tmp: Path
 ) -> tuple[dict, Path]:
-    status = await _finish(http, stack, await _submit(http, stack, body))
+    status = await finished_status(http, stack, await _submit(http, stack, body))
     assert status["status"] == "completed", status
     preset = PRESETS[body.get("output_container_and_codec", "mp4_h264")]
     async with http.get(status["mask_url"]) as r:

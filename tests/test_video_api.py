@@ -15,7 +15,7 @@ import aiohttp
 import cv2
 import numpy as np
 import pytest
-from conftest import SHARED, VIDEOS, Stack, gone, mask_error, post_json_job
+from conftest import SHARED, VIDEOS, Stack, finished_status, gone, mask_error, post_json_job
 from media import (
     ALPHA_CODECS,
     CLEAR_TO,
@@ -80,30 +80,12 @@ async def _submit_mask(http: aiohttp.ClientSession, stack: Stack, url: str, pres
     return str(payload["request_id"])
 
 
-async def _wait_status(
-    http: aiohttp.ClientSession, stack: Stack, request_id: str, timeout_s: float = 180
-) -> dict:
-    deadline = time.monotonic() + timeout_s
-    seen: set[str] = set()
-    while time.monotonic() < deadline:
-        async with http.get(f"{stack.url}/status/{request_id}", headers={"api_token": stack.token}) as r:
-            assert r.status == 200
-            body = await r.json()
-        seen.add(body["status"])
-        assert body["status"] in ("queued", "processing", "completed", "failed")
-        if body["status"] in ("completed", "failed"):
-            body["_seen"] = seen
-            return body
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"job {request_id} did not finish in {timeout_s}s")
-
-
 async def _mask_file(
     http: aiohttp.ClientSession, stack: Stack, clip_url: str, name: str, preset: str, tmp: Path
 ) -> tuple[dict, Path]:
     """Submit a clip to /foreground_mask, wait, download the mask video; (status, its path)."""
     request_id = await _submit_mask(http, stack, f"{clip_url}/{name}", preset)
-    status = await _wait_status(http, stack, request_id)
+    status = await finished_status(http, stack, request_id, 180)
     assert status["status"] == "completed", status
     async with http.get(status["mask_url"]) as r:
         assert r.status == 200
@@ -273,7 +255,7 @@ async def test_status_lifecycle_and_owner_isolation(
         assert r.status == 404 and body["error"]["code"] == 404 and body["request_id"]
     async with http.get(f"{stack.url}/status/{request_id}") as r:
         assert r.status == 403
-    status = await _wait_status(http, stack, request_id)
+    status = await finished_status(http, stack, request_id, 180)
     assert status["status"] == "completed"
     assert status["created_at"] <= status["started_at"] <= status["finished_at"]
     assert status["mask_url_expires_at"] > status["finished_at"]
@@ -557,7 +539,7 @@ async def _key_points_mask(
     ) as r:
         payload = await r.json()
         assert r.status == 202, payload
-    status = await _wait_status(http, stack, payload["request_id"])
+    status = await finished_status(http, stack, payload["request_id"], 180)
     assert status["status"] == "completed", status
     async with http.get(status["mask_url"]) as r:
         assert r.status == 200
