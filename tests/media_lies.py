@@ -18,14 +18,21 @@ import numpy as np
 
 
 def make_long_clip(
-    dest: Path, codec: str, seconds: float, *, rate: int = 10, pix_fmt: str = "yuv420p"
+    dest: Path,
+    codec: str,
+    seconds: float,
+    *,
+    rate: int = 10,
+    pix_fmt: str = "yuv420p",
+    options: dict[str, str] | None = None,
 ) -> Path:
-    """A 64x48 synthetic clip of `seconds` at `rate` fps (cheap to encode and to process)."""
+    """A 64x48 synthetic clip of `seconds` at `rate` fps (cheap to encode and to process);
+    `options`: the encoder's (e.g. {"bf": "0"}: no B-frames)."""
     if dest.exists():
         return dest
     tmp = dest.with_name("tmp-" + dest.name)
     with av.open(str(tmp), mode="w", format=_format_of(dest)) as out:
-        stream = out.add_stream(codec, rate=rate)
+        stream = out.add_stream(codec, rate=rate, options=options or {})
         stream.width, stream.height, stream.pix_fmt = 64, 48, pix_fmt
         for i in range(round(seconds * rate)):
             pixels = np.full((48, 64, 3), (i * 7) % 255, np.uint8)
@@ -185,6 +192,53 @@ def make_squeezed_clip(dest: Path, frames: int, step_ms: int = 1) -> Path:
             frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i % 255, np.uint8), format="rgb24")
             frame.pts = i * step_ms
             out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    return dest
+
+
+def freeze_timestamps(src: Path, dest: Path) -> Path:
+    """A copy of MP4 `src` whose every frame sits at time 0: each `stts` sample delta and `ctts`
+    offset set to 0 (what a broken muxer or editor leaves), every frame still in place. Make
+    `src` without B-frames: FFmpeg's demuxer then reads every frame at 0 (with B-frames, its edit
+    list hides them all)."""
+    data = bytearray(src.read_bytes())
+    patched = 0
+
+    def walk(start: int, end: int) -> None:
+        nonlocal patched
+        for kind, body, box_end in _boxes(bytes(data), start, end):
+            if kind in (b"moov", b"trak", b"mdia", b"minf", b"stbl"):
+                walk(body, box_end)
+            elif kind in (b"stts", b"ctts"):  # version/flags, entry count, (count, value) entries
+                entries = struct.unpack(">I", data[body + 4 : body + 8])[0]
+                for k in range(entries):
+                    at = body + 8 + 8 * k + 4
+                    data[at : at + 4] = b"\x00\x00\x00\x00"
+                patched += 1
+
+    walk(0, len(data))
+    if not patched:
+        raise AssertionError(f"no stts box found in {src.name}")
+    dest.write_bytes(bytes(data))
+    return dest
+
+
+def make_repeating_clip(dest: Path, frames: int, repeats: int, first: int = 4) -> Path:
+    """A Matroska MJPEG clip of `frames` frames at 10 fps where `repeats` frames (from index
+    `first` on) carry the timestamp of the frame before them, as a glitching muxer writes them
+    (first=1, repeats=frames-1: every frame at time 0)."""
+    with av.open(str(dest), mode="w", format="matroska") as out:
+        stream = out.add_stream("mjpeg", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuvj420p"
+        previous: int | None = None
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 9 % 255, np.uint8), format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                if first <= i < first + repeats and previous is not None:
+                    packet.pts = packet.dts = previous
+                previous = packet.pts
+                out.mux(packet)
         out.mux(stream.encode())
     return dest
 

@@ -15,18 +15,20 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import SHARED, VIDEOS, Stack, mask_error
+from conftest import SHARED, VIDEOS, Stack, finished_status, mask_error, post_json_job
 from media import serve
 from media_lies import (
+    freeze_timestamps,
     lie_about_duration,
     make_edit_list_clip,
     make_long_clip,
+    make_repeating_clip,
     make_size_change_avi,
     make_squeezed_clip,
     truncate,
 )
 
-from gateway.video.decode import FrameLimits, frame_limits, iter_frames
+from gateway.video.decode import FrameLimits, frame_limits, iter_frames, timing_notes
 from gateway.video.probe import MediaError, VideoInfo, probe
 
 HUNT = SHARED / "hunt"
@@ -58,6 +60,10 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     files["trunc_biker.mp4"] = truncate(VIDEOS / "21_biker.mp4", root / "trunc_biker.mp4", 0.6)
     files["sizes.avi"] = make_size_change_avi(root / "sizes.avi", root)
     files["squeezed.mkv"] = make_squeezed_clip(root / "squeezed.mkv", 300)
+    # every frame at time 0: an MP4 whose stts says so, a Matroska file whose blocks do
+    no_b_frames = make_long_clip(root / "plain.mp4", "libx264", 3.0, options={"bf": "0"})
+    files["frozen.mp4"] = freeze_timestamps(no_b_frames, root / "frozen.mp4")
+    files["frozen.mkv"] = make_repeating_clip(root / "frozen.mkv", 30, 29, first=1)
     return files
 
 
@@ -165,6 +171,59 @@ def test_decoder_refuses_frames_missing_against_the_packets(hostile: dict[str, P
     assert (refused.value.status, refused.value.message) == (422, "Damaged video")
 
 
+@pytest.mark.parametrize("name", ["frozen.mp4", "frozen.mkv"])
+def test_frames_without_timing_are_timed_at_the_nominal_rate(hostile: dict[str, Path], name: str) -> None:
+    """Every frame at one timestamp gave a one-frame result presented as success: all 30 frames
+    now come out, 1/10 s apart (the stream's nominal rate), and the outcome says so."""
+    info = probe(hostile[name])
+    assert info.retimed and info.fps == 10 and info.frame_count == 30, info
+    assert info.duration_s == pytest.approx(3.0, abs=0.01)
+    with iter_frames(hostile[name], limits=frame_limits(info, max_fps=240)) as reader:
+        times = [frame.time_s for frame in reader]
+    assert times == pytest.approx([i / 10 for i in range(30)], abs=1e-3)
+    assert timing_notes(reader.outcome) == [
+        "The video's frames all carry the same timestamp; they were timed at its nominal 10 fps"
+    ]
+
+
+def test_untimed_frames_are_held_to_the_limits_by_their_count(hostile: dict[str, Path]) -> None:
+    """90 s of frames at time 0 under a 1 s header: 90 s for every limit, not 0 s or 1 s."""
+    root = hostile["frozen.mp4"].parent
+    plain = make_long_clip(root / "plain90.mp4", "libx264", 90.0, options={"bf": "0"})
+    lying = lie_about_duration(freeze_timestamps(plain, root / "frozen90.mp4"), root / "lie90f.mp4", 1.0)
+    with pytest.raises(MediaError) as refused:
+        probe(lying, max_duration_s=60)
+    assert refused.value.message == "Video too long"
+    assert "90.00s exceeds the 60s limit" in refused.value.details
+    info = probe(hostile["frozen.mkv"])  # and a trim cuts the retimed frames at the right one
+    with iter_frames(hostile["frozen.mkv"], limits=frame_limits(info, max_fps=240, trim_s=1.0)) as reader:
+        assert sum(1 for _ in reader) == 10 and reader.outcome.trimmed
+
+
+def test_a_few_repeated_timestamps_are_left_out_and_said(tmp_path: Path) -> None:
+    clip = make_repeating_clip(tmp_path / "two.mkv", 20, 2)
+    info = probe(clip)
+    assert not info.retimed
+    with iter_frames(clip, limits=frame_limits(info, max_fps=240)) as reader:
+        times = [frame.time_s for frame in reader]
+    assert len(times) == 18 and times == sorted(set(times))
+    notes = timing_notes(reader.outcome)
+    assert notes == ["2 frame(s) repeated an earlier frame's timestamp and were left out"]
+
+
+def test_many_repeated_timestamps_are_a_damaged_file(tmp_path: Path) -> None:
+    """Leaving out a quarter of the frames is not a result: refused by the probe at submit, and by
+    the decoder too where a probe was not asked (the limits then come from a header)."""
+    clip = make_repeating_clip(tmp_path / "five.mkv", 20, 5)
+    with pytest.raises(MediaError) as refused:
+        probe(clip)
+    assert (refused.value.status, refused.value.message) == (422, "Damaged video")
+    assert "5 of its 20 frames repeat an earlier frame's timestamp" in refused.value.details
+    with pytest.raises(MediaError) as failed:
+        _drain(clip, FrameLimits())
+    assert (failed.value.status, failed.value.message) == (422, "Damaged video")
+
+
 # --- through the API ---------------------------------------------------------------------------
 
 
@@ -257,3 +316,18 @@ async def test_video_submit_trims_a_lying_webm_by_its_frames(
     out.write_bytes(await r.read())
     info = probe(out)
     assert info.packets == 40 and info.duration_s <= 4.05
+
+
+async def test_an_untimed_video_comes_back_whole_with_a_warning(
+    stack: Stack, http: aiohttp.ClientSession, hostile_url: str, tmp_path: Path
+) -> None:
+    """The fresh tester's repro: frames all at time 0 came back as a one-frame mask video."""
+    accepted = await post_json_job(http, stack, "/foreground_mask", {"video": f"{hostile_url}/frozen.mp4"})
+    status = await finished_status(http, stack, accepted["request_id"], 180)
+    assert status["status"] == "completed", status
+    assert "timed at its nominal 10 fps" in status["warning"], status
+    async with http.get(status["mask_url"]) as r:
+        assert r.status == 200
+        (tmp_path / "mask.mp4").write_bytes(await r.read())
+    out = probe(tmp_path / "mask.mp4")
+    assert out.packets == 30 and out.duration_s == pytest.approx(3.0, abs=0.05) and not out.retimed

@@ -29,7 +29,7 @@ from gateway.keypoint_preview import MODEL, prompt_arrays
 from gateway.triton import SEQUENCE_SERVERS_PER_TRY, Triton, TritonServer
 from gateway.video import alpha as input_alpha
 from gateway.video.compose import mask_frame
-from gateway.video.decode import FrameLimits, frame_limits, iter_frames
+from gateway.video.decode import FrameLimits, frame_limits, iter_frames, timing_notes
 from gateway.video.encode import VideoWriter, preset_by_name
 from gateway.video.geometry import crop_to, keypoint_min_size, pad_to
 from gateway.video.probe import MediaError, VideoInfo, probe
@@ -47,6 +47,7 @@ class DecodedClip:
     processed_duration_s: float
     alpha: np.memmap | None = None  # uint8 [N,H,W], the input's own alpha; None: all opaque
     trimmed: bool = False  # the trim cut decoded frames
+    notes: tuple[str, ...] = ()  # what the decoder changed about the frames' timing (timing_notes)
 
 
 def decode_to_memmap(source: Path, info: VideoInfo, work: Path, limits: FrameLimits) -> DecodedClip:
@@ -84,7 +85,8 @@ def decode_to_memmap(source: Path, info: VideoInfo, work: Path, limits: FrameLim
     alpha = None
     if alpha_out is not None:
         alpha = np.memmap(raw_alpha, dtype=np.uint8, mode="r", shape=(len(pts), *shape[:2]))
-    return DecodedClip(frames, pts, durations, span, alpha, reader.outcome.trimmed)
+    outcome = reader.outcome
+    return DecodedClip(frames, pts, durations, span, alpha, outcome.trimmed, tuple(timing_notes(outcome)))
 
 
 async def walk(
@@ -260,4 +262,5 @@ async def run(job: JobContext, record: JobRecord, params: KeyPointMaskParams) ->
         info.duration_s,
         clip.processed_duration_s,
         trimmed,
+        clip.notes,
     )

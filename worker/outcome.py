@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import errno
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,14 +87,19 @@ async def store_and_complete(
     original_s: float,
     processed_s: float,
     trimmed: bool,
+    notes: Sequence[str] = (),
 ) -> None:
+    """Store the result and complete the job; its `warning` says whether the video was trimmed
+    and what else the decoder changed (`notes`: gateway.video.decode.timing_notes)."""
+    trim = [f"Video was trimmed from {original_s:.2f}s to {processed_s:.2f}s"] if trimmed else []
+    warnings = [*trim, *notes]
     stored = await storage.store(
         record.id, output, f"{prefix}_{record.id}.{preset.extension}", preset.media_type
     )
     await jobs.complete(
         record.id,
         stored,
-        warning=f"Video was trimmed from {original_s:.2f}s to {processed_s:.2f}s" if trimmed else None,
+        warning="; ".join(warnings) or None,
         original_duration=original_s,
         processed_duration=processed_s if trimmed else original_s,
     )

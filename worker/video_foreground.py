@@ -150,4 +150,5 @@ async def _run(
         original,
         result.processed_duration_s,
         trimmed,
+        result.notes,
     )

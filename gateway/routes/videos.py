@@ -268,11 +268,15 @@ def _not_found() -> BgApiError:
     return BgApiError(404, {"message": "Task not found", "status": "not_found"})
 
 
-def _trim_fields(record: JobRecord, params: VideoMatteParams) -> tuple[dict[str, str], dict[str, str]]:
-    """(JSON fields, headers) describing a trim; both empty when the video was kept whole."""
+def _warning_fields(record: JobRecord, params: VideoMatteParams) -> tuple[dict[str, str], dict[str, str]]:
+    """(JSON fields, headers) for the result's warning: a trim (the document's fields and
+    headers) and what the decoder changed about the frames' timing (the warning's text, and
+    `X-Video-Warning` alone when nothing was trimmed); both empty without a warning."""
     if not record.warning or record.original_duration is None or record.processed_duration is None:
         return {}, {}
     original, processed = _seconds(record.original_duration), _seconds(record.processed_duration)
+    if record.processed_duration >= record.original_duration:  # kept whole: a timing note only
+        return {"warning": record.warning}, {"X-Video-Warning": record.warning}
     trim_s = float(params.trim_s or record.processed_duration)
     fields = {"warning": record.warning, "original_duration": original, "processed_duration": processed}
     headers = {
@@ -306,7 +310,7 @@ async def video_result(request: web.Request) -> web.StreamResponse:
         return web.json_response(
             {"message": "Video processing failed", "uuid": record.id, "status": "failed"}, status=500
         )
-    fields, trim_headers = _trim_fields(record, record.params)
+    fields, warning_headers = _warning_fields(record, record.params)
     storage = request.app[STORAGE]
     link = record.result.upload_link
     if link is None and storage.settings.s3_presigned_links and record.result.key is not None:
@@ -325,7 +329,7 @@ async def video_result(request: web.Request) -> web.StreamResponse:
         "Content-Type": record.result.media_type,
         "Cache-Control": "no-cache",
         "Content-Disposition": f"attachment; filename={record.result.filename}",
-        **trim_headers,
+        **warning_headers,
     }
     return await send_result(
         request,

@@ -10,6 +10,12 @@ Limits hold here, on the frames actually decoded, whatever the container header 
 (`FrameLimits`): a trim stops at the limit by timestamp and by count, a refusing limit fails the
 run with 422 as soon as a frame is past it, every frame must have the probed size, and a stream
 that ends with far fewer frames than the file holds packets for is a damaged file, not a result.
+
+Timing: a frame that repeats an earlier frame's timestamp is left out, as FFmpeg does when it
+keeps a file's timestamps; a few such frames are reported (`DecodeOutcome.repeated`,
+`timing_notes`), more than the damage slack fail the run (422). A file where every frame has one
+timestamp has no timing at all: probe marks it `retimed` and its frames are timed at the nominal
+rate.
 """
 
 from __future__ import annotations
@@ -44,7 +50,8 @@ class FrameLimits:
     frames past a duration limit). `size`: (width, height) every frame has as stored (the
     probed size; a stream that changes size mid-way is refused, 422). `packets`: the video
     packets the file holds (probe); decoding to the end with more than a small slack fewer frames
-    is a damaged file (422). `declared_s`: the header's duration, quoted in the refusal."""
+    is a damaged file (422). `declared_s`: the header's duration, quoted in the refusal.
+    `retime_fps`: the frames' own timestamps are ignored for this nominal rate."""
 
     trim_s: float | None = None
     max_s: float | None = None
@@ -52,6 +59,7 @@ class FrameLimits:
     size: tuple[int, int] | None = None
     packets: int = 0
     declared_s: float = 0.0
+    retime_fps: Fraction | None = None  # time frame i at i / retime_fps s (VideoInfo.retimed)
 
 
 def frame_limits(
@@ -67,6 +75,7 @@ def frame_limits(
         size=(info.width, info.height),
         packets=info.packets,
         declared_s=info.declared_duration_s,
+        retime_fps=info.fps if info.retimed else None,
     )
 
 
@@ -76,6 +85,21 @@ class DecodeOutcome:
 
     trimmed: bool = False  # stopped at a trim limit with frames left in the file
     decoded: int = 0
+    repeated: int = 0  # frames left out for repeating an earlier frame's timestamp
+    retimed_fps: Fraction | None = None  # the frames were timed at this nominal rate
+
+
+def timing_notes(outcome: DecodeOutcome) -> list[str]:
+    """What the job's status says about the frames' timing (the `warning` field), if anything."""
+    notes = []
+    if outcome.retimed_fps is not None:
+        notes.append(
+            "The video's frames all carry the same timestamp; they were timed at its nominal "
+            f"{float(outcome.retimed_fps):g} fps"
+        )
+    if outcome.repeated:
+        notes.append(f"{outcome.repeated} frame(s) repeated an earlier frame's timestamp and were left out")
+    return notes
 
 
 @dataclass(frozen=True)
@@ -148,9 +172,16 @@ def _decode_into(
                 if stop.is_set():
                     return
                 outcome.decoded += 1
-                pts = frame.pts if frame.pts is not None else (last_pts + 1 if last_pts is not None else 0)
+                if limits.retime_fps is not None:  # frame k at k / fps after the first one's time
+                    first = start if start is not None else frame.pts or 0
+                    pts = first + round((outcome.decoded - 1) / (limits.retime_fps * time_base))
+                elif frame.pts is not None:
+                    pts = frame.pts
+                else:
+                    pts = last_pts + 1 if last_pts is not None else 0
                 if last_pts is not None and pts <= last_pts:
-                    continue  # duplicate/out-of-order timestamps would break the encoder's ordering
+                    outcome.repeated += 1  # two frames at one time would break the encoder's ordering
+                    continue
                 if start is None:
                     start = pts
                 if not _check_frame(limits, frame, float((pts - start) * time_base), index):
@@ -169,7 +200,7 @@ def _decode_into(
                     index,
                     None if alpha is None else to_display(alpha, rotation),
                     None if colour is None else to_display(colour, rotation),
-                    int(frame.duration or 0),
+                    0 if limits.retime_fps is not None else int(frame.duration or 0),
                 )
                 index += 1
                 while not stop.is_set():
@@ -178,6 +209,14 @@ def _decode_into(
                         break
                     except queue.Full:
                         continue
+        outcome.retimed_fps = limits.retime_fps
+        if outcome.repeated > frame_slack(outcome.decoded):
+            raise MediaError(
+                422,
+                "Damaged video",
+                f"{outcome.repeated} of the {outcome.decoded} frames decoded repeat an earlier frame's "
+                "timestamp: the file's timing is damaged. Export the video again.",
+            )
         if (
             not outcome.trimmed
             and limits.packets

@@ -33,6 +33,7 @@ class PacketScan:
 
     video_packets: int  # video packets that carry data and are presented (one per shown frame)
     video_packets_stored: int  # the same with those an edit list hides (what a frame count counts)
+    video_times: int  # distinct presentation times among those packets (1 for many: no timing)
     video_start_s: float  # the first video packet's presentation time
     video_end_s: float  # the last video packet's end (presentation time + duration)
     media_end_s: float  # the latest end of any stream's packets
@@ -47,6 +48,7 @@ def scan_packets(path: Path, video_index: int) -> PacketScan:
         starts: dict[int, float] = {}
         ends: dict[int, float] = {}
         video_packets = stored = 0
+        video_times: set[int] = set()
         scanned = 0
         complete, read_error = True, False
         try:
@@ -70,12 +72,14 @@ def scan_packets(path: Path, video_index: int) -> PacketScan:
                 ends[index] = max(ends.get(index, end), end)
                 if index == video_index and packet.size:
                     video_packets += 1
+                    video_times.add(time)
         except (av.error.FFmpegError, ValueError):
             read_error = True
     origin = starts.get(video_index, 0.0)
     return PacketScan(
         video_packets=video_packets,
         video_packets_stored=stored,
+        video_times=len(video_times),
         video_start_s=origin,
         video_end_s=ends.get(video_index, origin),
         media_end_s=max(ends.values(), default=origin),

@@ -19,7 +19,14 @@ import av
 import av.error
 
 from gateway.video.alpha import stream_has_alpha
-from gateway.video.integrity import PacketScan, gif_trailer_missing, missing_media, scan_packets, slack_s
+from gateway.video.integrity import (
+    PacketScan,
+    frame_slack,
+    gif_trailer_missing,
+    missing_media,
+    scan_packets,
+    slack_s,
+)
 
 # Demuxer names as libavformat reports them -> the container the API talks about.
 CONTAINERS: dict[str, str] = {
@@ -72,7 +79,7 @@ class VideoInfo:
     video_codec: str  # decoder name (h264, hevc, vp9, av1, mjpeg, gif)
     width: int  # coded size: what the decoder hands out
     height: int
-    fps: Fraction  # average rate; per-frame timestamps are kept as they are
+    fps: Fraction  # average rate; per-frame timestamps are kept as they are (but see `retimed`)
     time_base: Fraction
     start_pts: int
     duration_s: float  # what the packets hold when the header claims less (see integrity.py)
@@ -85,6 +92,9 @@ class VideoInfo:
     audio: AudioInfo | None
     declared_duration_s: float = 0.0  # what the container header says (0: nothing)
     packets: int = 0  # video packets that carry data: the frames the decoder must hand out
+    # The frames carry no usable timing (every one at the same timestamp): they are timed at the
+    # nominal `fps` instead, frame i at i / fps (gateway/video/decode.py).
+    retimed: bool = False
 
 
 def _fraction(value: object, default: Fraction) -> Fraction:
@@ -95,6 +105,17 @@ def _fraction(value: object, default: Fraction) -> Fraction:
     except (TypeError, ValueError, ZeroDivisionError):
         return default
     return f if f > 0 else default
+
+
+# Beyond this a "nominal rate" is a time base, not a frame rate (the 240 fps of the API's limits).
+MAX_NOMINAL_FPS = 240
+
+
+def nominal_rate(stream: av.video.stream.VideoStream) -> Fraction:
+    """The stream's nominal frame rate, for frames without usable timestamps: FFmpeg's guess
+    (av_guess_frame_rate: the container's or the codec's declared rate), else 25 fps."""
+    rate = _fraction(stream.guessed_rate, Fraction(25))
+    return rate if rate <= MAX_NOMINAL_FPS else Fraction(25)
 
 
 def _duration_s(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float:
@@ -109,7 +130,8 @@ def probe(path: Path, *, max_side: int = 16000, max_duration_s: float | None = N
     """Describe `path` or raise MediaError with the status the API documents.
 
     415 unsupported container/codec, 413 a side over `max_side`, 422 longer than `max_duration_s`
-    (None: no limit, for callers that trim instead) by header or by packets, 422 "Damaged video"
+    (None: no limit, for callers that trim instead) by header or by packets (frames without
+    timing: by their count at the nominal rate), 422 "Damaged video"
     when the streams end well before the declared duration or frame count (truncated), 400
     unreadable or no video stream. Reads the whole file once (demux only, no decoding).
     """
@@ -155,11 +177,24 @@ def probe(path: Path, *, max_side: int = 16000, max_duration_s: float | None = N
         start_s = container.start_time / av.time_base if container.start_time is not None else None
         scan = _scan(path, stream.index)
         held = scan.video_end_s - scan.video_start_s
+        # Every frame at one timestamp (a broken muxer or an edited MP4 `stts`): players and FFmpeg
+        # fall back to the stream's nominal rate, and so does everything here (limits included).
+        retimed = scan.complete and scan.video_packets > 1 and scan.video_times == 1
+        if retimed:
+            fps = nominal_rate(stream)
+            held = scan.video_packets / float(fps)
         # the header is believed unless the packets hold more (a lie that would dodge the limits)
         duration = held if held > declared + slack_s(declared, float(fps)) else declared
-        missing = missing_media(
-            scan, declared, declared_frames, float(fps), scan.video_start_s if start_s is None else start_s
+        missing = missing_media(  # without timing, only the frame count can tell a cut file
+            scan,
+            0.0 if retimed else declared,
+            declared_frames,
+            float(fps),
+            scan.video_start_s if start_s is None else start_s,
         )
+        repeats = scan.video_packets - scan.video_times
+        if missing is None and not retimed and repeats > frame_slack(scan.video_packets):
+            missing = f"{repeats} of its {scan.video_packets} frames repeat an earlier frame's timestamp."
         if missing is None and fmt == "gif" and gif_trailer_missing(path):
             missing = "The GIF ends before its trailer: it is truncated."
         if missing is not None:
@@ -208,6 +243,7 @@ def probe(path: Path, *, max_side: int = 16000, max_duration_s: float | None = N
             audio=audio,
             declared_duration_s=declared,
             packets=scan.video_packets if scan.complete else 0,
+            retimed=retimed,
         )
 
 

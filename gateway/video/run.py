@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from gateway.triton import SEQUENCE_SERVERS_PER_TRY, Triton, TritonServer
-from gateway.video.decode import DecodedFrame, FrameReader, frame_limits, iter_frames
+from gateway.video.decode import DecodedFrame, FrameReader, frame_limits, iter_frames, timing_notes
 from gateway.video.encode import Preset, VideoWriter
 from gateway.video.geometry import crop_to, display_size, foreground_min_size, pad_to
 from gateway.video.infer import FrameResult, infer_frames
@@ -41,6 +41,7 @@ class RunResult:
     frames: int
     processed_duration_s: float  # of the kept span (trimmed or not)
     trimmed: bool = False  # the trim cut decoded frames (whatever the header said)
+    notes: tuple[str, ...] = ()  # what the decoder changed about the frames' timing (timing_notes)
 
 
 def expected_frames(info: VideoInfo, max_duration_s: float | None) -> int:
@@ -176,7 +177,8 @@ async def _run_on(
         await progress(written, written)
         span = end_s if max_duration_s is None else min(end_s, max_duration_s)
         ok = True
-        return RunResult(frames=written, processed_duration_s=span, trimmed=reader.outcome.trimmed)
+        outcome = reader.outcome
+        return RunResult(written, span, outcome.trimmed, tuple(timing_notes(outcome)))
     finally:
         reader.close()
         if writer is not None:
