@@ -95,6 +95,14 @@ async def read_json(request: web.Request, limits: JsonLimits) -> Any:
     return loads(await read_body(request, limits.max_bytes), limits)
 
 
+def _field_name(name: str | None) -> str:
+    """A client-chosen field name as quoted in an error: the API's own names as they are, anything
+    else (long, odd characters) not echoed."""
+    if name and len(name) <= 40 and name.replace("_", "").isascii() and name.replace("_", "").isalnum():
+        return f"'{name}'"
+    return "(unnamed or unusual name)"
+
+
 @dataclass
 class FormBudget:
     """Counts the parts and text bytes of one form; every part passes `part()` before it is read."""
@@ -122,7 +130,8 @@ class FormBudget:
         while chunk := await part.read_chunk(8192):
             raw += chunk
             if len(raw) > max_field_bytes:
-                raise BodyTooLarge(f"Form field '{part.name}' is over the {max_field_bytes}-byte limit.")
+                name = _field_name(part.name)
+                raise BodyTooLarge(f"Form field {name} is over the {max_field_bytes}-byte limit.")
             if self.text_bytes + len(raw) > self.max_text_bytes:
                 raise BodyTooLarge(f"The form's text fields are over the {self.max_text_bytes}-byte limit.")
         self.text_bytes += len(raw)

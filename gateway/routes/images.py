@@ -55,7 +55,6 @@ SEND_A_FORM = {
     "(JSON bodies are not accepted here)."
 }
 
-_FIELD_MAX_BYTES = 4096
 _CHUNK = 256 * 1024
 
 
@@ -99,12 +98,7 @@ async def _read_multipart(request: web.Request, fields: dict[str, str], image: P
                 await _write_part(part, image, limit)
                 have_file = True
             elif part.name:
-                raw = await part.read_chunk(_FIELD_MAX_BYTES + 1)
-                if len(raw) > _FIELD_MAX_BYTES:
-                    raise BgApiError(422, INVALID_REQUEST)
-                budget.count_text(len(raw))
-                fields[part.name] = raw.decode("utf-8", errors="replace")
-                await part.release()
+                fields[part.name] = await budget.text(part, settings.form_max_field_bytes)
     except BodyTooLarge as exc:
         raise BgApiError(413, {"detail": str(exc)}) from None
     except (ValueError, AssertionError, BadHttpMessage) as exc:  # malformed framing or headers
