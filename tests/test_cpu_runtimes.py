@@ -105,3 +105,13 @@ def test_first_frame_precision_follows_the_state(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="precision must be one of"):
         session(_args(tmp_path, runtime="openvino", initial_state_precision="fp8"), STATE_INPUTS)
     assert "initial_state_precision" in (RVM / "configs" / "cpu-bf16.pbtxt").read_text()
+
+
+def test_bf16_runs_where_the_cpu_has_it_and_f32_elsewhere(tmp_path: Path) -> None:
+    """The bf16 hint is not an emulation: on a CPU without native bf16 the graph compiles in f32
+    (so `cpu-bf16` there keeps the reference's masks), and the session knows which."""
+    from triton_models.rvm_state import STATE_INPUTS
+
+    ov = session(_args(tmp_path, runtime="openvino", precision="bf16"))
+    first = (("frame", (1, 48, 64, 3)), *((name, (1, 1, 1, 1)) for name in STATE_INPUTS))
+    assert ov.compiled_precision(first) == ("bf16" if ov.runs_bf16 else "f32")

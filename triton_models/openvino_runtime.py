@@ -11,10 +11,16 @@ A sequence's first frame can run at its own precision (`initial_state_precision`
 recurrent state yet, the first frame is RVM's hardest (it cannot lean on the past), and bf16's
 ~3 significant digits cost IoU 0.900 on one such frame (13_butterfly frame 0) against >= 0.97 on
 every later one. Its shapes compile separately anyway, so f32 there costs one frame per video.
+
+bf16 is a hint: on a CPU without native bf16 (no AVX512_BF16 or AMX; "BF16" missing from the
+plugin's OPTIMIZATION_CAPABILITIES) OpenVINO 2026.4 compiles the graph in f32 (checked: the
+compiled model's INFERENCE_PRECISION_HINT reads f32 on an AVX2-only AMD EPYC), so `cpu-bf16`
+there is OpenVINO f32, no emulation. The session says so once in the log (`runs_bf16`).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -24,6 +30,8 @@ import numpy as np
 import openvino as ov
 
 PRECISIONS = ("f32", "bf16")
+
+log = logging.getLogger(__name__)
 
 ShapeKey = tuple[tuple[str, tuple[int, ...]], ...]
 
@@ -58,6 +66,9 @@ class OpenVINOSession:
             raise FileNotFoundError(f"{path} is missing: run `python -m export models` (make models)")
         self._core = ov.Core()
         self._model = self._core.read_model(str(path))
+        self.runs_bf16 = "BF16" in self._core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        if "bf16" in (precision, first) and not self.runs_bf16:
+            log.warning("bf16 asked, but this CPU has no native bf16: OpenVINO runs %s in f32", path.name)
         self._precision, self._first_precision = precision, first
         self._config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
         self._inputs = [i.get_any_name() for i in self._model.inputs]
@@ -75,6 +86,11 @@ class OpenVINOSession:
             shape[1:] == (1, 1, 1) for name, shape in key if name in self._state_inputs
         )
         return self._first_precision if first else self._precision
+
+    def compiled_precision(self, key: ShapeKey) -> str:
+        """The precision OpenVINO actually compiled these input shapes at ("f32" or "bf16"):
+        `precision_for(key)` where the CPU has it, else f32."""
+        return str(self._compiled(key).get_property("INFERENCE_PRECISION_HINT").to_string())
 
     def _compiled(self, key: ShapeKey) -> ov.CompiledModel:
         with self._lock:
