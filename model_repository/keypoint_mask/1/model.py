@@ -43,7 +43,6 @@ class TritonPythonModel:
         config = model_config(args)
         lower_cpu_priority(config)
         self.work_long_side = int(parameter(config, "work_long_side", "480"))
-        self.saliency = saliency_source("keypoint_mask", config, args)
         folder = version_folder(args)
         providers = [p for p in parameter(config, "sam_providers", "CPUExecutionProvider").split(",") if p]
         threads = int(parameter(config, "intra_op_threads", "2"))
@@ -57,6 +56,8 @@ class TritonPythonModel:
             self.backend = "sam"
         else:
             self.backend = "default"
+        # only the default tracker looks at saliency: the SAM backends do not load its graph
+        self.saliency = saliency_source("keypoint_mask", config, args) if self.backend == "default" else None
         self.sequences: dict[int, tuple[Tracker, float]] = {}
         pb_utils.Logger.log_info(f"keypoint_mask: {self.backend} backend")
 
@@ -65,6 +66,7 @@ class TritonPythonModel:
             return Sam2Tracker(self.sam2)
         if self.sam is not None:
             return SamTracker(self.sam, self.work_long_side)
+        assert self.saliency is not None  # the default backend's (initialize)
         return KeypointTracker(self.saliency, self.work_long_side)
 
     def _one(self, request: Request) -> Response:
