@@ -25,6 +25,7 @@ from devstack.app_services import gateway_service, webhook_service, worker_servi
 from devstack.processes import Service, free_port
 from devstack.redis_server import redis_service
 from devstack.seaweedfs import seaweedfs_service
+from devstack.stack import supervise
 from devstack.tritonserver import triton_service
 
 SHARED = (REPO_ROOT.parent / "shared").resolve()
@@ -107,10 +108,20 @@ def triton(data_dir: Path) -> Iterator[Service]:
     svc = triton_service(settings, data_dir / "logs" / "tritonserver.log", data_dir / "backends")
     svc.settings = settings  # type: ignore[attr-defined]
     svc.start()
+    # Supervised as `make run` supervises it: tritonserver 2.51's Python backend can abort under
+    # concurrent BLS calls (upstream issue 8882; docs/reliability.md), and one such crash would
+    # otherwise fail every later test of the session. A restart is printed with the server's last
+    # log lines (pytest shows it beside a test that failed meanwhile).
+    stop = {"flag": False}
+    watcher = threading.Thread(target=supervise, args=([svc], stop), name="triton-supervise", daemon=True)
     try:
         svc.wait_ready(240)
+        watcher.start()
         yield svc
     finally:
+        stop["flag"] = True
+        if watcher.is_alive():
+            watcher.join(timeout=15)
         svc.stop()
 
 
