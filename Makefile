@@ -65,7 +65,7 @@ down:
 # The suite also exports a SAM model from PyTorch (tests/test_export_cli.py): it needs the export set.
 test: setup $(DEV) $(EXPORT) chromium iproute2
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra --durations=30
 
 lint: $(DEV)
 	$(PY) -m ruff check .
