@@ -23,6 +23,10 @@ class BodyTooLarge(Exception):
     """A bound was exceeded; `str(exc)` is the user-facing sentence."""
 
 
+class FieldTooLarge(BodyTooLarge):
+    """One text field of a form is over its bound (the rest of the form may be fine)."""
+
+
 @dataclass(frozen=True)
 class JsonLimits:
     max_bytes: int = 64 * 1024
@@ -95,7 +99,7 @@ async def read_json(request: web.Request, limits: JsonLimits) -> Any:
     return loads(await read_body(request, limits.max_bytes), limits)
 
 
-def _field_name(name: str | None) -> str:
+def field_label(name: str | None) -> str:
     """A client-chosen field name as quoted in an error: the API's own names as they are, anything
     else (long, odd characters) not echoed."""
     if name and len(name) <= 40 and name.replace("_", "").isascii() and name.replace("_", "").isalnum():
@@ -124,14 +128,14 @@ class FormBudget:
             raise BodyTooLarge(f"The form's text fields are over the {self.max_text_bytes}-byte limit.")
 
     async def text(self, part: BodyPartReader, max_field_bytes: int) -> str:
-        """A text field, read only up to its bound: BodyTooLarge past `max_field_bytes` or the
-        form's total of text bytes."""
+        """A text field, read only up to its bound: FieldTooLarge past `max_field_bytes`,
+        BodyTooLarge past the form's total of text bytes."""
         raw = bytearray()
         while chunk := await part.read_chunk(8192):
             raw += chunk
             if len(raw) > max_field_bytes:
-                name = _field_name(part.name)
-                raise BodyTooLarge(f"Form field {name} is over the {max_field_bytes}-byte limit.")
+                name = field_label(part.name)
+                raise FieldTooLarge(f"Form field {name} is over the {max_field_bytes}-byte limit.")
             if self.text_bytes + len(raw) > self.max_text_bytes:
                 raise BodyTooLarge(f"The form's text fields are over the {self.max_text_bytes}-byte limit.")
         self.text_bytes += len(raw)

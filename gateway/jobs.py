@@ -87,6 +87,12 @@ class JobRecord:
     def done(self) -> bool:
         return self.status in TERMINAL
 
+    @property
+    def trimmed(self) -> bool:
+        """The result covers less of the video than the input holds (a trim, with its warning)."""
+        original, processed = self.original_duration, self.processed_duration
+        return original is not None and processed is not None and processed < original
+
     def to_json(self) -> str:
         data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         data["params"] = self.params.to_dict()

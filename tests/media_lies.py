@@ -196,11 +196,12 @@ def make_squeezed_clip(dest: Path, frames: int, step_ms: int = 1) -> Path:
     return dest
 
 
-def freeze_timestamps(src: Path, dest: Path) -> Path:
+def freeze_timestamps(src: Path, dest: Path, *, ctts: bool = True) -> Path:
     """A copy of MP4 `src` whose every frame sits at time 0: each `stts` sample delta and `ctts`
     offset set to 0 (what a broken muxer or editor leaves), every frame still in place. Make
     `src` without B-frames: FFmpeg's demuxer then reads every frame at 0 (with B-frames, its edit
-    list hides them all)."""
+    list hides them all). `ctts=False` keeps the B-frames' composition offsets: the frames then
+    pile up on those few times."""
     data = bytearray(src.read_bytes())
     patched = 0
 
@@ -209,7 +210,8 @@ def freeze_timestamps(src: Path, dest: Path) -> Path:
         for kind, body, box_end in _boxes(bytes(data), start, end):
             if kind in (b"moov", b"trak", b"mdia", b"minf", b"stbl"):
                 walk(body, box_end)
-            elif kind in (b"stts", b"ctts"):  # version/flags, entry count, (count, value) entries
+            elif kind == b"stts" or (kind == b"ctts" and ctts):
+                # version/flags, entry count, then (count, value) entries: each value set to 0
                 entries = struct.unpack(">I", data[body + 4 : body + 8])[0]
                 for k in range(entries):
                     at = body + 8 + 8 * k + 4

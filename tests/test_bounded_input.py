@@ -140,21 +140,33 @@ async def test_image_endpoint_bounds_its_form(stack: Stack, http: aiohttp.Client
         assert r.status == 413 and "parts" in (await r.json())["detail"]
 
 
-async def test_image_endpoint_names_an_oversized_field(stack: Stack, http: aiohttp.ClientSession) -> None:
-    """An oversized text field was a bare 422 "Invalid request data"; now the form bounds' 413,
-    naming the field (a client-chosen name only when it is one of the API's kind)."""
+async def test_image_endpoint_says_what_is_wrong_with_its_form_parts(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    """An oversized text field was a bare 422 "Invalid request data", then (briefly) a 413 that
+    also caught an image sent under another part name; each is now the family's 400 with a
+    sentence saying what is wrong (a client-chosen name quoted only when short and plain)."""
     url, headers = f"{stack.url}/image/color/v1", {"api_token": stack.token}
-    for name, shown in (("bg_color", "'bg_color'"), ("n" * 300, "(unnamed or unusual name)")):
+    png = _big_png(8)
+
+    async def post(*parts: tuple[str, bytes | str, str | None]) -> tuple[int, dict]:
         form = aiohttp.FormData()
-        form.add_field("file", _big_png(8), filename="a.png", content_type="image/png")
-        form.add_field(name, "1" * 5000)
+        for name, value, filename in parts:
+            form.add_field(name, value, filename=filename, content_type="image/png" if filename else None)
         async with http.post(url, data=form, headers=headers) as r:
-            assert r.status == 413, await r.text()
-            assert await r.json() == {"detail": f"Form field {shown} is over the 4096-byte limit."}
+            return r.status, await r.json()
+
+    for name, shown in (("bg_color", "'bg_color'"), ("n" * 300, "(unnamed or unusual name)")):
+        got = await post(("file", png, "a.png"), (name, "1" * 5000, None))
+        assert got == (400, {"message": f"Form field {shown} is over the 4096-byte limit."})
+    got = await post(("image", png * 1000, "a.png"))
+    assert got == (400, {"message": "Send the image in the 'file' part, not in 'image'."})
+    got = await post(("file", png, "a.png"), ("file", png, "b.png"))
+    assert got == (400, {"message": "Send one image in the 'file' part, not several."})
     # a field just under the bound is read whole, however the body is chunked (it was one read of
     # one chunk: of a value split across chunks, only blanks could arrive, a 400 for bg_color)
     form = aiohttp.FormData()
-    form.add_field("file", _big_png(8), filename="a.png", content_type="image/png")
+    form.add_field("file", png, filename="a.png", content_type="image/png")
     form.add_field("bg_color", " " * 4000 + "0,255,0")
     async with http.post(url, data=form, headers=headers) as r:
         assert r.status == 200, await r.text()

@@ -200,6 +200,17 @@ def test_untimed_frames_are_held_to_the_limits_by_their_count(hostile: dict[str,
         assert sum(1 for _ in reader) == 10 and reader.outcome.trimmed
 
 
+def test_frames_piled_on_a_few_timestamps_are_broken_timing_not_truncation(tmp_path: Path) -> None:
+    """A fresh tester's variant: B-frames' MP4 with `stts` zeroed (its `ctts` kept) was refused
+    as "truncated", which sends the user after the wrong problem."""
+    clip = make_long_clip(tmp_path / "b.mp4", "libx264", 3.0)  # B-frames: x264's defaults
+    with pytest.raises(MediaError) as refused:
+        probe(freeze_timestamps(clip, tmp_path / "piled.mp4", ctts=False))
+    assert refused.value.message == "Damaged video"
+    assert "distinct timestamps: the file's timing is broken" in refused.value.details
+    assert "truncated" not in refused.value.details
+
+
 def test_a_few_repeated_timestamps_are_left_out_and_said(tmp_path: Path) -> None:
     clip = make_repeating_clip(tmp_path / "two.mkv", 20, 2)
     info = probe(clip)
@@ -326,6 +337,7 @@ async def test_an_untimed_video_comes_back_whole_with_a_warning(
     status = await finished_status(http, stack, accepted["request_id"], 180)
     assert status["status"] == "completed", status
     assert "timed at its nominal 10 fps" in status["warning"], status
+    assert "original_duration" not in status  # the trim's fields: nothing was trimmed
     async with http.get(status["mask_url"]) as r:
         assert r.status == 200
         (tmp_path / "mask.mp4").write_bytes(await r.read())

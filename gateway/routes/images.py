@@ -24,7 +24,7 @@ from aiohttp.http_exceptions import BadHttpMessage
 
 from common.settings import Settings
 from gateway.auth import require_owner
-from gateway.bounded import BodyTooLarge, FormBudget, read_body
+from gateway.bounded import BodyTooLarge, FieldTooLarge, FormBudget, field_label, read_body
 from gateway.departures import client_gone
 from gateway.errors import ApiError, BgApiError, job_id_for, result_removed
 from gateway.fetch import DownloadTooLarge, FetchError, fetch_to_file, url_refusal
@@ -50,6 +50,7 @@ NOT_TRANSPARENT = {"message": "The input image must have a transparent backgroun
 TASK_NOT_FOUND = {"detail": "Task not found"}
 PNG_HEADERS = {"Cache-Control": "no-cache"}
 BOTH_SOURCES = {"message": "Send the image either in 'file' or as 'image_url', not both."}
+ONE_IMAGE = {"message": "Send one image in the 'file' part, not several."}
 SEND_A_FORM = {
     "message": "Send multipart/form-data with the image in a 'file' part or an 'image_url' field "
     "(JSON bodies are not accepted here)."
@@ -94,11 +95,18 @@ async def _read_multipart(request: web.Request, fields: dict[str, str], image: P
             budget.part()
             if not isinstance(part, BodyPartReader):
                 continue
-            if part.name == "file" and not have_file:
+            if part.name == "file":
+                if have_file:
+                    raise BgApiError(400, ONE_IMAGE)
                 await _write_part(part, image, limit)
                 have_file = True
+            elif part.filename is not None:  # an upload under another name is no text field
+                where = field_label(part.name)
+                raise BgApiError(400, {"message": f"Send the image in the 'file' part, not in {where}."})
             elif part.name:
                 fields[part.name] = await budget.text(part, settings.form_max_field_bytes)
+    except FieldTooLarge as exc:  # the family's 400 with a specific message, as other field errors
+        raise BgApiError(400, {"message": str(exc)}) from None
     except BodyTooLarge as exc:
         raise BgApiError(413, {"detail": str(exc)}) from None
     except (ValueError, AssertionError, BadHttpMessage) as exc:  # malformed framing or headers

@@ -62,6 +62,7 @@ async def status_body(record: JobRecord, storage: Storage) -> dict[str, Any]:
         body["mask_url_expires_at"] = expires.isoformat().replace("+00:00", "Z")
         if record.warning:
             body["warning"] = record.warning
+        if record.warning and record.trimmed:
             # This document's one duration format: seconds as a number, to the millisecond.
             body["original_duration"] = _seconds(record.original_duration)
             body["processed_duration"] = _seconds(record.processed_duration)

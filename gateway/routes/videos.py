@@ -275,7 +275,7 @@ def _warning_fields(record: JobRecord, params: VideoMatteParams) -> tuple[dict[s
     if not record.warning or record.original_duration is None or record.processed_duration is None:
         return {}, {}
     original, processed = _seconds(record.original_duration), _seconds(record.processed_duration)
-    if record.processed_duration >= record.original_duration:  # kept whole: a timing note only
+    if not record.trimmed:  # kept whole: a timing note only
         return {"warning": record.warning}, {"X-Video-Warning": record.warning}
     trim_s = float(params.trim_s or record.processed_duration)
     fields = {"warning": record.warning, "original_duration": original, "processed_duration": processed}

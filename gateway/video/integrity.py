@@ -33,7 +33,8 @@ class PacketScan:
 
     video_packets: int  # video packets that carry data and are presented (one per shown frame)
     video_packets_stored: int  # the same with those an edit list hides (what a frame count counts)
-    video_times: int  # distinct presentation times among those packets (1 for many: no timing)
+    video_times: int  # distinct presentation times among the shown packets (1 for many: no timing)
+    video_times_stored: int  # the same among the stored ones
     video_start_s: float  # the first video packet's presentation time
     video_end_s: float  # the last video packet's end (presentation time + duration)
     media_end_s: float  # the latest end of any stream's packets
@@ -49,6 +50,7 @@ def scan_packets(path: Path, video_index: int) -> PacketScan:
         ends: dict[int, float] = {}
         video_packets = stored = 0
         video_times: set[int] = set()
+        stored_times: set[int] = set()
         scanned = 0
         complete, read_error = True, False
         try:
@@ -63,6 +65,7 @@ def scan_packets(path: Path, video_index: int) -> PacketScan:
                 index = packet.stream.index
                 if index == video_index and packet.size:
                     stored += 1
+                    stored_times.add(time)
                 if packet.is_discard:
                     # before an MP4 edit list's start: decoded for reference, never shown
                     continue
@@ -80,6 +83,7 @@ def scan_packets(path: Path, video_index: int) -> PacketScan:
         video_packets=video_packets,
         video_packets_stored=stored,
         video_times=len(video_times),
+        video_times_stored=len(stored_times),
         video_start_s=origin,
         video_end_s=ends.get(video_index, origin),
         media_end_s=max(ends.values(), default=origin),

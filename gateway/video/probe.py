@@ -185,16 +185,13 @@ def probe(path: Path, *, max_side: int = 16000, max_duration_s: float | None = N
             held = scan.video_packets / float(fps)
         # the header is believed unless the packets hold more (a lie that would dodge the limits)
         duration = held if held > declared + slack_s(declared, float(fps)) else declared
-        missing = missing_media(  # without timing, only the frame count can tell a cut file
+        missing = _broken_timing(scan, retimed) or missing_media(
             scan,
-            0.0 if retimed else declared,
+            0.0 if retimed else declared,  # without timing, only the frame count can tell a cut file
             declared_frames,
             float(fps),
             scan.video_start_s if start_s is None else start_s,
         )
-        repeats = scan.video_packets - scan.video_times
-        if missing is None and not retimed and repeats > frame_slack(scan.video_packets):
-            missing = f"{repeats} of its {scan.video_packets} frames repeat an earlier frame's timestamp."
         if missing is None and fmt == "gif" and gif_trailer_missing(path):
             missing = "The GIF ends before its trailer: it is truncated."
         if missing is not None:
@@ -245,6 +242,22 @@ def probe(path: Path, *, max_side: int = 16000, max_duration_s: float | None = N
             packets=scan.video_packets if scan.complete else 0,
             retimed=retimed,
         )
+
+
+def _broken_timing(scan: PacketScan, retimed: bool) -> str | None:
+    """Why the frames' timestamps cannot be used (the user-facing sentence), or None. Checked
+    before truncation: frames stacked on a few timestamps also end the streams early, and "cut
+    short" would send the user after the wrong problem."""
+    if retimed or not scan.complete:
+        return None
+    stored, times = scan.video_packets_stored, scan.video_times_stored
+    if stored > 2 and times * 2 < stored:  # e.g. an MP4 whose stts says 0 but whose ctts does not
+        distinct = f"{times} distinct timestamp{'' if times == 1 else 's'}"
+        return f"Its {stored} frames carry only {distinct}: the file's timing is broken."
+    repeats = scan.video_packets - scan.video_times
+    if repeats > frame_slack(scan.video_packets):
+        return f"{repeats} of its {scan.video_packets} frames repeat an earlier frame's timestamp."
+    return None
 
 
 def _scan(path: Path, video_index: int) -> PacketScan:
