@@ -18,6 +18,7 @@ from aiohttp.typedefs import Handler
 from arq.connections import ArqRedis
 
 from common.settings import Settings
+from gateway import protocol_errors
 from gateway.errors import REQUEST_ID, REQUEST_ID_IS_OURS, error_middleware
 from gateway.identity import set_server_header
 from gateway.jobs import JobStore
@@ -91,6 +92,7 @@ async def _add_request_id_header(request: web.Request, response: web.StreamRespo
 
 
 def create_app(settings: Settings) -> web.Application:
+    protocol_errors.install()  # requests the HTTP parser refuses answer in our format too
     app = web.Application(
         client_max_size=settings.max_request_bytes,
         middlewares=[

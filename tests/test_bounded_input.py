@@ -4,7 +4,9 @@ endpoint's own error family instead of a 500 or hundreds of MB of gateway memory
 
 from __future__ import annotations
 
+import asyncio
 import io
+import json
 import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -178,6 +180,36 @@ async def test_the_service_names_itself_not_its_libraries(stack: Stack, http: ai
             server = r.headers.get("Server", "")
             assert server.startswith("matting-service/"), server
             assert "aiohttp" not in server and "Python" not in server
+
+
+RAW_REFUSALS = {  # requests aiohttp's HTTP parser refuses before any route sees them
+    "a 10 KB header": b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 10_000 + b"\r\n\r\n",
+    "a 20 KB path": b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    "a negative length": b"POST /foreground_mask HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+    "length and chunked": b"POST /image/matte/v1 HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("case", RAW_REFUSALS)
+async def test_requests_the_parser_refuses_answer_in_our_format(stack: Stack, case: str) -> None:
+    """These were aiohttp's own text/plain 400s echoing the request's first bytes, with its
+    `Server: Python/3.11 aiohttp/x` and no X-Request-ID (fresh tester, round 8)."""
+    reader, writer = await asyncio.open_connection(stack.settings.gateway_host, stack.settings.gateway_port)
+    try:
+        writer.write(RAW_REFUSALS[case])
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    assert lines[0].split(" ")[1] == "400", lines[0]
+    assert headers["server"].startswith("matting-service/") and headers["x-request-id"], headers
+    assert headers["content-type"].startswith("application/json")
+    assert b"aaaa" not in body and b"aiohttp" not in raw
+    json.loads(body)  # the family's error document
 
 
 async def test_outbound_fetch_names_the_service(stack: Stack, http: aiohttp.ClientSession) -> None:
