@@ -46,7 +46,7 @@ def api_clips(video_clips: dict[str, Path]) -> Path:
 # What a preset or an input format is checked on (codec, size, tags, audio, timestamps) holds on
 # 9 frames as on 30: the jobs below run on the input clips cut to 0.3 s (short/ under clip_url).
 # Containers, codecs, timing and sync are the pipeline's, whatever model made the mask: those jobs
-# run `model=rvm` on a clip of a person (RVM's subject), one RVM call per frame instead of the
+# run `model=rvm` on a clip of people (RVM's subject), one RVM call per frame instead of the
 # `auto` default's RVM, two U2-Net-p calls and optical flow (~40x the CPU on this 2-core
 # machine). `auto` itself is tested in test_foreground.py and on the hunt inputs.
 PIPELINE_MODEL = "rvm"
@@ -59,9 +59,9 @@ SHORT_INPUTS = ("h264_aac.mp4", *EVERY_INPUT)
 def short_clips(api_clips: Path) -> Path:
     root = api_clips / "short"
     root.mkdir(exist_ok=True)
-    person = VIDEOS / "05_default_juggle.mp4"
+    people = VIDEOS / "06_pingpong.mp4"  # people (RVM's subject) and audio, 24 fps
     for name in SHORT_INPUTS:
-        make_clip(person, root, dataclasses.replace(INPUT_CLIPS[name], duration_s=0.3))
+        make_clip(people, root, dataclasses.replace(INPUT_CLIPS[name], duration_s=0.3))
     return root
 
 
@@ -148,7 +148,7 @@ async def test_foreground_mask_every_preset(
     assert facts.frames == source.frames == status["total_frames"] == status["current_frame"]
     assert status["progress_percentage"] == 100.0
     if preset != "gif":
-        assert facts.rate == Fraction(30000, 1001)
+        assert facts.rate == source.rate == Fraction(24)
     assert facts.last_pts_s == pytest.approx(source.last_pts_s, abs=0.02)
     assert (facts.audio is not None) == (preset != "gif")
     assert 5 < facts.luma_mean < 250  # a real mask: some foreground, some background
@@ -420,8 +420,13 @@ async def real_720p_job(request: pytest.FixtureRequest, stack: Stack) -> tuple[i
     if not any(item.name == "test_real_720p_clip_end_to_end" for item in request.session.items):
         return None
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http:
-        status, body, _ = await _submit_video(
-            http, stack, VIDEOS / "06_pingpong.mp4", token=stack.other_token, bg_color="20,40,200"
+        status, body, _ = await _submit_video(  # people: RVM's subject (PIPELINE_MODEL)
+            http,
+            stack,
+            VIDEOS / "06_pingpong.mp4",
+            token=stack.other_token,
+            bg_color="20,40,200",
+            model=PIPELINE_MODEL,
         )
     return status, body
 
@@ -523,8 +528,8 @@ async def test_hunt_vp9_alpha_comes_back_transparent(
     clear = decode_rgba(src)[0][..., 3] == 0
     assert clear[:, 380:].all() and not clear[:, :380].any()
     frames, (_, mask) = await asyncio.gather(  # both jobs side by side on the worker
-        _submit_and_fetch(http, stack, src, tmp_path / "out.webm"),
-        _mask_file(http, stack, hunt_url, "vp9alpha.webm", "mp4_h264", tmp_path),
+        _submit_and_fetch(http, stack, src, tmp_path / "out.webm", model=PIPELINE_MODEL),
+        _mask_file(http, stack, hunt_url, "vp9alpha.webm", "mp4_h264", tmp_path, PIPELINE_MODEL),
     )
     assert len(frames) == 24
     assert max(int(f[:, 384:, 3].max()) for f in frames) <= 2
