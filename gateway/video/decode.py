@@ -13,7 +13,7 @@ that ends with far fewer frames than the file holds packets for is a damaged fil
 
 Timing: a frame that repeats an earlier frame's timestamp is left out, as FFmpeg does when it
 keeps a file's timestamps; a few such frames are reported (`DecodeOutcome.repeated`,
-`timing_notes`), more than the damage slack fail the run (422). A file where every frame has one
+`timing_notes`); more than the damage slack fails the run (422). A file where every frame has one
 timestamp has no timing at all: probe marks it `retimed` and its frames are timed at the nominal
 rate.
 """
@@ -91,7 +91,7 @@ class DecodeOutcome:
 
 def timing_notes(outcome: DecodeOutcome) -> list[str]:
     """What the job's status says about the frames' timing (the `warning` field), if anything."""
-    notes = []
+    notes: list[str] = []
     if outcome.retimed_fps is not None:
         notes.append(
             "The video's frames all carry the same timestamp; they were timed at its nominal "
