@@ -61,6 +61,12 @@ def _box(img: np.ndarray, size: int) -> np.ndarray:
     return cv2.blur(img, (size, size), borderType=cv2.BORDER_REFLECT)
 
 
+def _estimate(image: np.ndarray, a: np.ndarray, f: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The blur-fusion formula fg = F + a (I - a F - (1 - a) B), linear light, not clipped; `a`
+    broadcasts against the [..., 3] colours."""
+    return f + a * (image - a * f - (1.0 - a) * b)
+
+
 def _fusion_pass(
     image: np.ndarray, fg: np.ndarray, bg: np.ndarray, a: np.ndarray, size: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -69,8 +75,7 @@ def _fusion_pass(
     a3 = a[..., None]
     f = _box(fg * a3, size) / (blurred_a + _EPS)
     b = _box(bg * (1.0 - a3), size) / ((1.0 - blurred_a) + _EPS)
-    est = f + a3 * (image - a3 * f - (1.0 - a3) * b)
-    return np.clip(est, 0.0, 1.0), f, b
+    return np.clip(_estimate(image, a3, f, b), 0.0, 1.0), f, b
 
 
 def _fields(rgb: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -136,6 +141,5 @@ def foreground_srgb(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
         a = (alpha.reshape(-1)[soft].astype(np.float32) / 255.0)[:, None]
         image = to_linear(rgb.reshape(-1, 3)[soft])
         fs, bs = _sample(f, ys, xs, (h, w)), _sample(b, ys, xs, (h, w))
-        est = fs + a * (image - a * fs - (1.0 - a) * bs)
-        out.reshape(-1, 3)[soft] = to_srgb(est)
+        out.reshape(-1, 3)[soft] = to_srgb(_estimate(image, a, fs, bs))  # to_srgb clips
     return out
