@@ -10,6 +10,7 @@ moved by the flow, and SAM's own low-resolution logits as `mask_input`).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -17,20 +18,31 @@ import numpy as np
 from triton_models.keypoints.flow import FlowWarper
 from triton_models.keypoints.prompt import Prompt
 
+if TYPE_CHECKING:  # imported when a SAM backend loads: hosts without one never need it
+    import onnxruntime as ort
+
 BOX_TOP_LEFT, BOX_BOTTOM_RIGHT = 2.0, 3.0  # SamOnnxModel's label codes for a box prompt
+
+
+def load_sessions(
+    folder: Path, names: tuple[str, ...], providers: list[str] | None, threads: int
+) -> list[ort.InferenceSession]:
+    """One onnxruntime session per file of `names` in `folder`, on `providers` (default: the CPU)
+    with `threads` intra-op threads: the SAM backends' graphs (sam.py, sam2.py)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    providers = providers or ["CPUExecutionProvider"]
+    return [ort.InferenceSession(str(folder / name), opts, providers=providers) for name in names]
 
 
 class SamModels:
     """The two onnxruntime sessions, loaded once per model instance and shared by its sequences."""
 
     def __init__(self, folder: Path, providers: list[str] | None = None, threads: int = 2) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        providers = providers or ["CPUExecutionProvider"]
-        self.encoder = ort.InferenceSession(str(folder / "sam_encoder.onnx"), opts, providers=providers)
-        self.decoder = ort.InferenceSession(str(folder / "sam_decoder.onnx"), opts, providers=providers)
+        files = ("sam_encoder.onnx", "sam_decoder.onnx")
+        self.encoder, self.decoder = load_sessions(folder, files, providers, threads)
         low_res = self.decoder.get_inputs()[[i.name for i in self.decoder.get_inputs()].index("mask_input")]
         self.low_res_side = int(low_res.shape[-1])
         self.image_size = 4 * self.low_res_side  # mask_input is 4x the embedding, which is S/16

@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from triton_models.keypoints.prompt import Prompt
+from triton_models.keypoints.sam import load_sessions
 
 ENCODER = "sam2_image_encoder.onnx"
 ATTENTION = "sam2_memory_attention.onnx"
@@ -111,14 +112,7 @@ class Sam2Models:
     """The four onnxruntime sessions, loaded once per model instance and shared by its sequences."""
 
     def __init__(self, folder: Path, providers: list[str] | None = None, threads: int = 2) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        providers = providers or ["CPUExecutionProvider"]
-        sessions = {
-            name: ort.InferenceSession(str(folder / name), opts, providers=providers) for name in FILES
-        }
+        sessions = dict(zip(FILES, load_sessions(folder, FILES, providers, threads), strict=True))
         self.encoder, self.attention = sessions[ENCODER], sessions[ATTENTION]
         self.decoder, self.memory = sessions[DECODER], sessions[MEMORY]
         self.settings = Sam2Settings.from_metadata(self.attention.get_modelmeta().custom_metadata_map)
