@@ -55,6 +55,9 @@ class Service:
     ready: Callable[[], bool]
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
+    # Frees what the process leaves behind when it dies without cleaning up after itself (a
+    # killed tritonserver's shared-memory regions); run once its process group is gone.
+    release: Callable[[], None] | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -92,14 +95,22 @@ class Service:
 
     def kill_group(self) -> None:
         """SIGKILL what is left of the process group after the process itself exited (the model
-        processes of a crashed tritonserver); no-op when nothing is left."""
+        processes of a crashed tritonserver), then free what it left behind (`release`)."""
         if self.proc is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
+        self._release()
+
+    def _release(self) -> None:
+        if self.release is not None:
+            self.release()
 
     def stop(self, timeout_s: float = 20.0, sig: int = signal.SIGTERM) -> None:
-        """Send `sig` to the process group; SIGKILL it after `timeout_s` seconds. No-op if not running."""
+        """Send `sig` to the process group; SIGKILL it after `timeout_s` seconds; then free what
+        it left behind (`release`). When it has exited already, what is left of its group is
+        killed (`kill_group`)."""
         if self.proc is None or self.proc.poll() is not None:
+            self.kill_group()
             return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, sig)
@@ -109,6 +120,7 @@ class Service:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=5)
+        self._release()
 
     def tail(self, lines: int = 30) -> str:
         try:

@@ -156,15 +156,24 @@ def run(workers: int = 1) -> int:
 # 2.51's Python backend can abort under concurrent BLS load (boost lock_exception / SIGSEGV in a
 # model process; upstream triton-inference-server/server issue 8882), and the workers retry a job
 # whose Triton went away (docs/reliability.md). A service that keeps dying (more than
-# RESTARTS_ALLOWED times within RESTART_WINDOW_S) stops the stack, as a broken set-up would.
+# RESTARTS_ALLOWED times within RESTART_WINDOW_S) stops the stack, as a broken set-up would. A
+# restart that is not ready within RESTART_READY_S is killed and counts as one more exit: a
+# supervisor that waits forever on a wedged start serves nothing either.
 RESTARTS_ALLOWED = 5
 RESTART_WINDOW_S = 600.0
+RESTART_READY_S = 120.0
 
 
-def supervise(started: list[Service], stop: dict[str, bool], poll_s: float = 0.5) -> int:
+def supervise(
+    started: list[Service],
+    stop: dict[str, bool],
+    poll_s: float = 0.5,
+    restart_ready_s: float = RESTART_READY_S,
+) -> int:
     """Watch `started` until stop["flag"]; restart each one that exits (its whole process group
-    first, so a crashed tritonserver leaves no model process behind). Returns 0 when stopped, 1
-    when a service exits too often or does not come back."""
+    first, so a crashed tritonserver leaves no model process or shared memory behind), giving each
+    restart `restart_ready_s` seconds to be ready. Returns 0 when stopped, 1 when a service exits,
+    or fails to come back, too often."""
     restarts: dict[str, list[float]] = {}
     while not stop["flag"]:
         for svc in started:
@@ -180,12 +189,13 @@ def supervise(started: list[Service], stop: dict[str, bool], poll_s: float = 0.5
             restarts[svc.name] = [*recent, now]
             svc.kill_group()
             print(f"restarting {svc.name} ({len(recent) + 1} of {RESTARTS_ALLOWED} allowed)", flush=True)
+            svc.start()
             try:
-                svc.start()
-                svc.wait_ready(300)
+                svc.wait_ready(restart_ready_s)
             except StackError as exc:
                 print(f"{svc.name} did not come back: {exc}", flush=True)
-                return 1
+                svc.stop(timeout_s=5, sig=signal.SIGKILL)  # the next round starts it again
+                continue
             print(f"{svc.name} is back", flush=True)
         time.sleep(poll_s)
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import sys
 from collections.abc import Iterator, Sequence
@@ -14,6 +15,8 @@ from common.settings import Settings
 from devstack.processes import Service, free_port, http_ok
 
 PY_VERSION = f"{sys.version_info[0]}.{sys.version_info[1]}"
+# Where POSIX shared memory (shm_open) lives on Linux: the Python backend's regions are files here.
+SHM_DIR = Path("/dev/shm")
 
 
 def _pytriton_root() -> Path:
@@ -91,9 +94,32 @@ def triton_service(
     ]
     if settings.triton_model_config_name:
         argv.append(f"--model-config-name={settings.triton_model_config_name}")
+    # The Python backend unlinks its shared-memory regions only on a clean shutdown: a crashed or
+    # killed server leaves them in /dev/shm (memory, ~1 MiB per model instance) for good. A
+    # prefix of this server's own lets `release` find them once its process group is gone.
+    shm_prefix = f"triton_python_backend_shm_region_{secrets.token_hex(6)}_"
+    argv.append(f"--backend-config=python,shm-region-prefix-name={shm_prefix}")
     argv.extend(extra_args)
     ready_url = f"http://{settings.triton_host}:{settings.triton_http_port}/v2/health/ready"
-    return Service("tritonserver", argv, lambda: http_ok(ready_url), log_path, env=triton_env())
+    return Service(
+        "tritonserver",
+        argv,
+        lambda: http_ok(ready_url),
+        log_path,
+        env=triton_env(),
+        release=lambda: unlink_shm_regions(shm_prefix),
+    )
+
+
+def unlink_shm_regions(prefix: str) -> int:
+    """Unlink the shared-memory regions whose names start with `prefix` (a stopped server's);
+    returns how many. A process that still maps one keeps its memory until it unmaps it."""
+    gone = 0
+    for region in SHM_DIR.glob(f"{prefix}*"):
+        with contextlib.suppress(FileNotFoundError):
+            region.unlink()
+            gone += 1
+    return gone
 
 
 @contextlib.contextmanager

@@ -1,9 +1,11 @@
-"""`make run` outlives a crashed tritonserver: the launcher starts it again (devstack.stack.supervise)."""
+"""`make run` outlives a crashed tritonserver: the launcher starts it again (devstack.stack.supervise),
+and nothing of the crashed one is left: no model process, no shared-memory region."""
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -13,8 +15,9 @@ import requests
 from conftest import IMAGES, require_models
 
 from common.settings import REPO_ROOT
-from devstack.processes import http_ok, running
-from devstack.stack import private_settings, stack_services, supervise
+from devstack.processes import Service, http_ok, running
+from devstack.stack import RESTARTS_ALLOWED, private_settings, stack_services, supervise
+from devstack.tritonserver import SHM_DIR
 
 
 def _group_members(pgid: int) -> list[int]:
@@ -43,13 +46,19 @@ def test_a_crashed_tritonserver_is_started_again(tmp_path: Path) -> None:
             assert triton.proc is not None
             old = triton.proc.pid
             assert len(_group_members(old)) > 1  # tritonserver and its model processes
+            prefix = next(a for a in triton.argv if "shm-region-prefix-name=" in a).rsplit("=", 1)[1]
+            regions = {p.name for p in SHM_DIR.glob(f"{prefix}*")}
+            assert regions, "the server's shared-memory regions carry its own prefix"
             os.kill(old, signal.SIGSEGV)  # what the Python backend's crash ends in
             ready = f"{settings.base_url}/readyz"
-            deadline = time.monotonic() + 300
+            # Within pytest's 300 s: room for one restart that does not come back (120 s) and a second.
+            deadline = time.monotonic() + 240
             while time.monotonic() < deadline and (triton.proc.pid == old or not http_ok(ready)):
                 time.sleep(0.5)
-            assert triton.proc.pid != old and http_ok(ready), "the stack did not come back"
+            came_back = triton.proc.pid != old and http_ok(ready)
+            assert came_back, f"the stack did not come back:\n{triton.tail(60)}"
             assert _group_members(old) == []  # no model process of the crashed server left
+            assert not regions & {p.name for p in SHM_DIR.glob(f"{prefix}*")}  # nor its shared memory
             photo = next(iter(sorted(IMAGES.rglob("*.jpg")))).read_bytes()
             answer = requests.post(
                 f"{settings.base_url}/image/matte/v1",
@@ -64,3 +73,32 @@ def test_a_crashed_tritonserver_is_started_again(tmp_path: Path) -> None:
     if watcher.is_alive():
         pytest.fail("supervise did not return after the stop flag")
     assert outcome == [0]
+
+
+def test_a_restart_that_never_becomes_ready_is_killed_and_retried(tmp_path: Path) -> None:
+    """A wedged restart does not hold the supervisor forever: each is killed after its readiness
+    time and counts as one more exit, until the service has used its restarts and the stack stops."""
+    starts: list[int] = []
+
+    def ready() -> bool:
+        return len(starts) == 1  # only the first start ever answers
+
+    svc = Service("wedged", [sys.executable, "-c", "import time; time.sleep(600)"], ready, tmp_path / "w.log")
+    original_start = svc.start
+
+    def counted_start() -> None:
+        original_start()
+        assert svc.proc is not None
+        starts.append(svc.proc.pid)
+
+    svc.start = counted_start  # type: ignore[method-assign]
+    svc.start()
+    try:
+        svc.proc.kill()  # type: ignore[union-attr]
+        began = time.monotonic()
+        assert supervise([svc], {"flag": False}, poll_s=0.05, restart_ready_s=0.5) == 1
+        assert time.monotonic() - began < 30
+        assert len(starts) == 1 + RESTARTS_ALLOWED
+        assert not any(Path(f"/proc/{pid}").exists() and _group_members(pid) for pid in starts)
+    finally:
+        svc.stop(timeout_s=1, sig=signal.SIGKILL)
