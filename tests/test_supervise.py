@@ -79,11 +79,8 @@ def test_a_restart_that_never_becomes_ready_is_killed_and_retried(tmp_path: Path
     """A wedged restart does not hold the supervisor forever: each is killed after its readiness
     time and counts as one more exit, until the service has used its restarts and the stack stops."""
     starts: list[int] = []
-
-    def ready() -> bool:
-        return len(starts) == 1  # only the first start ever answers
-
-    svc = Service("wedged", [sys.executable, "-c", "import time; time.sleep(600)"], ready, tmp_path / "w.log")
+    never_ready = [sys.executable, "-c", "import time; time.sleep(600)"]
+    svc = Service("wedged", never_ready, lambda: False, tmp_path / "w.log")
     original_start = svc.start
 
     def counted_start() -> None:
