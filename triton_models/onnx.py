@@ -64,13 +64,22 @@ def session(args: Mapping[str, str], state_inputs: Sequence[str] = ()) -> Sessio
 def session_at(
     path: Path, intra_op_threads: int = 1, inter_op_threads: int = 1, *, spin_wait: bool = True
 ) -> ort.InferenceSession:
-    """An onnxruntime CPU session of the file at `path`. Raises FileNotFoundError when it is
-    missing (`python -m export models` writes the exported ones).
+    """An onnxruntime CPU session of the file at `path` with `session_options`. Raises
+    FileNotFoundError when it is missing (`python -m export models` writes the exported ones)."""
+    _require(path)
+    opts = session_options(intra_op_threads, inter_op_threads, spin_wait=spin_wait)
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def session_options(
+    intra_op_threads: int = 1, inter_op_threads: int = 1, *, spin_wait: bool = True
+) -> ort.SessionOptions:
+    """onnxruntime options of the project's sessions: sequential execution, every graph
+    optimisation, the given thread counts.
 
     `spin_wait=False` makes idle pool threads sleep instead of spinning between operators: a
     little slower alone, but a low-priority model (triton_models/cpu_priority.py) then leaves
     the cores it does not use to the others instead of burning them."""
-    _require(path)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = intra_op_threads
     opts.inter_op_num_threads = inter_op_threads
@@ -78,7 +87,7 @@ def session_at(
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if not spin_wait:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    return opts
 
 
 def _require(path: Path) -> None:

@@ -29,13 +29,13 @@ def load_sessions(
 ) -> list[ort.InferenceSession]:
     """One onnxruntime session per file of `names` in `folder`, on `providers` (default: the CPU)
     with `threads` intra-op threads: the SAM backends' graphs (sam.py, sam2.py). Idle pool
-    threads sleep rather than spin, as in the other video models (triton_models.onnx.session_at):
-    a video job's model must leave the cores it does not use to the photo requests."""
+    threads sleep rather than spin, as in the other video models: a video job's model must leave
+    the cores it does not use to the photo requests."""
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    from triton_models.onnx import session_options
+
+    opts = session_options(threads, spin_wait=False)
     providers = providers or ["CPUExecutionProvider"]
     return [ort.InferenceSession(str(folder / name), opts, providers=providers) for name in names]
 
