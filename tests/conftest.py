@@ -30,6 +30,7 @@ from devstack.tritonserver import triton_service
 
 SHARED = (REPO_ROOT.parent / "shared").resolve()
 DATA = SHARED / "data"
+HUNT = SHARED / "hunt"  # field inputs that broke the service (its README says what is right)
 VIDEOS = DATA / "videos"
 IMAGES = DATA / "images"
 VIDEO_MASKS = DATA / "video_masks"

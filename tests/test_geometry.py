@@ -22,7 +22,7 @@ import av
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from conftest import SHARED, VIDEOS, Stack, finished_status, mask_error, post_json_job
+from conftest import HUNT, VIDEOS, Stack, finished_status, mask_error, post_json_job
 from media import ClipSpec, displayed, inspect, make_clip, serve
 from PIL import Image
 
@@ -31,7 +31,6 @@ from gateway.video.encode import PRESETS, TRANSPARENT_PRESETS, Preset, VideoWrit
 from gateway.video.geometry import encoder_refuses
 from gateway.video.probe import MediaError, probe
 
-HUNT = SHARED / "hunt"
 _VP9 = {"deadline": "realtime", "cpu-used": "8"}
 _X264 = {"preset": "ultrafast", "qp": "0"}
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from conftest import HUNT
 from media import inspect, serve
 from PIL import Image
 
@@ -175,6 +176,28 @@ def test_every_preset_keeps_geometry_timing_and_audio(
     assert facts.audio == audio
     if audio:
         assert facts.audio_duration_s == pytest.approx(source.audio_duration_s, abs=0.1)
+
+
+@pytest.mark.parametrize("name", ["mkv_h264", "mp4_h264", "webm_vp9"])
+def test_aac_priming_stays_hidden_in_every_container(tmp_path: Path, name: str) -> None:
+    """An MP4 whose AAC has its encoder's priming hidden by an edit list (the hunt's
+    rot90_tagged.mp4, as phones and FFmpeg write them): the output's first frame stays at 0 and
+    a player decodes exactly the samples it did from the input, whether the audio is copied into
+    MP4 (edit list) or Matroska (priming left out), or re-encoded (Opus pre-skip)."""
+    src = HUNT / "rot90_tagged.mp4"
+    out = tmp_path / f"out.{PRESETS[name].extension}"
+    _encode(src, out, PRESETS[name])
+
+    def presented(path: Path) -> tuple[float, int]:
+        with av.open(str(path)) as c:
+            first = next(c.decode(video=0))
+            start = float(first.pts * first.time_base)
+        with av.open(str(path)) as c:
+            return start, sum(f.samples for f in c.decode(audio=0))
+
+    (start, samples), (_, want) = presented(out), presented(src)
+    assert start == pytest.approx(0.0, abs=1e-6)
+    assert samples == want
 
 
 def test_vfr_rotation_and_trim_survive_encoding(clips: dict[str, Path], tmp_path: Path) -> None:

@@ -196,7 +196,7 @@ def sync_clips(api_clips: Path) -> dict[str, Path]:
 def _assert_in_sync(got: SyncFacts, want: SyncFacts) -> None:
     """The output presents audio and video as the input did: the click on the flash frame, within
     3 ms (one codec's onset blur and MP4's millisecond edit lists); the first frame as far from
-    the first sample as it was, within one audio frame (Matroska keeps AAC priming as samples)."""
+    the first sample as it was, within one audio frame (a copied packet straddling the start)."""
     assert got.click_s - got.flash_s == pytest.approx(want.click_s - want.flash_s, abs=0.003)
     assert got.flash_s - got.video_start_s == pytest.approx(want.flash_s - want.video_start_s, abs=0.001)
     assert got.audio_start_s - got.video_start_s == pytest.approx(
