@@ -1,7 +1,10 @@
 """Safe download of a client-supplied URL: the one place that touches foreign URLs.
 
 Defences against server-side request forgery, in order:
-* http/https only; the host is resolved here and EVERY address it resolves to must be public
+* http/https only; an IPv4 address only in its standard dotted-quad form (`2130706433`,
+  `0x7f000001`, `127.1` and `0177.0.0.1` are refused: the resolver reads them as addresses,
+  aiohttp refuses to connect to them, and they exist to slip past filters);
+* the host is resolved here and EVERY address it resolves to must be public
   (`refusal_reason`), including the IPv4 addresses embedded in IPv6 forms (mapped, compatible,
   6to4, NAT64);
 * the checked addresses are pinned for the connection (`PinnedResolver`), so a second DNS answer
@@ -158,6 +161,16 @@ class PinnedResolver(AbstractResolver):
         return None
 
 
+def _numeric_ipv4(host: str) -> bool:
+    """Whether the C resolver takes `host` for an IPv4 address (inet_aton: dotted quads, and
+    also decimal, octal and hex numbers and fewer than four parts, the forms `ipaddress` refuses)."""
+    try:
+        socket.inet_aton(host)
+    except OSError:
+        return False
+    return True
+
+
 async def resolve_checked(url: URL, allow_loopback: bool) -> list[IPAddress]:
     """All addresses of the URL's host, or FetchError if any one of them is not public."""
     if url.scheme not in ("http", "https"):
@@ -168,6 +181,11 @@ async def resolve_checked(url: URL, allow_loopback: bool) -> list[IPAddress]:
     try:
         addresses: list[IPAddress] = [ipaddress.ip_address(host)]
     except ValueError:
+        if _numeric_ipv4(host):
+            raise FetchError(
+                f"The host {_short(host)} is an IPv4 address in a non-standard form; "
+                "write it as four decimal numbers (a.b.c.d)."
+            ) from None
         loop = asyncio.get_running_loop()
         try:
             infos = await loop.getaddrinfo(host, url.port, type=socket.SOCK_STREAM)

@@ -39,6 +39,7 @@ from yarl import URL
 from common import redis_keys
 from common.settings import Settings
 from gateway.fetch import FetchError, PinnedResolver, resolve_checked
+from gateway.identity import WEBHOOK_USER_AGENT
 from gateway.job_params import JobKind
 from gateway.jobs import JobRecord, JobStatus, JobStore, WebhookDelivery
 from gateway.json_log import bind, setup_logging
@@ -99,6 +100,7 @@ async def deliver(ctx: dict[str, Any], job_id: str) -> str:
         timestamp = int(time.time())
         headers = {
             "Content-Type": "application/json",
+            "User-Agent": WEBHOOK_USER_AGENT,
             "webhook-id": job_id,
             "webhook-timestamp": str(timestamp),
             "webhook-signature": signature(settings.webhook_secret, job_id, timestamp, body),
@@ -109,8 +111,10 @@ async def deliver(ctx: dict[str, Any], job_id: str) -> str:
             status = await _post(URL(record.webhook_url), body, headers, settings)
         except FetchError as exc:
             error = exc.reason
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            error = f"{type(exc).__name__}: the receiver could not be reached"
+        except TimeoutError:
+            error = f"The receiver did not answer within {settings.webhook_timeout_s:g} s."
+        except (aiohttp.ClientError, OSError):
+            error = "The receiver could not be reached."
         attempts = before.attempts + 1
         if status is not None and 200 <= status < 300:
             await jobs.set_webhook_delivery(job_id, WebhookDelivery("delivered", attempts, status))

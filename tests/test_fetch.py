@@ -150,6 +150,15 @@ async def test_download_with_loopback_allowed(origin: Origin, tmp_path: Path) ->
     assert (result.size, result.content_type, result.path) == (len(PAYLOAD), "video/mp4", dest)
 
 
+@pytest.mark.parametrize("host", ["2130706433", "0x7f000001", "127.1", "0177.0.0.1"])
+async def test_non_standard_ipv4_forms_refused(origin: Origin, tmp_path: Path, host: str) -> None:
+    """Even with loopback allowed: the resolver would read these as 127.0.0.1, aiohttp would not."""
+    before = len(origin.hits)
+    url = f"http://{host}:{origin.port}/file"
+    await _refused(url, _settings(tmp_path), tmp_path / "x", "non-standard form")
+    assert len(origin.hits) == before
+
+
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::ffff:127.0.0.1]"])
 async def test_loopback_refused_by_default(origin: Origin, tmp_path: Path, host: str) -> None:
     before = len(origin.hits)

@@ -20,6 +20,7 @@ from media import serve
 from PIL import Image
 
 from devstack.processes import free_port
+from gateway.identity import WEBHOOK_USER_AGENT
 from gateway.webhooks import signature
 
 
@@ -83,7 +84,8 @@ async def _until(condition: object, within_s: float) -> None:
 async def test_delivery_signed_and_shown_in_status(
     stack: Stack, http: aiohttp.ClientSession, receiver: Receiver, clip_url: str
 ) -> None:
-    body = {"video": f"{clip_url}/one.mp4", "model": "rvm", "webhook_url": receiver.url}
+    # surrounding spaces, as a form or a template leaves them: the receiver routes /hook only
+    body = {"video": f"{clip_url}/one.mp4", "model": "rvm", "webhook_url": f" {receiver.url}  "}
     headers = {"api_token": stack.token}
     async with http.post(f"{stack.url}/foreground_mask", json=body, headers=headers) as r:
         assert r.status == 202, await r.text()
@@ -92,6 +94,7 @@ async def test_delivery_signed_and_shown_in_status(
     assert len(receiver.calls) == 1
     sent, raw = receiver.calls[0]
     assert sent["webhook-id"] == job_id
+    assert sent["User-Agent"] == WEBHOOK_USER_AGENT
     expected = signature(WEBHOOK_SECRET.encode(), job_id, int(sent["webhook-timestamp"]), raw)
     assert sent["webhook-signature"] == expected
     assert abs(int(sent["webhook-timestamp"]) - time.time()) < 60
@@ -132,7 +135,14 @@ async def test_retry_after_500_then_give_up(
 
 async def test_private_and_reserved_addresses_refused(stack: Stack, http: aiohttp.ClientSession) -> None:
     headers = {"api_token": stack.token}
-    for hook in ("http://10.1.2.3/hook", "http://169.254.169.254/latest", "http://[fd00::1]/x", "ftp://a/b"):
+    hooks = (
+        "http://10.1.2.3/hook",
+        "http://169.254.169.254/latest",
+        "http://[fd00::1]/x",
+        "ftp://a/b",
+        "http://2130706433:8080/hook",  # 127.0.0.1 written as one number: never deliverable
+    )
+    for hook in hooks:
         body = {"video": "http://127.0.0.1:1/a.mp4", "webhook_url": hook}
         status, error = await mask_error(
             http, "POST", f"{stack.url}/foreground_mask", json=body, headers=headers
