@@ -87,11 +87,17 @@ def _bounded_int(limits: JsonLimits) -> Any:
     return parse_int
 
 
+def _not_json(name: str) -> Any:
+    # Python's json reads NaN, Infinity and -Infinity, which RFC 8259 JSON does not have
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def loads(raw: bytes, limits: JsonLimits) -> Any:
-    """Parse `raw` within `limits`; raises BodyTooLarge, or ValueError when it is not JSON."""
+    """Parse `raw` within `limits`; raises BodyTooLarge, or ValueError when it is not JSON
+    (RFC 8259: NaN and Infinity included)."""
     text = raw.decode("utf-8")  # UnicodeDecodeError is a ValueError
     check_shape(text, limits)
-    return json.loads(text, parse_int=_bounded_int(limits))
+    return json.loads(text, parse_int=_bounded_int(limits), parse_constant=_not_json)
 
 
 async def read_json(request: web.Request, limits: JsonLimits) -> Any:

@@ -44,6 +44,21 @@ def test_json_bounds_let_ordinary_bodies_through() -> None:
         loads(b"{not json", JsonLimits())
 
 
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_json_is_rfc_8259_json(constant: str) -> None:
+    """Python's json reads these; JSON has no such values, so the body is malformed (400)."""
+    with pytest.raises(ValueError, match="not a JSON value"):
+        loads(f'{{"key_points": [{{"x": {constant}, "y": 90}}]}}'.encode(), JsonLimits())
+
+
+async def test_nan_in_a_body_is_malformed_json(stack: Stack, http: aiohttp.ClientSession) -> None:
+    body = b'{"video": "http://127.0.0.1:1/a.mp4", "key_points": [{"x": NaN, "y": 90}]}'
+    headers = {"api_token": stack.token, "Content-Type": "application/json"}
+    url = f"{stack.url}/mask_by_key_points"
+    status, error = await mask_error(http, "POST", url, data=body, headers=headers)
+    assert (status, error["error"]["message"]) == (400, "Malformed JSON"), error
+
+
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
