@@ -169,6 +169,9 @@ async def test_errors_in_document_format(http: aiohttp.ClientSession, stack: Sta
         ("/image/color/v1", _form(jpeg, bg_color="255,0"), 400,
          {"detail": "bg_color must be in format 'R,G,B' (e.g., '255,0,0')"}),
         ("/image/blur/v1", _form(jpeg, blur_radius="lots"), 422, {"message": "Invalid request data"}),
+        # int() reads "1_0" as 10 and pydantic's lax mode "20.0" as 20: digits only
+        ("/image/blur/v1", _form(jpeg, blur_radius="1_0"), 422, {"message": "Invalid request data"}),
+        ("/image/shadow/v1", _form(jpeg, shadow_offset_x="20.0"), 422, {"message": "Invalid request data"}),
         ("/image/matte/v1", _form(None, other="x"), 422, {"message": "Invalid request data"}),
         ("/image/matte/v1", b'{"image": "x"}', 415, SEND_A_FORM),
     ]  # fmt: skip

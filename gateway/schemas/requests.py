@@ -2,13 +2,15 @@
 what gateway.openapi publishes (one definition: a limit changed here changes both).
 
 JSON bodies (mask API) are validated in strict mode (no "5" for 5, no 1 for true); form fields
-(background API) arrive as text and are parsed in lax mode ("20" -> 20). Unknown fields are
+(background API) arrive as text and are parsed in lax mode ("20" -> 20), except that an integer
+field takes digits only (lax mode also reads "1_0" as 10 and "20.0" as 20). Unknown fields are
 ignored, as they always were. The wire types map to the internal ones (gateway.job_params,
 gateway.images.params) in the handlers; defaults shown here are taken from those types.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
@@ -45,6 +47,13 @@ def _folded(value: Any) -> Any:
     return value.strip().lower() if isinstance(value, str) else value
 
 
+def _digits(value: Any) -> Any:
+    if isinstance(value, str) and not re.fullmatch(r"\s*[+-]?[0-9]+\s*", value):
+        raise ValueError("must be a whole number written in digits, such as 20 or -5")
+    return value
+
+
+FormInt = Annotated[int, BeforeValidator(_digits)]  # an integer form field, as the docs write it
 RgbText = Annotated[
     str,
     Field(pattern=RGB_PATTERN, examples=["255,0,0"], description="'R,G,B', each 0..255"),
@@ -70,6 +79,8 @@ WebhookUrl = Annotated[
         "(docs/webhooks.md). Public http(s) addresses only; redirects are not followed.",
         examples=["https://example.com/hooks/matting"],
     ),
+    # kept and called later: surrounding spaces would become part of the path (%20)
+    AfterValidator(str.strip),
 ]
 
 
@@ -189,16 +200,16 @@ class ImageForm(BaseModel):
         None, max_length=8192, description="Load the image from this URL instead of a `file` part."
     )
     model: Annotated[ImageModelName, BeforeValidator(_folded)] = _DEFAULT.model
-    blur_radius: int = Field(_DEFAULT.blur_radius, ge=0, le=200, description="blur: Gaussian radius, px")
+    blur_radius: FormInt = Field(_DEFAULT.blur_radius, ge=0, le=200, description="blur: Gaussian radius, px")
     bg_color: RgbText | None = Field(
         None, description="color: the backdrop (white when absent); shadow: transparent when absent"
     )
     gradient_start: RgbText = _rgb_text(_DEFAULT.gradient_start)
     gradient_end: RgbText = _rgb_text(_DEFAULT.gradient_end)
     gradient_direction: Annotated[DirectionName, BeforeValidator(_folded)] = _DEFAULT.gradient_direction
-    shadow_offset_x: int = Field(_DEFAULT.shadow_offset_x, ge=-1000, le=1000, description="px")
-    shadow_offset_y: int = Field(_DEFAULT.shadow_offset_y, ge=-1000, le=1000, description="px")
-    shadow_blur: int = Field(_DEFAULT.shadow_blur, ge=0, le=200, description="px")
+    shadow_offset_x: FormInt = Field(_DEFAULT.shadow_offset_x, ge=-1000, le=1000, description="px")
+    shadow_offset_y: FormInt = Field(_DEFAULT.shadow_offset_y, ge=-1000, le=1000, description="px")
+    shadow_blur: FormInt = Field(_DEFAULT.shadow_blur, ge=0, le=200, description="px")
     shadow_opacity: float = Field(_DEFAULT.shadow_opacity, ge=0.0, le=1.0, allow_inf_nan=False)
 
     def params(self, operation: str) -> Params:
