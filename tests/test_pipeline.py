@@ -16,7 +16,7 @@ from PIL import Image
 from common.settings import Settings
 from devstack.processes import free_port
 from gateway.triton import Triton, TritonUnavailable
-from gateway.video.compose import mask_frame
+from gateway.video.compose import mask_frame, opaque_background
 from gateway.video.decode import DecodedFrame, iter_frames
 from gateway.video.encode import PRESETS, TRANSPARENT_PRESETS, Preset, VideoWriter
 from gateway.video.infer import infer_frames
@@ -176,6 +176,14 @@ def test_every_preset_keeps_geometry_timing_and_audio(
     assert facts.audio == audio
     if audio:
         assert facts.audio_duration_s == pytest.approx(source.audio_duration_s, abs=0.1)
+
+
+def test_a_transparent_background_image_shows_black_not_its_hidden_colour() -> None:
+    """Red stored under alpha 0, 128 and 255 (a PNG or WebP with transparency as bg_image)."""
+    image = np.zeros((1, 3, 4), np.uint8)
+    image[..., 0] = 255
+    image[0, :, 3] = (0, 128, 255)
+    assert opaque_background(image).tolist() == [[[0, 0, 0], [128, 0, 0], [255, 0, 0]]]
 
 
 @pytest.mark.parametrize("name", ["mkv_h264", "mp4_h264", "webm_vp9"])

@@ -26,7 +26,7 @@ from gateway.job_params import (
 )
 from gateway.jobs import JobRecord
 from gateway.video import alpha as input_alpha
-from gateway.video.compose import Background, composite, fit_background, mask_frame
+from gateway.video.compose import Background, composite, fit_background, mask_frame, opaque_background
 from gateway.video.encode import preset_by_name
 from gateway.video.geometry import display_sar, display_size
 from gateway.video.infer import FrameResult
@@ -81,7 +81,7 @@ def _load_background(params: VideoMatteParams, info: VideoInfo, image: Path) -> 
         return Background(color=params.bg_color)
     if params.bg_image:
         with Image.open(image) as img:
-            rgb = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+            rgb = opaque_background(np.asarray(ImageOps.exif_transpose(img).convert("RGBA")))
         # frames are composed upright, so the image covers the frame as it is displayed
         width, height = display_size(info.width, info.height, info.rotation)
         sar = display_sar(info.sample_aspect_ratio, info.rotation)

@@ -30,6 +30,13 @@ def rgba(foreground: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return np.dstack([foreground, alpha])
 
 
+def opaque_background(image_rgba: np.ndarray) -> np.ndarray:
+    """HxWx4 uint8 RGBA background image -> HxWx3 RGB over black, rounded. A background's
+    transparent parts show the black of an empty video canvas (as in editors and FFmpeg's
+    overlay), not whatever colour the file happens to store under them."""
+    return over(image_rgba[..., :3], image_rgba[..., 3], np.zeros((1, 1, 3), np.uint8))
+
+
 def fit_background(image_rgb: np.ndarray, width: int, height: int, sar: Fraction = Fraction(1)) -> np.ndarray:
     """Scale and centre-crop a background image to cover the frame (no letterbox, no distortion).
 
