@@ -58,6 +58,11 @@ class Service:
     # Frees what the process leaves behind when it dies without cleaning up after itself (a
     # killed tritonserver's shared-memory regions); run once its process group is gone.
     release: Callable[[], None] | None = None
+    # A start that is still not ready after this many seconds is killed and started again,
+    # within wait_ready's budget (None: never). For tritonserver: its Python backend now and then
+    # never finishes loading a model whose initialize has returned (the stub's last log line,
+    # then nothing for minutes, while the same repository loads in seconds beside it).
+    restart_unready_after_s: float | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -79,17 +84,26 @@ class Service:
         return self.proc is not None and self.proc.poll() is None
 
     def wait_ready(self, timeout_s: float) -> None:
-        """Poll the readiness probe every 0.25 s.
+        """Poll the readiness probe every 0.25 s; a start not ready after
+        `restart_unready_after_s` is killed and started again (its log says so).
 
         Raises StackError (with the last log lines) when the process exits first or the probe
-        has not answered after `timeout_s` seconds.
+        has not answered after `timeout_s` seconds in all.
         """
         deadline = time.monotonic() + timeout_s
+        started = time.monotonic()
         while time.monotonic() < deadline:
             if not self.alive():
                 raise StackError(f"{self.name} exited early; last log lines:\n{self.tail()}")
             if self.ready():
                 return
+            wedged_after = self.restart_unready_after_s
+            if wedged_after is not None and time.monotonic() - started > wedged_after:
+                print(f"{self.name} not ready after {wedged_after:.0f} s, starting it again; "
+                      f"last log lines:\n{self.tail()}", flush=True)  # fmt: skip
+                self.stop(timeout_s=5, sig=signal.SIGKILL)
+                self.start()
+                started = time.monotonic()
             time.sleep(0.25)
         raise StackError(f"{self.name} not ready after {timeout_s:.0f}s; last log lines:\n{self.tail()}")
 

@@ -17,6 +17,10 @@ from devstack.processes import Service, free_port, http_ok
 PY_VERSION = f"{sys.version_info[0]}.{sys.version_info[1]}"
 # Where POSIX shared memory (shm_open) lives on Linux: the Python backend's regions are files here.
 SHM_DIR = Path("/dev/shm")
+# A start not ready after this long is taken as wedged and started again (Service): a model load
+# here takes 5-30 s, two servers loading at once on 2 cores under the test suite ~10 s; the
+# wedge (one model's load never completing) was seen in CI and in a clean-clone run, 5 min idle.
+UNREADY_RESTART_S = 120.0
 
 
 def _pytriton_root() -> Path:
@@ -108,6 +112,7 @@ def triton_service(
         log_path,
         env=triton_env(),
         release=lambda: unlink_shm_regions(shm_prefix),
+        restart_unready_after_s=UNREADY_RESTART_S,
     )
 
 

@@ -99,3 +99,37 @@ def test_a_restart_that_never_becomes_ready_is_killed_and_retried(tmp_path: Path
         assert not any(Path(f"/proc/{pid}").exists() and _group_members(pid) for pid in starts)
     finally:
         svc.stop(timeout_s=1, sig=signal.SIGKILL)
+
+
+def test_a_start_that_is_not_ready_in_time_is_started_again(tmp_path: Path) -> None:
+    """Service.restart_unready_after_s (tritonserver's wedged model load): the first start never
+    becomes ready, is killed with its group and its leftovers released, and the second is waited
+    for within the same budget."""
+    starts: list[int] = []
+    released: list[int] = []
+    sleeper = [sys.executable, "-c", "import time; time.sleep(600)"]
+    svc = Service(
+        "wedged-once",
+        sleeper,
+        lambda: len(starts) >= 2,
+        tmp_path / "w.log",
+        release=lambda: released.append(len(starts)),
+        restart_unready_after_s=1.0,
+    )
+    original_start = svc.start
+
+    def counted_start() -> None:
+        original_start()
+        assert svc.proc is not None
+        starts.append(svc.proc.pid)
+
+    svc.start = counted_start  # type: ignore[method-assign]
+    svc.start()
+    try:
+        began = time.monotonic()
+        svc.wait_ready(10)
+        assert 1.0 < time.monotonic() - began < 5
+        assert len(starts) == 2 and released == [1]
+        assert not _group_members(starts[0]) and svc.alive()
+    finally:
+        svc.stop(timeout_s=1, sig=signal.SIGKILL)
