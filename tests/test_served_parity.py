@@ -87,6 +87,11 @@ def test_start_script_becomes_healthy_and_drains_on_sigterm(tmp_path: Path) -> N
         deadline = time.monotonic() + 240
         while not marker.exists() and script.poll() is None and time.monotonic() < deadline:
             time.sleep(0.5)
+        if not marker.exists():  # say why: the wedged tritonserver start seen in two runs?
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(script.pid, signal.SIGKILL)
+            output = script.communicate(timeout=30)[0].decode(errors="replace")
+            pytest.fail(f"no parity marker after 240 s; the script's last output:\n{output[-6000:]}")
         assert marker.read_text() == "ok\n"
         script.send_signal(signal.SIGTERM)
         assert script.wait(timeout=60) == 143

@@ -20,6 +20,20 @@ from devstack.stack import RESTARTS_ALLOWED, private_settings, stack_services, s
 from devstack.tritonserver import SHM_DIR
 
 
+def _count_starts(svc: Service) -> list[int]:
+    """The pids of `svc`'s starts from now on, in order (the list grows as it is restarted)."""
+    starts: list[int] = []
+    original_start = svc.start
+
+    def counted_start() -> None:
+        original_start()
+        assert svc.proc is not None
+        starts.append(svc.proc.pid)
+
+    svc.start = counted_start  # type: ignore[method-assign]
+    return starts
+
+
 def _group_members(pgid: int) -> list[int]:
     members = []
     for proc in Path("/proc").iterdir():
@@ -78,17 +92,9 @@ def test_a_crashed_tritonserver_is_started_again(tmp_path: Path) -> None:
 def test_a_restart_that_never_becomes_ready_is_killed_and_retried(tmp_path: Path) -> None:
     """A wedged restart does not hold the supervisor forever: each is killed after its readiness
     time and counts as one more exit, until the service has used its restarts and the stack stops."""
-    starts: list[int] = []
     never_ready = [sys.executable, "-c", "import time; time.sleep(600)"]
     svc = Service("wedged", never_ready, lambda: False, tmp_path / "w.log")
-    original_start = svc.start
-
-    def counted_start() -> None:
-        original_start()
-        assert svc.proc is not None
-        starts.append(svc.proc.pid)
-
-    svc.start = counted_start  # type: ignore[method-assign]
+    starts = _count_starts(svc)
     svc.start()
     try:
         svc.proc.kill()  # type: ignore[union-attr]
@@ -105,7 +111,6 @@ def test_a_start_that_is_not_ready_in_time_is_started_again(tmp_path: Path) -> N
     """Service.restart_unready_after_s (tritonserver's wedged model load): the first start never
     becomes ready, is killed with its group and its leftovers released, and the second is waited
     for within the same budget."""
-    starts: list[int] = []
     released: list[int] = []
     sleeper = [sys.executable, "-c", "import time; time.sleep(600)"]
     svc = Service(
@@ -116,14 +121,7 @@ def test_a_start_that_is_not_ready_in_time_is_started_again(tmp_path: Path) -> N
         release=lambda: released.append(len(starts)),
         restart_unready_after_s=1.0,
     )
-    original_start = svc.start
-
-    def counted_start() -> None:
-        original_start()
-        assert svc.proc is not None
-        starts.append(svc.proc.pid)
-
-    svc.start = counted_start  # type: ignore[method-assign]
+    starts = _count_starts(svc)
     svc.start()
     try:
         began = time.monotonic()
