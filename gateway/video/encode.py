@@ -172,7 +172,7 @@ class _AudioCarrier:
     the input instant that becomes 0 in the output (shared with the video), `cut` the instant the
     kept span ends (None: the whole stream). Copied packets keep their own pts/dts, both moved by
     the same origin, so priming packets keep their negative times and the muxer its edit list;
-    except in Matroska (see `_drops_priming`).
+    except in Matroska (see `drops_priming`).
     Re-encoded audio starts at its first decoded sample's place and then counts samples, so
     container timestamp rounding (Matroska: 1 ms) does not jitter the encoder's packets.
     """
@@ -185,6 +185,14 @@ class _AudioCarrier:
         self.cut: Fraction | None = None
         self.clock: int | None = None  # next output sample (re-encoding), in 1/rate
         self.copy = self.ain.codec_context.name in preset.audio_copy
+        # Matroska has no edit list and cannot store a negative time. FFmpeg's muxer accepts one only
+        # down to a stream's CodecDelay, which it writes from the stream's `initial_padding`, a field
+        # PyAV neither copies from an MP4 input nor lets us set; otherwise it moves every stream later
+        # by the priming's length (AAC: 1024 samples, 21 ms) and players then play the priming. So a
+        # copied packet lying wholly before the output's 0 (priming an MP4 edit list hid) is left
+        # out: frames keep their times and the audio its presented length; the decoder starts
+        # without that packet's pre-roll, a ramp-in over the first ~21 ms. A packet that straddles 0
+        # is kept (real samples), and the muxer's shift is then that part of a frame only.
         self.drops_priming = self.copy and preset.format in ("matroska", "webm")
         if self.copy:
             self.aout = out.add_stream_from_template(self.ain)
@@ -207,15 +215,6 @@ class _AudioCarrier:
         self.packets = self.inp.demux(self.ain)
         self.done = False
         self.out = out
-
-    # Matroska has no edit list and cannot store a negative time. FFmpeg's muxer accepts one only
-    # down to a stream's CodecDelay, which it writes from the stream's `initial_padding`, a field
-    # PyAV neither copies from an MP4 input nor lets us set; otherwise it moves every stream later
-    # by the priming's length (AAC: 1024 samples, 21 ms) and players then play the priming. So a
-    # copied packet lying wholly before the output's 0 (priming an MP4 edit list hid) is left
-    # out: frames keep their times and the audio its presented length; the decoder starts
-    # without that packet's pre-roll, a ramp-in over the first ~21 ms. A packet that straddles 0
-    # is kept (real samples), and the muxer's shift is then that part of a frame only.
 
     def start(self, origin: Fraction, cut: Fraction | None) -> None:
         self.origin, self.cut = origin, cut
